@@ -1,0 +1,41 @@
+"""resnet_keras: the networks of He et al., "Deep Residual Learning for Image
+Recognition" (2015), in Keras 3.
+
+Importing this package registers its serializable pieces, so a saved model
+loads with ``keras.models.load_model(path)`` in Keras' default safe mode.
+"""
+
+from resnet_keras.applications import copy_applications_weights, from_applications
+from resnet_keras.blocks import BOTTLENECK_VERSIONS, SHORTCUTS
+from resnet_keras.cost import count_flops, count_params
+from resnet_keras.layers import InputNormalization, get_normalization, zero_pad_shortcut
+from resnet_keras.models import get_model
+from resnet_keras.specs import ARCHITECTURES, PAPER_NUMBERS, ArchSpec, list_models, resolve_spec
+
+__version__ = "0.1.0"
+
+import sys as _sys
+
+# Keras builds and loads functional graphs with a recursive walk, several Python
+# frames per layer (keras.src.ops.function._build_map_helper); resnet1202 has
+# 4,211 layers, past Python's default limit of 1,000 frames.
+_sys.setrecursionlimit(max(_sys.getrecursionlimit(), 20_000))
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "BOTTLENECK_VERSIONS",
+    "PAPER_NUMBERS",
+    "SHORTCUTS",
+    "ArchSpec",
+    "InputNormalization",
+    "copy_applications_weights",
+    "count_flops",
+    "count_params",
+    "from_applications",
+    "get_model",
+    "get_normalization",
+    "list_models",
+    "resolve_spec",
+    "zero_pad_shortcut",
+]

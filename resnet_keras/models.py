@@ -1,0 +1,193 @@
+"""Builds any network of the paper from its :class:`~resnet_keras.specs.ArchSpec`.
+
+``get_model`` is the only door: trainers, the tuner and the tests ask for a
+network by name and never import an architecture.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from resnet_keras.blocks import (
+    BOTTLENECK_VERSIONS,
+    SHORTCUTS,
+    BlockOptions,
+    apply_basic_block,
+    apply_bottleneck_block,
+    conv_bn,
+    he_normal,
+)
+from resnet_keras.layers import NORMALIZATION_MODES, InputNormalization
+from resnet_keras.specs import (
+    BOTTLENECK_EXPANSION,
+    STAGE_FILTERS,
+    STEM_FILTERS,
+    ArchSpec,
+    check_stage_depths,
+    resolve_spec,
+)
+
+
+def scaled_filters(filters: int, width: float) -> int:
+    return max(1, int(round(filters * width)))
+
+
+def get_model(
+    name: str,
+    *,
+    num_classes: int,
+    input_shape=None,
+    shortcut: str | None = None,
+    width: float = 1.0,
+    stage_depths=None,
+    bottleneck_version: str = "v1",
+    normalization: str = "pixel",
+    zero_init_residual: bool = False,
+    bn_momentum: float = 0.9,
+    bn_epsilon: float = 1e-5,
+) -> keras.Model:
+    """A network of the paper by name, as a functional ``keras.Model`` that maps
+    raw RGB pixels in [0, 255] to logits (no softmax: use ``from_logits=True``).
+
+    Args:
+        name: one of :func:`list_models`, or ``resnet<6n+2>`` / ``plain<6n+2>``.
+        num_classes: size of the final dense layer.
+        input_shape: ``(H, W, C)``; default 32x32x3 (CIFAR) or 224x224x3
+            (ImageNet). H and W may be ``None`` with ``normalization="channel"``.
+        shortcut: ``"A"``, ``"B"`` or ``"C"``; default the paper's choice (A for
+            CIFAR, B for ImageNet). Plain networks take none.
+        width: multiplier of every layer's filters (stem included).
+        stage_depths: blocks per stage, overriding the name's (3 stages for
+            CIFAR, 4 for ImageNet): ``get_model("resnet20", stage_depths=(4, 4, 4))``.
+        bottleneck_version: ``"v1"`` (paper) or ``"v1.5"`` (stride on the 3x3).
+        normalization: ``"pixel"`` (a mean image, as the paper) or ``"channel"``.
+        zero_init_residual: start each residual branch's last BN scale at zero.
+        bn_momentum, bn_epsilon: BatchNormalization settings of every BN.
+
+    Raises:
+        ValueError: naming the bad value and the valid choices.
+    """
+    spec = resolve_spec(name)
+    if stage_depths is not None:
+        spec = spec.with_stage_depths(check_stage_depths(spec.family, stage_depths))
+
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r}; expected a positive integer")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= 64:
+        raise ValueError(f"width={width!r}; expected a number in (0, 64]")
+    if bottleneck_version not in BOTTLENECK_VERSIONS:
+        raise ValueError(
+            f"bottleneck_version={bottleneck_version!r}; expected one of {BOTTLENECK_VERSIONS}"
+        )
+    if bottleneck_version != "v1" and spec.block != "bottleneck":
+        raise ValueError(
+            f"bottleneck_version={bottleneck_version!r} applies to bottleneck networks only; "
+            f"{name!r} uses basic blocks"
+        )
+    if normalization not in NORMALIZATION_MODES:
+        raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATION_MODES}")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum={bn_momentum!r}; expected a value in [0, 1)")
+    if not bn_epsilon > 0:
+        raise ValueError(f"bn_epsilon={bn_epsilon!r}; expected a positive value")
+    shortcut = _check_shortcut(spec, name, shortcut)
+    input_shape = _check_input_shape(spec, name, input_shape, normalization)
+
+    options = BlockOptions(
+        shortcut=shortcut,
+        bottleneck_version=bottleneck_version,
+        bn_momentum=float(bn_momentum),
+        bn_epsilon=float(bn_epsilon),
+        zero_init_residual=bool(zero_init_residual),
+    )
+    return build_network(
+        spec,
+        options,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        width=float(width),
+        normalization=normalization,
+        model_name=name,
+    )
+
+
+def _check_shortcut(spec: ArchSpec, name: str, shortcut):
+    if not spec.residual:
+        if shortcut is not None:
+            raise ValueError(f"shortcut={shortcut!r}: {name!r} is a plain network and has no shortcuts")
+        return None
+    if shortcut is None:
+        return spec.default_shortcut
+    if not isinstance(shortcut, str) or shortcut.upper() not in SHORTCUTS:
+        raise ValueError(f"shortcut={shortcut!r}; expected one of {SHORTCUTS}")
+    return shortcut.upper()
+
+
+def _check_input_shape(spec: ArchSpec, name: str, input_shape, normalization):
+    if input_shape is None:
+        return spec.default_input_shape
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = ()
+    valid = len(shape) == 3 and all(
+        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape
+    )
+    if not valid or shape[2] is None:
+        raise ValueError(
+            f"input_shape={input_shape!r}; expected (height, width, channels) with positive "
+            "integers (height and width may be None)"
+        )
+    stride = spec.total_stride
+    for size in shape[:2]:
+        if size is not None and size < stride:
+            raise ValueError(
+                f"input_shape={shape} is too small for {name!r}: its total stride is {stride}, "
+                f"so height and width must be at least {stride}"
+            )
+    if normalization == "pixel" and (shape[0] is None or shape[1] is None):
+        raise ValueError(
+            f"input_shape={shape} has a variable size, which a per-pixel mean cannot cover; "
+            "pass normalization='channel'"
+        )
+    return shape
+
+
+def build_network(spec, options, *, num_classes, input_shape, width, normalization, model_name):
+    """Assembles stem, stages and head. Arguments are already validated."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = InputNormalization(mode=normalization, name="normalization")(inputs)
+
+    stem_filters = scaled_filters(STEM_FILTERS[spec.family], width)
+    if spec.family == "cifar":
+        x = conv_bn(x, stem_filters, 3, 1, options, name="conv1")
+    else:
+        # 7x7/2 conv and 3x3/2 max pool, padded as keras.applications (and Caffe).
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        x = layers.Conv2D(
+            stem_filters, 7, strides=2, use_bias=False, kernel_initializer=he_normal(), name="conv1_conv"
+        )(x)
+        x = layers.BatchNormalization(
+            momentum=options.bn_momentum, epsilon=options.bn_epsilon, name="conv1_bn"
+        )(x)
+        x = layers.Activation("relu", name="conv1_relu")(x)
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+    for stage, (blocks, filters) in enumerate(zip(spec.stage_depths, STAGE_FILTERS[spec.family])):
+        filters = scaled_filters(filters, width)
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            block_name = f"conv{stage + 2}_block{block + 1}"
+            if spec.block == "basic":
+                x = apply_basic_block(x, filters, stride, options, name=block_name)
+            else:
+                x = apply_bottleneck_block(
+                    x, filters, stride, options, name=block_name, expansion=BOTTLENECK_EXPANSION
+                )
+
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    # float32 logits under mixed precision: softmax and the loss need the range.
+    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=model_name)

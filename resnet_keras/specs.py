@@ -1,0 +1,182 @@
+"""The architectures of He et al. (2015) as rows of data.
+
+An architecture is a frozen :class:`ArchSpec`; adding a depth is adding a row to
+``ARCHITECTURES``. The facts behind each row (stage depths, filter counts, total
+stride) come from the paper's Table 1 (ImageNet) and Section 4.2 (CIFAR-10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+FAMILIES = ("cifar", "imagenet")
+BLOCKS = ("basic", "bottleneck")
+
+# Filters of each stage's 3x3 convolutions, before any width multiplier.
+STAGE_FILTERS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512)}
+STEM_FILTERS = {"cifar": 16, "imagenet": 64}
+# A bottleneck block's last 1x1 convolution has 4x the filters of its 3x3.
+BOTTLENECK_EXPANSION = 4
+# CIFAR: a 3x3 conv at full resolution. ImageNet: 7x7/2 conv and 3x3/2 max pool.
+STEM_STRIDE = {"cifar": 1, "imagenet": 4}
+DEFAULT_IMAGE_SIZE = {"cifar": 32, "imagenet": 224}
+DEFAULT_NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
+# The paper's shortcut choices: option A on CIFAR (Section 4.2, so that plain and
+# residual nets have the same parameters), option B on ImageNet (Section 3.3).
+DEFAULT_SHORTCUT = {"cifar": "A", "imagenet": "B"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """One network of the paper, as data.
+
+    Attributes:
+        family: ``"cifar"`` (3 stages of 16/32/64 filters, 32x32 input) or
+            ``"imagenet"`` (4 stages of 64..512 filters, 224x224 input).
+        block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1-3x3-1x1).
+        stage_depths: number of blocks in each stage.
+        residual: ``False`` for the paper's plain baselines (no shortcuts).
+    """
+
+    family: str
+    block: str
+    stage_depths: tuple[int, ...]
+    residual: bool = True
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family={self.family!r}; expected one of {FAMILIES}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block={self.block!r}; expected one of {BLOCKS}")
+        check_stage_depths(self.family, self.stage_depths)
+
+    @property
+    def layers_per_block(self) -> int:
+        return 2 if self.block == "basic" else 3
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers, counted as the paper does: convs on the main path, the
+        first conv and the classifier (shortcut projections are not counted)."""
+        return self.layers_per_block * sum(self.stage_depths) + 2
+
+    @property
+    def total_stride(self) -> int:
+        return STEM_STRIDE[self.family] * 2 ** (len(self.stage_depths) - 1)
+
+    @property
+    def default_shortcut(self) -> str | None:
+        return DEFAULT_SHORTCUT[self.family] if self.residual else None
+
+    @property
+    def default_input_shape(self) -> tuple[int, int, int]:
+        size = DEFAULT_IMAGE_SIZE[self.family]
+        return (size, size, 3)
+
+    @property
+    def default_num_classes(self) -> int:
+        return DEFAULT_NUM_CLASSES[self.family]
+
+    def with_stage_depths(self, stage_depths) -> "ArchSpec":
+        return dataclasses.replace(self, stage_depths=tuple(stage_depths))
+
+
+def check_stage_depths(family: str, stage_depths) -> tuple[int, ...]:
+    n_stages = len(STAGE_FILTERS[family])
+    try:
+        depths = tuple(stage_depths)
+    except TypeError:
+        depths = None
+    if (
+        depths is None
+        or len(depths) != n_stages
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths)
+    ):
+        raise ValueError(
+            f"stage_depths={stage_depths!r} is not valid for a {family} network: "
+            f"expected {n_stages} positive integers, one per stage"
+        )
+    return depths
+
+
+def _cifar(n: int, residual: bool = True) -> ArchSpec:
+    return ArchSpec("cifar", "basic", (n, n, n), residual)
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    # ImageNet, Table 1.
+    "resnet18": ArchSpec("imagenet", "basic", (2, 2, 2, 2)),
+    "resnet34": ArchSpec("imagenet", "basic", (3, 4, 6, 3)),
+    "resnet50": ArchSpec("imagenet", "bottleneck", (3, 4, 6, 3)),
+    "resnet101": ArchSpec("imagenet", "bottleneck", (3, 4, 23, 3)),
+    "resnet152": ArchSpec("imagenet", "bottleneck", (3, 8, 36, 3)),
+    "plain18": ArchSpec("imagenet", "basic", (2, 2, 2, 2), residual=False),
+    "plain34": ArchSpec("imagenet", "basic", (3, 4, 6, 3), residual=False),
+    # CIFAR-10, Section 4.2: 6n+2 layers.
+    "resnet20": _cifar(3),
+    "resnet32": _cifar(5),
+    "resnet44": _cifar(7),
+    "resnet56": _cifar(9),
+    "resnet110": _cifar(18),
+    "resnet1202": _cifar(200),
+    "plain20": _cifar(3, residual=False),
+    "plain32": _cifar(5, residual=False),
+    "plain44": _cifar(7, residual=False),
+    "plain56": _cifar(9, residual=False),
+    "plain110": _cifar(18, residual=False),
+}
+
+# What the paper (and PAPER.md's Keras reference counts) say of each network.
+# params_m: CIFAR parameter counts of Section 4.2, in millions.
+# flops: ImageNet multiply-adds of Table 1 at 224x224.
+# keras_backbone_params: exact Keras count_params() without classifier or conv
+#   biases, BN moving statistics included (PAPER.md).
+# error: CIFAR-10 test error (%) of Table 6; ImageNet top-1 10-crop error (%)
+#   of Tables 2-4.
+PAPER_NUMBERS: dict[str, dict[str, float]] = {
+    "resnet18": {"flops": 1.8e9, "keras_backbone_params": 11_186_112, "error": 27.88},
+    "resnet34": {"flops": 3.6e9, "keras_backbone_params": 21_301_696, "error": 25.03},
+    "resnet50": {"flops": 3.8e9, "keras_backbone_params": 23_561_152, "error": 22.85},
+    "resnet101": {"flops": 7.6e9, "keras_backbone_params": 42_605_504, "error": 21.75},
+    "resnet152": {"flops": 11.3e9, "keras_backbone_params": 58_295_232, "error": 21.43},
+    "plain18": {"flops": 1.8e9, "error": 27.94},
+    "plain34": {"flops": 3.6e9, "error": 28.54},
+    "resnet20": {"params_m": 0.27, "error": 8.75},
+    "resnet32": {"params_m": 0.46, "error": 7.51},
+    "resnet44": {"params_m": 0.66, "error": 7.17},
+    "resnet56": {"params_m": 0.85, "error": 6.97},
+    "resnet110": {"params_m": 1.7, "error": 6.43},
+    "resnet1202": {"params_m": 19.4, "error": 7.93},
+}
+
+_DEPTH_NAME = re.compile(r"^(resnet|plain)(\d+)$")
+
+
+def list_models() -> list[str]:
+    """The registered networks of the paper, ImageNet first, then CIFAR."""
+    return list(ARCHITECTURES)
+
+
+def resolve_spec(name: str) -> ArchSpec:
+    """The spec for a registered name, or for ``resnet{6n+2}`` / ``plain{6n+2}``.
+
+    Any CIFAR depth 6n+2 is accepted by name (``resnet26``, ``plain74``) unless the
+    name is a registered ImageNet network (``resnet50`` is the ImageNet one; a
+    50-layer CIFAR net is ``get_model("resnet20", stage_depths=(8, 8, 8))``).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"architecture name must be a string, got {name!r}")
+    spec = ARCHITECTURES.get(name)
+    if spec is not None:
+        return spec
+    match = _DEPTH_NAME.match(name)
+    if match:
+        depth = int(match.group(2))
+        if depth >= 8 and (depth - 2) % 6 == 0:
+            return _cifar((depth - 2) // 6, residual=match.group(1) == "resnet")
+    raise ValueError(
+        f"unknown architecture {name!r}. Known: {', '.join(list_models())}; "
+        "also any CIFAR depth 6n+2 as 'resnet<depth>' or 'plain<depth>' "
+        "(e.g. resnet26), and any stage depths through get_model(..., stage_depths=...)"
+    )
