@@ -1,0 +1,42 @@
+import functools
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+import resnet_keras  # noqa: E402
+
+# Small inputs that still exercise every stage: 2x2 ImageNet and 4x4 CIFAR final maps.
+SMALL_SIZE = {"imagenet": 64, "cifar": 16}
+
+
+@functools.lru_cache(maxsize=None)
+def _build(name, size=None, **kwargs):
+    spec = resnet_keras.resolve_spec(name)
+    input_shape = None if size is None else (size, size, 3)
+    return resnet_keras.get_model(
+        name, num_classes=spec.default_num_classes, input_shape=input_shape, **kwargs
+    )
+
+
+@pytest.fixture(scope="session")
+def build():
+    """Builds (once per session) a network by name with the given options.
+    ``size="small"`` picks a small input for the network's family."""
+
+    def _get(name, size=None, **kwargs):
+        if size == "small":
+            size = SMALL_SIZE[resnet_keras.resolve_spec(name).family]
+        return _build(name, size, **kwargs)
+
+    return _get
+
+
+@pytest.fixture
+def float32_policy():
+    """Restores the global dtype policy after a test that changes it."""
+    previous = keras.config.dtype_policy()
+    yield
+    keras.config.set_dtype_policy(previous)
