@@ -10,11 +10,14 @@ Pairs:
   resnet20: resnet_keras "resnet20" against a straightforward hand-written
             ResNet-20 (TF "same" padding, option A with a Python lambda, no input
             normalization layer), 32x32: what a blog-post ResNet-20 looks like.
+            A second reference, "handwritten_symmetric", is the same network with
+            the stride-2 convolutions padded one pixel on every side as ours are
+            (see resnet_keras/blocks.py): it shows what that alignment costs.
 
 After warm-up, each round runs --steps compiled steps of each model, one step of
-each in turn (alternating which goes first); a model's speed in a round is batch
-size over its median step time, and the ratio ours/reference is taken per round
-and reported as median [min, max] over rounds. Steps are timed one by one around
+each in turn (alternating the order); a model's speed in a round is batch size
+over its median step time, and the ratio ours/reference is taken per round and
+reported as median [min, max] over rounds. Steps are timed one by one around
 ``train_on_batch`` / ``predict_on_batch`` (compiled functions), not around
 ``fit``, whose return can stall for seconds after the last step.
 """
@@ -43,11 +46,16 @@ PAIRS = {
 }
 
 
-def handwritten_resnet20(input_shape, num_classes):
-    """A plain-Keras ResNet-20 as commonly written: the reference for resnet20."""
+def handwritten_resnet20(input_shape, num_classes, symmetric_padding=False):
+    """A plain-Keras ResNet-20 as commonly written: the reference for resnet20.
+    ``symmetric_padding=True`` pads its stride-2 convolutions as ours."""
 
     def block(x, filters, stride):
-        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+        if stride > 1 and symmetric_padding:
+            x_pad = layers.ZeroPadding2D(1)(x)
+            y = layers.Conv2D(filters, 3, strides=stride, padding="valid", use_bias=False)(x_pad)
+        else:
+            y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
         y = layers.Activation("relu")(layers.BatchNormalization()(y))
         y = layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same", use_bias=False)(y))
         if stride != 1 or x.shape[-1] != filters:
@@ -66,13 +74,17 @@ def handwritten_resnet20(input_shape, num_classes):
 
 
 def build_pair(pair):
+    """Our model first, then its references: the first is the one to beat."""
     if pair == "resnet50":
-        ours = resnet_keras.get_model("resnet50", num_classes=1000)
-        reference = keras.applications.ResNet50(weights=None, classifier_activation=None)
-    else:
-        ours = resnet_keras.get_model("resnet20", num_classes=10)
-        reference = handwritten_resnet20((32, 32, 3), 10)
-    return {"resnet_keras": ours, "reference": reference}
+        return {
+            "resnet_keras": resnet_keras.get_model("resnet50", num_classes=1000),
+            "keras_applications": keras.applications.ResNet50(weights=None, classifier_activation=None),
+        }
+    return {
+        "resnet_keras": resnet_keras.get_model("resnet20", num_classes=10),
+        "handwritten": handwritten_resnet20((32, 32, 3), 10),
+        "handwritten_symmetric": handwritten_resnet20((32, 32, 3), 10, symmetric_padding=True),
+    }
 
 
 def compile_model(model, jit_compile):
@@ -131,22 +143,42 @@ def run_pair(pair, args):
                     durations[name] += time_steps(fns[name], 1)
             for name in fns:
                 per_round[name].append(batch / statistics.median(durations[name]))
-        ratios = [o / ref for o, ref in zip(per_round["resnet_keras"], per_round["reference"])]
+        ours = per_round["resnet_keras"]
+        ratios = {}
+        for name in list(fns)[1:]:
+            per = [o / ref for o, ref in zip(ours, per_round[name])]
+            ratios[name] = {"median": statistics.median(per), "min": min(per), "max": max(per)}
         results[mode] = {
             "images_per_second": {name: statistics.median(v) for name, v in per_round.items()},
             "per_round": per_round,
-            "ratio_median": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
+            "ratios": ratios,
         }
-        r = results[mode]
-        print(
-            f"{pair:9s} {mode:9s} batch {batch:4d}  resnet_keras {r['images_per_second']['resnet_keras']:8.1f} img/s"
-            f"  reference {r['images_per_second']['reference']:8.1f} img/s"
-            f"  ratio {r['ratio_median']:.3f} [{r['ratio_min']:.3f}, {r['ratio_max']:.3f}]",
-            flush=True,
-        )
+        speeds = results[mode]["images_per_second"]
+        for name, r in ratios.items():
+            print(
+                f"{pair:9s} {mode:9s} batch {batch:4d}  resnet_keras {speeds['resnet_keras']:8.1f} img/s"
+                f"  {name} {speeds[name]:8.1f} img/s"
+                f"  ratio {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]",
+                flush=True,
+            )
     return {"batch_size": batch, "image_size": size, **results}
+
+
+def describe_cpu():
+    """The CPU's model name and the instruction sets that matter for bf16 speed."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{os.cpu_count()} CPUs, {model}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def build_parser():
@@ -170,11 +202,13 @@ def main(argv=None):
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {value}")
     keras.config.set_dtype_policy(args.precision)
-    print(f"precision {args.precision}, jit_compile {args.jit_compile}, {os.cpu_count()} CPUs, {platform.processor()}")
+    machine = describe_cpu()
+    print(f"precision {args.precision}, jit_compile {args.jit_compile}, keras {keras.__version__}, {machine}")
     results = {
         "precision": args.precision,
         "jit_compile": args.jit_compile,
         "keras": keras.__version__,
+        "machine": machine,
         "pairs": {pair: run_pair(pair, args) for pair in args.pair},
     }
     if args.json:

@@ -1,4 +1,5 @@
 import json
+import pathlib
 
 import pytest
 
@@ -32,3 +33,16 @@ def test_summary_rejects_unknown_networks(capsys):
         summary.main(["--arch", "resnet99"])
     assert info.value.code == 2
     assert "invalid choice: 'resnet99'" in capsys.readouterr().err
+
+
+def test_readme_table_is_what_summary_prints():
+    """The README's table of networks is summary.py's output: spot-check rows of
+    each kind (CIFAR, basic ImageNet, bottleneck ImageNet, plain) so the
+    document cannot drift from the code."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| ")}
+    names = ["resnet20", "plain20", "resnet18", "resnet50"]
+    expected = summary.render([summary.summarize(name) for name in names], "markdown").splitlines()
+    assert table["network"] == expected[0]
+    for name, line in zip(names, expected[2:]):
+        assert table[name] == line
