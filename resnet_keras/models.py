@@ -29,6 +29,10 @@ from resnet_keras.specs import (
 )
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def scaled_filters(filters: int, width: float) -> int:
     return max(1, int(round(filters * width)))
 
@@ -74,7 +78,7 @@ def get_model(
 
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r}; expected a positive integer")
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= 64:
+    if not _is_number(width) or not 0 < width <= 64:
         raise ValueError(f"width={width!r}; expected a number in (0, 64]")
     if bottleneck_version not in BOTTLENECK_VERSIONS:
         raise ValueError(
@@ -87,10 +91,12 @@ def get_model(
         )
     if normalization not in NORMALIZATION_MODES:
         raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATION_MODES}")
-    if not 0.0 <= bn_momentum < 1.0:
-        raise ValueError(f"bn_momentum={bn_momentum!r}; expected a value in [0, 1)")
-    if not bn_epsilon > 0:
-        raise ValueError(f"bn_epsilon={bn_epsilon!r}; expected a positive value")
+    if not _is_number(bn_momentum) or not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum={bn_momentum!r}; expected a number in [0, 1)")
+    if not _is_number(bn_epsilon) or not bn_epsilon > 0:
+        raise ValueError(f"bn_epsilon={bn_epsilon!r}; expected a positive number")
+    if not isinstance(zero_init_residual, bool):
+        raise ValueError(f"zero_init_residual={zero_init_residual!r}; expected True or False")
     shortcut = _check_shortcut(spec, name, shortcut)
     input_shape = _check_input_shape(spec, name, input_shape, normalization)
 

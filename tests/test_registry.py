@@ -136,8 +136,23 @@ def test_unknown_name_lists_the_known_ones():
         ({"name": "resnet50", "input_shape": (31, 224, 3)}, "total stride is 32"),
         ({"input_shape": (32, 32)}, r"input_shape=\(32, 32\).*\(height, width, channels\)"),
         ({"input_shape": (None, None, 3)}, "normalization='channel'"),
-        ({"bn_momentum": 1.5}, "bn_momentum=1.5"),
+        ({"bn_momentum": 1.5}, r"bn_momentum=1.5.*\[0, 1\)"),
+        ({"bn_momentum": "0.9"}, "bn_momentum='0.9'"),
+        ({"bn_epsilon": 0}, "bn_epsilon=0"),
+        ({"width": "2"}, "width='2'"),
+        ({"zero_init_residual": "yes"}, "zero_init_residual='yes'"),
     ],
 )
 def test_bad_options_raise_value_error_naming_them(kwargs, match):
     _raises(match, **kwargs)
+
+
+def test_zero_init_residual_zeroes_the_last_bn_of_each_residual_branch():
+    model = get_model("resnet50", num_classes=10, input_shape=(32, 32, 3), zero_init_residual=True)
+    last_bns = [layer for layer in model.layers if layer.name.endswith("_3_bn")]
+    assert len(last_bns) == 16 and all(not layer.gamma.numpy().any() for layer in last_bns)
+    assert model.get_layer("conv2_block1_2_bn").gamma.numpy().all()
+    assert model.get_layer("conv2_block1_0_bn").gamma.numpy().all()  # projections keep theirs
+    # A plain network has no residual branch to silence: zeroing would cut its signal.
+    plain = get_model("plain20", num_classes=10, zero_init_residual=True)
+    assert all(layer.gamma.numpy().all() for layer in plain.layers if layer.name.endswith("_bn"))
