@@ -34,6 +34,7 @@ class BlockOptions:
     bn_momentum, bn_epsilon: 0.9 and 1e-5 are Caffe's and PyTorch's values
         (PyTorch's momentum 0.1 is Keras' 0.9). Keras' default momentum of 0.99
         lags badly in short runs.
+    synchronized_bn: batch statistics over all replicas (``--sync-bn``).
     zero_init_residual: initialise the last BN scale of each residual branch to
         zero, so each block starts as the identity (Goyal et al. 2017,
         arXiv:1706.02677). Not in the paper, so off by default.
@@ -44,6 +45,20 @@ class BlockOptions:
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     zero_init_residual: bool = False
+    synchronized_bn: bool = False
+
+
+def bn(options, name, gamma_initializer="ones"):
+    """BatchNormalization with the network's settings. ``synchronized_bn``
+    computes batch statistics over all replicas of a distribution strategy
+    (Keras' ``synchronized=True``) instead of each replica's share of the batch."""
+    return layers.BatchNormalization(
+        momentum=options.bn_momentum,
+        epsilon=options.bn_epsilon,
+        gamma_initializer=gamma_initializer,
+        synchronized=options.synchronized_bn,
+        name=name,
+    )
 
 
 def he_normal():
@@ -71,12 +86,7 @@ def conv_bn(x, filters, kernel_size, stride, options, name, relu=True, zero_gamm
         kernel_initializer=he_normal(),
         name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(
-        momentum=options.bn_momentum,
-        epsilon=options.bn_epsilon,
-        gamma_initializer="zeros" if zero_gamma else "ones",
-        name=f"{name}_bn",
-    )(x)
+    x = bn(options, f"{name}_bn", gamma_initializer="zeros" if zero_gamma else "ones")(x)
     if relu:
         x = layers.Activation("relu", name=f"{name}_relu")(x)
     return x

@@ -15,6 +15,7 @@ from resnet_keras.blocks import (
     BlockOptions,
     apply_basic_block,
     apply_bottleneck_block,
+    bn,
     conv_bn,
     he_normal,
 )
@@ -50,6 +51,7 @@ def get_model(
     zero_init_residual: bool = False,
     bn_momentum: float = 0.9,
     bn_epsilon: float = 1e-5,
+    synchronized_bn: bool = False,
 ) -> keras.Model:
     """A network of the paper by name, as a functional ``keras.Model`` that maps
     raw RGB pixels in [0, 255] to logits (no softmax: use ``from_logits=True``).
@@ -68,6 +70,8 @@ def get_model(
         normalization: ``"pixel"`` (a mean image, as the paper) or ``"channel"``.
         zero_init_residual: start each residual branch's last BN scale at zero.
         bn_momentum, bn_epsilon: BatchNormalization settings of every BN.
+        synchronized_bn: compute BN batch statistics across all replicas of a
+            distribution strategy (the same network; only training differs).
 
     Raises:
         ValueError: naming the bad value and the valid choices.
@@ -95,8 +99,9 @@ def get_model(
         raise ValueError(f"bn_momentum={bn_momentum!r}; expected a number in [0, 1)")
     if not _is_number(bn_epsilon) or not bn_epsilon > 0:
         raise ValueError(f"bn_epsilon={bn_epsilon!r}; expected a positive number")
-    if not isinstance(zero_init_residual, bool):
-        raise ValueError(f"zero_init_residual={zero_init_residual!r}; expected True or False")
+    for flag, value in (("zero_init_residual", zero_init_residual), ("synchronized_bn", synchronized_bn)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag}={value!r}; expected True or False")
     shortcut = _check_shortcut(spec, name, shortcut)
     input_shape = _check_input_shape(spec, name, input_shape, normalization)
 
@@ -105,7 +110,8 @@ def get_model(
         bottleneck_version=bottleneck_version,
         bn_momentum=float(bn_momentum),
         bn_epsilon=float(bn_epsilon),
-        zero_init_residual=bool(zero_init_residual),
+        zero_init_residual=zero_init_residual,
+        synchronized_bn=synchronized_bn,
     )
     return build_network(
         spec,
@@ -174,9 +180,7 @@ def build_network(spec, options, *, num_classes, input_shape, width, normalizati
         x = layers.Conv2D(
             stem_filters, 7, strides=2, use_bias=False, kernel_initializer=he_normal(), name="conv1_conv"
         )(x)
-        x = layers.BatchNormalization(
-            momentum=options.bn_momentum, epsilon=options.bn_epsilon, name="conv1_bn"
-        )(x)
+        x = bn(options, "conv1_bn")(x)
         x = layers.Activation("relu", name="conv1_relu")(x)
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

@@ -1,0 +1,240 @@
+"""Callbacks of the trainer: backups that survive ``kill -9``, an exact stop at
+the schedule's last iteration, a guard against non-finite losses, the best
+model, and the run's logs (history.csv, steps.csv, curves.png)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import pathlib
+import time
+
+import keras
+
+from trainers.common import save_model_atomic, write_csv_atomic, write_json_atomic
+
+
+def iterations(model) -> int:
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends training when the optimizer has taken ``total_steps`` steps, however
+    many epochs that took. A run resumed mid-epoch restarts that epoch's data
+    from its first batch, so counting iterations (not epochs) is what makes an
+    interrupted run end with the same iteration count as an uninterrupted one."""
+
+    def __init__(self, total_steps: int):
+        super().__init__()
+        self.total_steps = total_steps
+
+    def on_train_begin(self, logs=None):
+        if iterations(self.model) >= self.total_steps:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if iterations(self.model) >= self.total_steps:
+            self.model.stop_training = True
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops at the first batch whose loss is NaN or infinite and records the
+    iteration, so the trainer can say where it happened. Placed before
+    :class:`Backup`, which then declines to save the broken state."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = iterations(self.model)
+            self.model.stop_training = True
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` made safe against ``kill -9``:
+
+    * the weights (model and optimizer, iteration count included) and the
+      metadata are written under temporary names and renamed, so a backup on
+      disk is always whole: the old one until the new one is complete;
+    * nothing is saved once the loss is non-finite, and the backup is kept
+      unless the run reached its last iteration.
+    """
+
+    def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, total_steps: int):
+        super().__init__(str(backup_dir), save_freq=save_freq, delete_checkpoint=True, double_checkpoint=False)
+        self.guard = guard
+        self.total_steps = total_steps
+
+    def _save_model(self):
+        if self.guard.bad_step is not None:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        weights = pathlib.Path(self._weights_path)
+        tmp = weights.with_name(f".tmp-{os.getpid()}-{weights.name}")
+        self.model.save_weights(str(tmp), overwrite=True)
+        os.replace(tmp, weights)
+        write_json_atomic(
+            self._training_metadata_path,
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen, "iterations": iterations(self.model)},
+        )
+
+    def on_train_end(self, logs=None):
+        if self.guard.bad_step is None and iterations(self.model) >= self.total_steps:
+            super().on_train_end(logs)
+
+
+class BestModel(keras.callbacks.Callback):
+    """Keeps ``best.keras``: the model of the epoch with the highest
+    ``monitor`` so far, written atomically; survives resumption through
+    ``best.json``."""
+
+    def __init__(self, run_dir, monitor="val_accuracy"):
+        super().__init__()
+        self.path = pathlib.Path(run_dir) / "best.keras"
+        self.state_path = pathlib.Path(run_dir) / "best.json"
+        self.monitor = monitor
+        self.best = -math.inf
+        if self.state_path.exists() and self.path.exists():
+            self.best = json.loads(self.state_path.read_text())["value"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or float(value) <= self.best:
+            return
+        self.best = float(value)
+        save_model_atomic(self.model, self.path)
+        write_json_atomic(
+            self.state_path, {"monitor": self.monitor, "value": self.best, "iterations": iterations(self.model)}
+        )
+
+
+class RunLog(keras.callbacks.Callback):
+    """Writes ``history.csv`` (one row per epoch: iterations, learning rate,
+    training and evaluation errors) and ``steps.csv`` (training loss and error
+    every ``log_every`` iterations), redraws ``curves.png``, and times the
+    steady-state training steps.
+
+    ``test_data``: evaluated at every epoch's end when validation is a split of
+    its own, so the curves always show test error (the paper's Figure 6).
+    On resumption, rows past the restored iteration are dropped: those
+    iterations will be run again."""
+
+    def __init__(self, run_dir, *, batch_size, log_every, test_data=None, title="", warmup_batches=5):
+        super().__init__()
+        self.run_dir = pathlib.Path(run_dir)
+        self.batch_size = batch_size
+        self.log_every = max(1, log_every)
+        self.test_data = test_data
+        self.title = title
+        self.warmup_batches = warmup_batches
+        self.rows = _read_csv(self.run_dir / "history.csv")
+        self.steps = _read_csv(self.run_dir / "steps.csv")
+        self.timed_steps = 0
+        self.timed_seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        start = iterations(self.model)
+        self.rows = [r for r in self.rows if int(r["iterations"]) <= start]
+        self.steps = [r for r in self.steps if int(r["iterations"]) <= start]
+        self._last_logged = start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._mark = None  # (iterations, time) once warm-up batches are done
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = iterations(self.model)
+        self._last_batch = (step, time.perf_counter())
+        if batch + 1 == self.warmup_batches:
+            self._mark = self._last_batch
+        if step - self._last_logged >= self.log_every and logs and "loss" in logs:
+            self._last_logged = step
+            self.steps.append(
+                {"iterations": step, "loss": float(logs["loss"]), "train_error": 1 - float(logs.get("accuracy", math.nan))}
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        now = time.perf_counter()
+        step = iterations(self.model)
+        if self._mark is not None and self._last_batch[0] > self._mark[0]:
+            # Steady state: from the end of the warm-up batches to the end of
+            # the epoch's last batch (evaluation is not counted).
+            self.timed_steps += self._last_batch[0] - self._mark[0]
+            self.timed_seconds += self._last_batch[1] - self._mark[1]
+        row = {"epoch": epoch + 1, "iterations": step, "lr": _current_lr(self.model)}
+        for key, value in logs.items():
+            row[key] = float(value)
+        for prefix in ("", "val_"):
+            if f"{prefix}accuracy" in logs:
+                row[f"{prefix}error"] = 1 - float(logs[f"{prefix}accuracy"])
+            if f"{prefix}top5" in logs:
+                row[f"{prefix}top5_error"] = 1 - float(logs[f"{prefix}top5"])
+        if self.test_data is not None:
+            result = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
+            row.update(test_loss=result["loss"], test_error=1 - result["accuracy"], test_top5_error=1 - result["top5"])
+        elif "val_accuracy" in logs:
+            row.update(test_loss=row["val_loss"], test_error=row["val_error"], test_top5_error=row.get("val_top5_error"))
+        row["epoch_seconds"] = now - self._epoch_start
+        self.rows.append(row)
+        write_csv_atomic(self.run_dir / "history.csv", self.rows)
+        if self.steps:
+            write_csv_atomic(self.run_dir / "steps.csv", self.steps)
+        draw_curves(self.run_dir / "curves.png", self.rows, self.steps, self.title)
+
+    @property
+    def images_per_second(self):
+        return self.timed_steps * self.batch_size / self.timed_seconds if self.timed_seconds > 0 else None
+
+
+def _current_lr(model):
+    lr = model.optimizer.learning_rate
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+def _read_csv(path):
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def draw_curves(path, rows, steps, title=""):
+    """Training error (thin) and test error (bold) against iterations, as the
+    paper's Figure 6 draws them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainers.common import _tmp_name
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if steps:
+        x = [int(r["iterations"]) for r in steps]
+        ax.plot(x, [100 * float(r["train_error"]) for r in steps], lw=0.8, color="C0", label="training error")
+    elif rows:
+        x = [int(r["iterations"]) for r in rows]
+        ax.plot(x, [100 * float(r["error"]) for r in rows], lw=0.8, color="C0", label="training error")
+    tests = [(int(r["iterations"]), float(r["test_error"])) for r in rows if r.get("test_error") not in (None, "")]
+    if tests:
+        ax.plot([t[0] for t in tests], [100 * t[1] for t in tests], lw=2.5, color="C0", marker="o", ms=3,
+                label="test error")  # fmt: skip
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("error (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = _tmp_name(pathlib.Path(path))
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+

@@ -1,0 +1,171 @@
+"""What every entry point shares: the user-error type, atomic file writes, the
+choice of precision and of distribution strategy."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class UserError(Exception):
+    """A problem with what the user asked for. Entry points print its message
+    alone (no traceback) and exit with status 2."""
+
+
+def run_main(main, argv=None):
+    """Calls ``main(argv)``; a :class:`UserError` becomes one line on stderr and
+    its ``exit_code`` (2 for bad input, 3 for a failed run)."""
+    try:
+        main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2))
+    sys.exit(0)
+
+
+# ---------------------------------------------------------------- atomic writes
+def _tmp_name(path: pathlib.Path) -> pathlib.Path:
+    # Keep the suffix: Keras picks the format of a saved model from it.
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Writes ``text`` under a temporary name, then renames it over ``path``, so
+    a reader (or a killed run) never sees half a file."""
+    path = pathlib.Path(path)
+    tmp = _tmp_name(path)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, pathlib.Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+def write_csv_atomic(path, rows: list[dict]) -> None:
+    fields = []
+    for row in rows:
+        fields += [key for key in row if key not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def save_model_atomic(model, path) -> None:
+    """Saves ``model`` as a ``.keras`` file under a temporary name, then renames.
+
+    What is saved is the network alone (architecture and weights, no optimizer
+    or compile state), so the file loads anywhere ``resnet_keras`` is imported,
+    without the trainers' optimizer class."""
+    import keras
+
+    path = pathlib.Path(path)
+    tmp = _tmp_name(path)
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    try:
+        clone.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ------------------------------------------------------------------- precision
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(precision: str) -> tuple[str, str]:
+    """The Keras dtype policy for ``--precision``, and why it was chosen.
+
+    ``auto``: ``mixed_float16`` on GPUs with tensor cores (compute capability
+    7.0 or more), ``mixed_bfloat16`` on CPUs with AVX-512 BF16 or AMX (measured
+    faster here, docs/training.md), float32 otherwise."""
+    import tensorflow as tf
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision, "asked for"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        if tuple(capability) >= (7, 0):
+            return "mixed_float16", f"GPU with compute capability {capability[0]}.{capability[1]} (tensor cores)"
+        return "float32", "GPU without tensor cores"
+    flags = cpu_flags()
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return "mixed_bfloat16", "CPU with " + " and ".join(sorted(flags & {"avx512_bf16", "amx_bf16"}))
+    return "float32", "CPU without bfloat16 instructions"
+
+
+# -------------------------------------------------------------------- strategy
+STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
+
+
+def split_cpu(replicas: int) -> None:
+    """Splits the CPU into ``replicas`` logical devices, so MirroredStrategy can
+    be exercised without GPUs. Must run before TensorFlow touches a device."""
+    import tensorflow as tf
+
+    if replicas <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    except RuntimeError as error:
+        raise UserError(f"--cpu-replicas must be set before TensorFlow starts: {error}") from None
+
+
+def make_strategy(name: str):
+    """One code path for every strategy: the caller builds model, optimizer and
+    metrics inside ``strategy.scope()`` whichever this returns."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise UserError(f"--strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "mirrored":
+        cpus = tf.config.list_logical_devices("CPU")
+        devices = [d.name for d in gpus] if gpus else [d.name for d in cpus]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    raise UserError(
+        "--strategy multi-worker is not supported yet: Keras 3.15's model.fit fails under "
+        "MultiWorkerMirroredStrategy (see issue 6); use one machine (auto, mirrored or one-device)"
+    )

@@ -1,0 +1,307 @@
+"""Input pipelines: TFDS datasets and a built-in synthetic dataset, with the
+paper's augmentation and evaluation views, through ``tf.data``.
+
+Every random choice is a *stateless* op seeded by (run seed, element index), so
+a pipeline gives the same batches under any distribution strategy and any
+degree of parallelism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from trainers.common import UserError
+
+SYNTHETIC = "synthetic"
+AUTOTUNE = tf.data.AUTOTUNE
+
+# AlexNet-style "PCA" colour augmentation (Krizhevsky et al. 2012), with the
+# eigenvalues and eigenvectors of ImageNet RGB pixels in [0, 1] as published
+# with fb.resnet.torch; scaled to [0, 255] here. Standard deviation 0.1.
+PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
+PCA_EIGVEC = np.array(
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
+)
+PCA_STD = 0.1
+# ImageNet: the shorter side is drawn in [256, 480] for a 224 crop; evaluation
+# resizes it to 256. Other crop sizes scale these proportionally.
+SCALE_RANGE = (256, 480)
+EVAL_RESIZE = 256
+# Decoded images are cached in memory when they fit in this many bytes.
+CACHE_LIMIT_BYTES = 4 * 2**30
+
+
+@dataclasses.dataclass
+class DataInfo:
+    """What a run needs to know about its data."""
+
+    name: str
+    style: str  # "cifar" (pad-crop-flip) or "imagenet" (scale, crop, flip, colour)
+    image_size: int
+    num_classes: int
+    class_names: list
+    num_train: int
+    num_val: int
+    num_test: int
+    test_split: str
+    data_dir: str | None
+    synthetic: bool
+
+
+# ----------------------------------------------------------------- synthetic
+def synthetic_arrays(num_examples: int, image_size: int, num_classes: int, seed: int, offset: int = 0):
+    """Images (uint8, N x S x S x 3) and labels of the built-in dataset.
+
+    Each class is a prototype: a colour pattern made of three random sinusoidal
+    gratings, drawn from ``seed`` alone. An example is its class's prototype,
+    circularly shifted by up to a quarter of the image, with random contrast
+    and Gaussian pixel noise. Learnable (a CNN with global pooling is nearly
+    shift-invariant), but not from the mean colour alone. ``offset`` picks a
+    disjoint range of examples (the test split), with the same prototypes.
+    """
+    classes = np.random.default_rng([seed, 0])
+    yy, xx = np.meshgrid(np.arange(image_size), np.arange(image_size), indexing="ij")
+    prototypes = np.zeros((num_classes, image_size, image_size, 3), np.float32)
+    for c in range(num_classes):
+        for _ in range(3):
+            angle = classes.uniform(0, np.pi)
+            cycles = classes.uniform(1.0, 4.0)
+            phase = classes.uniform(0, 2 * np.pi)
+            wave = np.sin(2 * np.pi * cycles * (xx * np.cos(angle) + yy * np.sin(angle)) / image_size + phase)
+            prototypes[c] += wave[..., None] * classes.uniform(-1, 1, 3)
+    prototypes /= np.abs(prototypes).max(axis=(1, 2, 3), keepdims=True)
+
+    examples = np.random.default_rng([seed, 1, offset])
+    labels = examples.integers(0, num_classes, num_examples).astype(np.int64)
+    images = np.empty((num_examples, image_size, image_size, 3), np.uint8)
+    max_shift = max(1, image_size // 4)
+    for i, label in enumerate(labels):
+        dy, dx = examples.integers(-max_shift, max_shift + 1, 2)
+        pattern = np.roll(prototypes[label], (dy, dx), axis=(0, 1))
+        contrast = examples.uniform(20, 70)
+        noisy = 128 + contrast * pattern + examples.normal(0, 60, pattern.shape)
+        images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+# ---------------------------------------------------------------------- TFDS
+def resolve_data_dir(data_dir: str | None) -> str:
+    if data_dir:
+        return os.path.abspath(os.path.expanduser(data_dir))
+    if os.environ.get("TFDS_DATA_DIR"):
+        return os.path.abspath(os.path.expanduser(os.environ["TFDS_DATA_DIR"]))
+    return os.path.expanduser("~/tensorflow_datasets")
+
+
+def tfds_builder(name: str, data_dir: str):
+    """The prepared TFDS builder for ``name`` in ``data_dir``, or a
+    :class:`UserError` saying where it looked and how to fix it."""
+    import tensorflow_datasets as tfds
+
+    how = (
+        f"This project never downloads during a run. Prepare it where a network is reachable "
+        f"(`tfds build {name} --data_dir DIR`), copy DIR here, and pass --data-dir DIR or set TFDS_DATA_DIR; "
+        f"or use --dataset synthetic"
+    )
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # DatasetNotFoundError, bad config names, ...
+        raise UserError(f"dataset {name!r} is not a TFDS dataset ({type(error).__name__}: {error}). {how}") from None
+    if not builder.is_prepared():
+        raise UserError(f"dataset {name!r} is not present in the data dir {data_dir}. {how}")
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise UserError(f"dataset {name!r} has no 'image' and 'label' features; it cannot train a classifier")
+    return builder
+
+
+def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split: float, seed: int,
+             synthetic_classes: int = 10, synthetic_train: int = 4096, synthetic_test: int = 1024) -> DataInfo:
+    """Resolves a dataset name into a :class:`DataInfo` (no pixels are read)."""
+    if not 0.0 <= val_split < 1.0:
+        raise UserError(f"--val-split {val_split}; expected a fraction in [0, 1)")
+    if dataset == SYNTHETIC:
+        num_val = int(round(val_split * synthetic_train))
+        return DataInfo(
+            name=SYNTHETIC, style=family, image_size=image_size, num_classes=synthetic_classes,
+            class_names=[f"synthetic_{i}" for i in range(synthetic_classes)],
+            num_train=synthetic_train - num_val, num_val=num_val, num_test=synthetic_test,
+            test_split="test", data_dir=None, synthetic=True,
+        )  # fmt: skip
+    data_dir = resolve_data_dir(data_dir)
+    builder = tfds_builder(dataset, data_dir)
+    splits = builder.info.splits
+    if "train" not in splits:
+        raise UserError(f"dataset {dataset!r} has no 'train' split (it has {', '.join(splits)})")
+    test_split = "test" if "test" in splits else "validation" if "validation" in splits else None
+    if test_split is None:
+        raise UserError(f"dataset {dataset!r} has neither a 'test' nor a 'validation' split to evaluate on")
+    total = splits["train"].num_examples
+    num_val = int(round(val_split * total))
+    label = builder.info.features["label"]
+    return DataInfo(
+        name=dataset, style=family, image_size=image_size, num_classes=label.num_classes,
+        class_names=list(label.names), num_train=total - num_val, num_val=num_val,
+        num_test=splits[test_split].num_examples, test_split=test_split, data_dir=data_dir, synthetic=False,
+    )  # fmt: skip
+
+
+def _tfds_split(info: DataInfo, which: str) -> str:
+    if which == "test":
+        return info.test_split
+    if which == "train":
+        return "train" if info.num_val == 0 else f"train[:{info.num_train}]"
+    return f"train[{info.num_train}:]"
+
+
+def raw_dataset(info: DataInfo, which: str, seed: int) -> tf.data.Dataset:
+    """(image uint8 HxWx3, label int64) pairs of a split: "train", "val" or "test".
+    Decoding runs in parallel; decoded images are cached in memory when small."""
+    if which not in ("train", "val", "test"):
+        raise ValueError(which)
+    if which == "val" and info.num_val == 0:
+        raise UserError("no validation split: pass --val-split greater than 0")
+    if info.synthetic:
+        count = {"train": info.num_train + info.num_val, "test": info.num_test}["test" if which == "test" else "train"]
+        images, labels = synthetic_arrays(
+            count, info.image_size, info.num_classes, seed=seed, offset=1 if which == "test" else 0
+        )
+        if which == "train":
+            images, labels = images[: info.num_train], labels[: info.num_train]
+        elif which == "val":
+            images, labels = images[info.num_train :], labels[info.num_train :]
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+
+    import tensorflow_datasets as tfds
+
+    ds = tfds.load(
+        info.name, split=_tfds_split(info, which), data_dir=info.data_dir, download=False,
+        decoders={"image": tfds.decode.SkipDecoding()}, read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )  # fmt: skip
+
+    def decode(example):
+        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
+        return image, tf.cast(example["label"], tf.int64)
+
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    count = {"train": info.num_train, "val": info.num_val, "test": info.num_test}[which]
+    image_shape = tfds.builder(info.name, data_dir=info.data_dir).info.features["image"].shape
+    if None not in image_shape and count * math.prod(image_shape) <= CACHE_LIMIT_BYTES:
+        ds = ds.cache()
+    return ds
+
+
+# -------------------------------------------------------------- augmentation
+def _seeds(seed, index, n):
+    """``n`` independent stateless seeds for element ``index``."""
+    base = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+    return tf.random.experimental.stateless_split(base, num=n)
+
+
+def _resize_shorter(image, shorter):
+    shape = tf.shape(image)[:2]
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = tf.cast(shorter, tf.float32) / tf.minimum(h, w)
+    size = tf.cast(tf.round(tf.stack([h * scale, w * scale])), tf.int32)
+    return tf.image.resize(tf.cast(image, tf.float32), tf.maximum(size, shorter), method="bilinear", antialias=True)
+
+
+def _scaled(value, image_size):
+    return int(round(value * image_size / 224))
+
+
+def train_view(image, index, seed, style, image_size):
+    """The paper's training augmentation, as float32 pixels in [0, 255].
+
+    cifar: pad 4 pixels on every side (zeros), random crop back to the image
+    size, random horizontal flip (Section 4.2).
+    imagenet: shorter side random in [256, 480] (scaled by image_size / 224),
+    random image_size crop, random flip, PCA colour noise (Section 3.4)."""
+    crop_seed, flip_seed, scale_seed, colour_seed = tf.unstack(_seeds(seed, index, 4))
+    if style == "cifar":
+        image = tf.image.resize_with_crop_or_pad(image, image_size + 8, image_size + 8)
+        image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+        return tf.cast(image, tf.float32)
+    low, high = _scaled(SCALE_RANGE[0], image_size), _scaled(SCALE_RANGE[1], image_size)
+    shorter = tf.random.stateless_uniform([], scale_seed, minval=low, maxval=high + 1, dtype=tf.int32)
+    image = _resize_shorter(image, shorter)
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    alpha = tf.random.stateless_normal([3], colour_seed, stddev=PCA_STD)
+    shift = tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * PCA_EIGVAL) * 255.0
+    return tf.clip_by_value(image + shift, 0.0, 255.0)
+
+
+def eval_view(image, style, image_size):
+    """The evaluation view: cifar, the image itself; imagenet, the centre crop
+    of the image resized to shorter side 256 (scaled by image_size / 224)."""
+    if style == "cifar":
+        image = tf.cast(image, tf.float32)
+        shape = tf.shape(image)
+        if image.shape[0] != image_size or image.shape[1] != image_size:
+            image = tf.cond(
+                tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size)),
+                lambda: image,
+                lambda: tf.image.resize(image, [image_size, image_size], antialias=True),
+            )
+        return tf.ensure_shape(image, [image_size, image_size, 3])
+    image = _resize_shorter(image, _scaled(EVAL_RESIZE, image_size))
+    return tf.ensure_shape(tf.image.resize_with_crop_or_pad(image, image_size, image_size), [image_size, image_size, 3])
+
+
+def ten_crop_views(image, image_size):
+    """The paper's 10-crop test: four corners and centre of the image resized to
+    shorter side 256 (scaled), and their flips: (10, S, S, 3) float32."""
+    image = _resize_shorter(image, _scaled(EVAL_RESIZE, image_size))
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    s = image_size
+    offsets = [(0, 0), (0, w - s), (h - s, 0), (h - s, w - s), ((h - s) // 2, (w - s) // 2)]
+    crops = [tf.image.crop_to_bounding_box(image, y, x, s, s) for y, x in offsets]
+    crops += [tf.image.flip_left_right(c) for c in crops]
+    return tf.ensure_shape(tf.stack(crops), [10, s, s, 3])
+
+
+# ----------------------------------------------------------------- pipelines
+def train_pipeline(info: DataInfo, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Endless shuffled, augmented, batched training data. Batches are global:
+    Keras splits them across replicas."""
+    ds = raw_dataset(info, "train", seed)
+    ds = ds.shuffle(min(info.num_train, 50_000), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate()  # a global element counter: the seed of each element's augmentation
+    ds = ds.map(
+        lambda i, example: (train_view(example[0], i, seed, info.style, info.image_size), example[1]),
+        num_parallel_calls=AUTOTUNE,
+    )
+    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_pipeline(info: DataInfo, which: str, batch_size: int, seed: int = 0) -> tf.data.Dataset:
+    ds = raw_dataset(info, which, seed)
+    ds = ds.map(lambda image, label: (eval_view(image, info.style, info.image_size), label), num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def ten_crop_pipeline(info: DataInfo, which: str, batch_size: int) -> tf.data.Dataset:
+    ds = raw_dataset(info, which, 0)
+    ds = ds.map(lambda image, label: (ten_crop_views(image, info.image_size), label), num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarray:
+    """Per-pixel mean (H x W x 3, float64) of the training split's evaluation
+    view, as the paper subtracts; from at most ``max_images`` images."""
+    ds = raw_dataset(info, "train", seed).take(max_images)
+    ds = ds.map(lambda image, label: eval_view(image, info.style, info.image_size), num_parallel_calls=AUTOTUNE)
+    total, count = np.zeros((info.image_size, info.image_size, 3), np.float64), 0
+    for batch in ds.batch(1024).prefetch(2).as_numpy_iterator():
+        total += batch.sum(axis=0, dtype=np.float64)
+        count += len(batch)
+    if count == 0:
+        raise UserError(f"the training split of {info.name!r} is empty")
+    return total / count

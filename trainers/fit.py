@@ -1,0 +1,87 @@
+"""Train a network of the paper.
+
+    python trainers/fit.py --arch resnet20 --dataset synthetic --epochs 3
+    python trainers/fit.py --arch resnet20 --data-dir ../shared/tensorflow_datasets --epochs 3
+    python trainers/fit.py --arch resnet34            # imagenette/160px-v2, paper recipe
+
+The run directory (default saved_models/<arch>-<dataset>-<timestamp>/) gets
+model.keras, best.keras, config.json, history.csv, steps.csv, metrics.json,
+curves.png and TensorBoard logs. A killed run continues from its last backup
+when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import resnet_keras  # noqa: E402
+from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu  # noqa: E402
+from trainers.recipes import RECIPES  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    models = resnet_keras.list_models()
+    p.add_argument("--arch", required=True, metavar="ARCH",
+                   help=f"network to train: {', '.join(models)}, or resnet<6n+2>/plain<6n+2>")
+    p.add_argument("--dataset", help="TFDS image classification dataset with 'image' and 'label' "
+                   "(default cifar10 for CIFAR networks, imagenette/160px-v2 for ImageNet networks), "
+                   "or 'synthetic' for the built-in dataset that needs no download")
+    p.add_argument("--data-dir", help="TFDS data dir holding the prepared dataset (default $TFDS_DATA_DIR, "
+                   "else ~/tensorflow_datasets); nothing is ever downloaded")
+    p.add_argument("--image-size", type=int, help="training crop size (default 32 CIFAR, 224 ImageNet)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, help="train this many epochs; the recipe's milestones scale along")
+    length.add_argument("--steps", type=int, help="train this many iterations; the recipe's milestones scale along")
+    p.add_argument("--batch-size", type=int, help="global batch, split across replicas (default: the recipe's, "
+                   "128 CIFAR, 256 ImageNet); the learning rate scales linearly with it unless --lr is given")
+    p.add_argument("--recipe", default="paper", choices=RECIPES, help="training recipe (default: paper)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's, scaled to the batch)")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay, Caffe meaning (default: recipe's, 1e-4)")
+    p.add_argument("--shortcut", choices=("A", "B", "C"), help="shortcut option (default A CIFAR, B ImageNet)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 on CPUs with "
+                   "AVX-512 BF16/AMX, mixed_float16 on GPUs with tensor cores, float32 otherwise")
+    p.add_argument("--jit-compile", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="auto: MirroredStrategy over all GPUs "
+                   "when there are several, else the default strategy")
+    p.add_argument("--sync-bn", action="store_true", help="BatchNormalization statistics across all replicas")
+    p.add_argument("--cpu-replicas", type=int, default=1, help="split the CPU into N logical devices "
+                   "(to try --strategy mirrored without GPUs)")
+    p.add_argument("--output-dir", help="run directory (default saved_models/<arch>-<dataset>-<timestamp>)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start a new run even if an unfinished run of the same settings exists")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
+    p.add_argument("--val-split", type=float, default=0.0, help="fraction of the training split held out for "
+                   "validation (the paper tuned on 0.1 of CIFAR-10); 0: validate on the test split")
+    p.add_argument("--backup-every", type=int, default=200, help="iterations between backups (default 200)")
+    p.add_argument("--log-every", type=int, default=20, help="iterations between steps.csv rows (default 20)")
+    p.add_argument("--steps-per-execution", type=int, default=1, help="training steps per compiled call")
+    p.add_argument("--synthetic-classes", type=int, default=10, help="classes of the synthetic dataset")
+    p.add_argument("--synthetic-train", type=int, default=4096, help="training images of the synthetic dataset")
+    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="0 silent, 1 progress bar, 2 a line per epoch")
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.cpu_replicas < 1:
+        raise UserError(f"--cpu-replicas {args.cpu_replicas}; expected a positive integer")
+    split_cpu(args.cpu_replicas)
+
+    from trainers.train import train  # imports TensorFlow's devices after the split
+
+    config = vars(args).copy()
+    config.pop("cpu_replicas")
+    return train(config)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,340 @@
+"""``train(config)``: one code path for every network, dataset and strategy.
+
+The caller (``trainers/fit.py``, later the tuner) passes a plain dict of
+settings; this resolves it (precision, strategy, data, schedule, run
+directory), builds model, optimizer and metrics inside ``strategy.scope()``,
+trains with ``model.fit`` and writes the run directory:
+
+    config.json   the fully resolved configuration (status: running/finished)
+    model.keras   the final network          best.keras  best validation epoch
+    history.csv   one row per epoch           steps.csv   loss every N steps
+    metrics.json  final test top-1/top-5 error, wall time, images/second
+    curves.png    training (thin) and test (bold) error against iterations
+    logs/         TensorBoard               backup/      while unfinished
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import pathlib
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import resnet_keras
+from trainers import callbacks as cb
+from trainers import data as data_lib
+from trainers import recipes
+from trainers.common import (
+    UserError,
+    make_strategy,
+    resolve_precision,
+    save_model_atomic,
+    write_json_atomic,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = {"cifar": "cifar10", "imagenet": "imagenette/160px-v2"}
+SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers say nothing about real images"
+
+# Settings that decide what a run computes: a run directory is resumed only by
+# a command with the same values.
+IDENTITY_KEYS = (
+    "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
+    "shortcut", "width", "precision", "jit_compile", "sync_bn", "seed", "val_split",
+)  # fmt: skip
+
+
+class TrainingError(UserError):
+    """The run itself failed (e.g. a non-finite loss); exit status 3."""
+
+    exit_code = 3
+
+
+DEFAULTS = {
+    "arch": None,
+    "dataset": None,
+    "data_dir": None,
+    "image_size": None,
+    "epochs": None,
+    "steps": None,
+    "batch_size": None,
+    "recipe": "paper",
+    "lr": None,
+    "weight_decay": None,
+    "shortcut": None,
+    "width": 1.0,
+    "precision": "auto",
+    "jit_compile": False,
+    "strategy": "auto",
+    "sync_bn": False,
+    "output_dir": None,
+    "seed": 0,
+    "val_split": 0.0,
+    "resume": True,
+    "backup_every": 200,
+    "log_every": 20,
+    "steps_per_execution": 1,
+    "verbose": 2,
+    "synthetic_train": 4096,
+    "synthetic_test": 1024,
+    "synthetic_classes": 10,
+}
+
+
+def resolve(config: dict) -> dict:
+    """Fills defaults and checks every setting that needs no data or device."""
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}")
+    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    if c["arch"] is None:
+        raise UserError("--arch is required; known: " + ", ".join(resnet_keras.list_models()))
+    try:
+        spec = resnet_keras.resolve_spec(c["arch"])
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    c["family"] = spec.family
+    c["depth"] = spec.depth
+    c["dataset"] = c["dataset"] or DEFAULT_DATASET[spec.family]
+    size = c["image_size"] or spec.default_input_shape[0]
+    if not isinstance(size, int) or size < spec.total_stride:
+        raise UserError(
+            f"--image-size {size} is too small for {c['arch']!r}: its total stride is {spec.total_stride}"
+        )
+    c["image_size"] = size
+    if c["batch_size"] is not None and c["batch_size"] < 1:
+        raise UserError(f"--batch-size {c['batch_size']}; expected a positive integer")
+    for key in ("backup_every", "log_every", "steps_per_execution"):
+        if c[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')} {c[key]}; expected a positive integer")
+    return c
+
+
+def _default_run_dir(c) -> pathlib.Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    dataset = c["dataset"].replace("/", "_")
+    return ROOT / "saved_models" / f"{c['arch']}-{dataset}-{stamp}"
+
+
+def _identity(c) -> dict:
+    return {key: c.get(key) for key in IDENTITY_KEYS}
+
+
+def _is_finished(run_dir: pathlib.Path) -> bool:
+    return (run_dir / "metrics.json").exists()
+
+
+def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
+    """The run directory, and whether it resumes an unfinished run.
+
+    ``--output-dir`` names it: a finished run there is never overwritten; an
+    unfinished run is resumed only by the same settings. Without it, the newest
+    unfinished run of the same settings under saved_models/ is resumed (so the
+    same command continues a killed run), or a new timestamped directory made.
+    """
+    if c["output_dir"]:
+        run_dir = pathlib.Path(c["output_dir"]).expanduser().resolve()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"--output-dir {run_dir} exists and is not a directory")
+        if _is_finished(run_dir):
+            raise UserError(f"{run_dir} holds a finished run; it is never overwritten. Choose another --output-dir")
+        config_path = run_dir / "config.json"
+        if config_path.exists():
+            previous = json.loads(config_path.read_text())
+            if _identity(previous) != _identity(c):
+                diff = {k: (previous.get(k), c.get(k)) for k in IDENTITY_KEYS if previous.get(k) != c.get(k)}
+                raise UserError(
+                    f"{run_dir} holds an unfinished run with other settings {diff} (was, now); "
+                    "rerun with the same settings to resume it, or choose another --output-dir"
+                )
+            if not c["resume"]:
+                raise UserError(f"{run_dir} holds an unfinished run and --no-resume was given; choose another --output-dir")
+            return run_dir, True
+        if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+            raise UserError(f"--output-dir {run_dir} is not empty and holds no run of this trainer")
+        return run_dir, False
+    if c["resume"]:
+        dataset = c["dataset"].replace("/", "_")
+        candidates = sorted((ROOT / "saved_models").glob(f"{c['arch']}-{dataset}-*"), reverse=True)
+        for run_dir in candidates:
+            config_path = run_dir / "config.json"
+            if config_path.exists() and not _is_finished(run_dir):
+                if _identity(json.loads(config_path.read_text())) == _identity(c):
+                    return run_dir, True
+    return _default_run_dir(c), False
+
+
+def _log(message, c):
+    if c["verbose"]:
+        prefix = "[synthetic] " if c["dataset"] == data_lib.SYNTHETIC else ""
+        print(prefix + message, flush=True)
+
+
+def train(config: dict) -> dict:
+    """Trains one network; returns the contents of metrics.json (plus run_dir)."""
+    c = resolve(config)
+    keras.utils.set_random_seed(c["seed"])
+    policy, why = resolve_precision(c["precision"])
+    c["resolved_precision"] = policy
+    keras.config.set_dtype_policy(policy)
+    strategy = make_strategy(c["strategy"])
+    replicas = strategy.num_replicas_in_sync
+    c["resolved_strategy"] = type(strategy).__name__
+    c["replicas"] = replicas
+
+    recipe = recipes.get_recipe(c["recipe"], c["family"], c["depth"])
+    batch = c["batch_size"] or recipe.batch_size
+    if batch % replicas:
+        raise UserError(
+            f"--batch-size {batch} does not divide across {replicas} replicas; "
+            f"use a multiple of {replicas} (e.g. {replicas * max(1, round(batch / replicas))})"
+        )
+    c["batch_size_resolved"] = batch
+
+    info = data_lib.describe(
+        c["dataset"], data_dir=c["data_dir"], family=c["family"], image_size=c["image_size"],
+        val_split=c["val_split"], seed=c["seed"], synthetic_classes=c["synthetic_classes"],
+        synthetic_train=c["synthetic_train"], synthetic_test=c["synthetic_test"],
+    )  # fmt: skip
+    steps_per_epoch = info.num_train // batch
+    if steps_per_epoch < 1:
+        raise UserError(f"--batch-size {batch} is larger than the training split ({info.num_train} images)")
+    schedule = recipes.resolve_schedule(
+        recipe, batch_size=batch, steps_per_epoch=steps_per_epoch, epochs=c["epochs"], steps=c["steps"],
+        lr=c["lr"], weight_decay=c["weight_decay"],
+    )  # fmt: skip
+
+    run_dir, resuming = choose_run_dir(c)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    c["run_dir"] = str(run_dir)
+    c["data"] = {k: v for k, v in vars(info).items() if k != "class_names"}
+    c["class_names"] = info.class_names
+    c["schedule"] = schedule
+    c["synthetic"] = info.synthetic
+    if info.synthetic:
+        c["note"] = SYNTHETIC_NOTE
+    c["status"] = "running"
+    write_json_atomic(run_dir / "config.json", c)
+
+    _log(f"{'resuming' if resuming else 'new'} run: {run_dir}", c)
+    _log(f"{c['arch']} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
+         f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)", c)  # fmt: skip
+    _log(f"precision {policy} ({why}); strategy {c['resolved_strategy']} with {replicas} replica(s); "
+         f"global batch {batch} = {batch // replicas} per replica", c)  # fmt: skip
+    _log(recipes.describe_schedule(schedule), c)
+
+    train_ds = data_lib.train_pipeline(info, batch, c["seed"])
+    eval_batch = max(batch, 256 // replicas * replicas)
+    test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
+    val_ds = data_lib.eval_pipeline(info, "val", eval_batch) if info.num_val else test_ds
+
+    mean_path = run_dir / "pixel_mean.npy"
+    if mean_path.exists():
+        mean = np.load(mean_path)
+    else:
+        _log("computing the per-pixel mean of the training split", c)
+        mean = data_lib.pixel_mean(info, c["seed"])
+        tmp = run_dir / ".pixel_mean.tmp.npy"
+        np.save(tmp, mean)
+        os.replace(tmp, mean_path)
+
+    with strategy.scope():
+        try:
+            model = resnet_keras.get_model(
+                c["arch"], num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
+                shortcut=c["shortcut"], width=c["width"], synchronized_bn=bool(c["sync_bn"]),
+            )  # fmt: skip
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        resnet_keras.get_normalization(model).set_statistics(mean)
+        optimizer = recipes.CaffeSGD(
+            learning_rate=recipes.learning_rate(schedule),
+            momentum=schedule["momentum"],
+            l2_decay=schedule["weight_decay"],
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, info.num_classes), name="top5"),
+            ],
+            jit_compile=bool(c["jit_compile"]),
+            steps_per_execution=c["steps_per_execution"],
+        )
+
+    total = schedule["total_steps"]
+    guard = cb.NonFiniteGuard()
+    title = f"{c['arch']} on {info.name}" + (" (SYNTHETIC DATA)" if info.synthetic else "")
+    run_log = cb.RunLog(
+        run_dir, batch_size=batch, log_every=c["log_every"],
+        test_data=test_ds if info.num_val else None, title=title,
+    )  # fmt: skip
+    callbacks = [
+        guard,  # first: the backup must not save a non-finite state
+        cb.Backup(run_dir / "backup", save_freq=c["backup_every"], guard=guard, total_steps=total),
+        cb.StopAtStep(total),
+        run_log,
+        cb.BestModel(run_dir),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+    ]
+    if schedule["kind"] == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_accuracy", mode="max", factor=0.1, patience=schedule["plateau_patience"], verbose=1
+            )
+        )
+    epochs = math.ceil(total / steps_per_epoch)
+    started = time.time()
+    model.fit(
+        train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+        callbacks=callbacks, verbose=c["verbose"], shuffle=False,
+    )  # fmt: skip
+    wall = time.time() - started
+
+    if guard.bad_step is not None:
+        raise TrainingError(
+            f"the loss became non-finite at iteration {guard.bad_step}; training stopped. The last good backup "
+            f"is kept in {run_dir / 'backup'} (rerunning resumes from it); consider a lower --lr"
+        )
+    done = cb.iterations(model)
+    if done != total:
+        raise TrainingError(f"training ended after {done} iterations instead of {total}; rerun to resume")
+
+    result = model.evaluate(test_ds, verbose=0, return_dict=True)
+    metrics = {
+        "arch": c["arch"],
+        "dataset": info.name,
+        "synthetic": info.synthetic,
+        "test_split": info.test_split,
+        "test_top1_error": 1 - float(result["accuracy"]),
+        "test_top5_error": 1 - float(result["top5"]),
+        "test_loss": float(result["loss"]),
+        "iterations": done,
+        "epochs": done / steps_per_epoch,
+        # Across resumptions: the epochs' time (training and evaluation).
+        "wall_seconds": sum(float(row["epoch_seconds"]) for row in run_log.rows),
+        "wall_seconds_this_session": wall,
+        "train_images_per_second": run_log.images_per_second,
+        "precision": policy,
+        "replicas": replicas,
+    }
+    if info.synthetic:
+        metrics["note"] = SYNTHETIC_NOTE
+    save_model_atomic(model, run_dir / "model.keras")
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    c["status"] = "finished"
+    write_json_atomic(run_dir / "config.json", c)
+    _log(
+        f"done: {done} iterations; test top-1 error {100 * metrics['test_top1_error']:.2f}%, "
+        f"top-5 error {100 * metrics['test_top5_error']:.2f}% on {info.name} {info.test_split}; "
+        f"{metrics['train_images_per_second'] or float('nan'):.0f} images/s; run dir {run_dir}",
+        c,
+    )
+    return {**metrics, "run_dir": str(run_dir)}
