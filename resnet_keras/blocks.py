@@ -11,6 +11,7 @@ transferable by name.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import keras
 from keras import layers
@@ -35,6 +36,7 @@ class BlockOptions:
         (PyTorch's momentum 0.1 is Keras' 0.9). Keras' default momentum of 0.99
         lags badly in short runs.
     synchronized_bn: batch statistics over all replicas (``--sync-bn``).
+    seed: seed of the initial weights (``None``: Keras' global seed).
     zero_init_residual: initialise the last BN scale of each residual branch to
         zero, so each block starts as the identity (Goyal et al. 2017,
         arXiv:1706.02677). Not in the paper, so off by default.
@@ -46,6 +48,7 @@ class BlockOptions:
     bn_epsilon: float = 1e-5
     zero_init_residual: bool = False
     synchronized_bn: bool = False
+    seed: int | None = None
 
 
 def bn(options, name, gamma_initializer="ones"):
@@ -61,10 +64,21 @@ def bn(options, name, gamma_initializer="ones"):
     )
 
 
-def he_normal():
+def layer_seed(seed, name):
+    """A per-layer seed from the network's seed and the layer's name: with a
+    seed, a network starts from the same weights under any distribution
+    strategy, whatever order its variables are created in."""
+    if seed is None:
+        return None
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**31
+
+
+def he_normal(seed=None, name=""):
     # "MSRA" initialisation of He et al. (arXiv:1502.01852), cited by the paper:
     # zero-mean Gaussian with std sqrt(2 / fan_in), not truncated.
-    return keras.initializers.VarianceScaling(2.0, mode="fan_in", distribution="untruncated_normal")
+    return keras.initializers.VarianceScaling(
+        2.0, mode="fan_in", distribution="untruncated_normal", seed=layer_seed(seed, name)
+    )
 
 
 def conv_bn(x, filters, kernel_size, stride, options, name, relu=True, zero_gamma=False):
@@ -83,7 +97,7 @@ def conv_bn(x, filters, kernel_size, stride, options, name, relu=True, zero_gamm
         strides=stride,
         padding=padding,
         use_bias=False,
-        kernel_initializer=he_normal(),
+        kernel_initializer=he_normal(options.seed, f"{name}_conv"),
         name=f"{name}_conv",
     )(x)
     x = bn(options, f"{name}_bn", gamma_initializer="zeros" if zero_gamma else "ones")(x)

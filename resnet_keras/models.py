@@ -18,6 +18,7 @@ from resnet_keras.blocks import (
     bn,
     conv_bn,
     he_normal,
+    layer_seed,
 )
 from resnet_keras.layers import NORMALIZATION_MODES, InputNormalization
 from resnet_keras.specs import (
@@ -52,6 +53,7 @@ def get_model(
     bn_momentum: float = 0.9,
     bn_epsilon: float = 1e-5,
     synchronized_bn: bool = False,
+    seed: int | None = None,
 ) -> keras.Model:
     """A network of the paper by name, as a functional ``keras.Model`` that maps
     raw RGB pixels in [0, 255] to logits (no softmax: use ``from_logits=True``).
@@ -72,6 +74,8 @@ def get_model(
         bn_momentum, bn_epsilon: BatchNormalization settings of every BN.
         synchronized_bn: compute BN batch statistics across all replicas of a
             distribution strategy (the same network; only training differs).
+        seed: an integer makes the initial weights a function of it and of
+            each layer's name alone, the same under any distribution strategy.
 
     Raises:
         ValueError: naming the bad value and the valid choices.
@@ -105,6 +109,8 @@ def get_model(
     shortcut = _check_shortcut(spec, name, shortcut)
     input_shape = _check_input_shape(spec, name, input_shape, normalization)
 
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"seed={seed!r}; expected a non-negative integer or None")
     options = BlockOptions(
         shortcut=shortcut,
         bottleneck_version=bottleneck_version,
@@ -112,6 +118,7 @@ def get_model(
         bn_epsilon=float(bn_epsilon),
         zero_init_residual=zero_init_residual,
         synchronized_bn=synchronized_bn,
+        seed=seed,
     )
     return build_network(
         spec,
@@ -178,7 +185,12 @@ def build_network(spec, options, *, num_classes, input_shape, width, normalizati
         # 7x7/2 conv and 3x3/2 max pool, padded as keras.applications (and Caffe).
         x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
         x = layers.Conv2D(
-            stem_filters, 7, strides=2, use_bias=False, kernel_initializer=he_normal(), name="conv1_conv"
+            stem_filters,
+            7,
+            strides=2,
+            use_bias=False,
+            kernel_initializer=he_normal(options.seed, "conv1_conv"),
+            name="conv1_conv",
         )(x)
         x = bn(options, "conv1_bn")(x)
         x = layers.Activation("relu", name="conv1_relu")(x)
@@ -199,5 +211,10 @@ def build_network(spec, options, *, num_classes, input_shape, width, normalizati
 
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     # float32 logits under mixed precision: softmax and the loss need the range.
-    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    outputs = layers.Dense(
+        num_classes,
+        dtype="float32",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed(options.seed, "logits")),
+        name="logits",
+    )(x)
     return keras.Model(inputs, outputs, name=model_name)

@@ -156,3 +156,19 @@ def test_zero_init_residual_zeroes_the_last_bn_of_each_residual_branch():
     # A plain network has no residual branch to silence: zeroing would cut its signal.
     plain = get_model("plain20", num_classes=10, zero_init_residual=True)
     assert all(layer.gamma.numpy().all() for layer in plain.layers if layer.name.endswith("_bn"))
+
+
+def test_a_seed_fixes_the_initial_weights():
+    a = get_model("resnet20", num_classes=10, input_shape=(16, 16, 3), seed=1)
+    b = get_model("resnet20", num_classes=10, input_shape=(16, 16, 3), seed=1)
+    c = get_model("resnet20", num_classes=10, input_shape=(16, 16, 3), seed=2)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    kernel = a.get_layer("conv3_block1_1_conv").kernel.numpy()
+    assert not np.array_equal(kernel, c.get_layer("conv3_block1_1_conv").kernel.numpy())
+    # Layers of the same shape still differ: each has its own seed.
+    assert not np.array_equal(kernel[..., :16, :], a.get_layer("conv3_block1_2_conv").kernel.numpy()[..., :16, :])
+    # He (MSRA) initialisation: std sqrt(2 / fan_in).
+    assert kernel.std() == pytest.approx(np.sqrt(2 / (3 * 3 * 16)), rel=0.1)
+    with pytest.raises(ValueError, match="seed=-1"):
+        get_model("resnet20", num_classes=10, seed=-1)

@@ -83,8 +83,8 @@ def synthetic_arrays(num_examples: int, image_size: int, num_classes: int, seed:
     for i, label in enumerate(labels):
         dy, dx = examples.integers(-max_shift, max_shift + 1, 2)
         pattern = np.roll(prototypes[label], (dy, dx), axis=(0, 1))
-        contrast = examples.uniform(20, 70)
-        noisy = 128 + contrast * pattern + examples.normal(0, 60, pattern.shape)
+        contrast = examples.uniform(40, 90)
+        noisy = 128 + contrast * pattern + examples.normal(0, 40, pattern.shape)
         images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
     return images, labels
 
@@ -215,6 +215,12 @@ def _scaled(value, image_size):
     return int(round(value * image_size / 224))
 
 
+def scale_range(image_size: int) -> tuple[int, int]:
+    """The range of the shorter side in ImageNet-style training: [256, 480] for
+    a 224 crop, in proportion for other crop sizes."""
+    return _scaled(SCALE_RANGE[0], image_size), _scaled(SCALE_RANGE[1], image_size)
+
+
 def train_view(image, index, seed, style, image_size):
     """The paper's training augmentation, as float32 pixels in [0, 255].
 
@@ -228,7 +234,7 @@ def train_view(image, index, seed, style, image_size):
         image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
         return tf.cast(image, tf.float32)
-    low, high = _scaled(SCALE_RANGE[0], image_size), _scaled(SCALE_RANGE[1], image_size)
+    low, high = scale_range(image_size)
     shorter = tf.random.stateless_uniform([], scale_seed, minval=low, maxval=high + 1, dtype=tf.int32)
     image = _resize_shorter(image, shorter)
     image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
@@ -269,8 +275,13 @@ def ten_crop_views(image, image_size):
 
 # ----------------------------------------------------------------- pipelines
 def train_pipeline(info: DataInfo, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Endless shuffled, augmented, batched training data. Batches are global:
-    Keras splits them across replicas."""
+    """Endless shuffled, augmented, batched training data.
+
+    Under a strategy with several replicas, build it inside
+    ``strategy.distribute_datasets_from_function`` with the per-replica batch
+    (see :func:`distributed_train_data`): consecutive batches then go to the
+    replicas in turn, so the global batch holds the same images as without
+    distribution."""
     ds = raw_dataset(info, "train", seed)
     ds = ds.shuffle(min(info.num_train, 50_000), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate()  # a global element counter: the seed of each element's augmentation
@@ -305,3 +316,19 @@ def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarra
     if count == 0:
         raise UserError(f"the training split of {info.name!r} is empty")
     return total / count
+
+
+def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: int):
+    """Training data for ``strategy``: the plain pipeline with one replica;
+    otherwise one pipeline per input worker, built fresh by
+    ``distribute_datasets_from_function``. (Letting Keras call
+    ``experimental_distribute_dataset`` instead rewrites the dataset to rebatch
+    it, which re-creates the shuffle's seed generator: the order of the images
+    would then depend on the strategy.)"""
+    if strategy.num_replicas_in_sync == 1:
+        return train_pipeline(info, global_batch, seed)
+
+    def dataset_fn(context):
+        return train_pipeline(info, context.get_per_replica_batch_size(global_batch), seed)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)

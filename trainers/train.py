@@ -28,6 +28,7 @@ import tensorflow as tf
 
 import resnet_keras
 from trainers import callbacks as cb
+from trainers import compat
 from trainers import data as data_lib
 from trainers import recipes
 from trainers.common import (
@@ -39,6 +40,12 @@ from trainers.common import (
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def runs_root() -> pathlib.Path:
+    """Where runs land without --output-dir: saved_models/ of the repository, or
+    $RESNET_KERAS_RUNS (tests point it at a temporary directory)."""
+    return pathlib.Path(os.environ.get("RESNET_KERAS_RUNS") or ROOT / "saved_models")
 DEFAULT_DATASET = {"cifar": "cifar10", "imagenet": "imagenette/160px-v2"}
 SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers say nothing about real images"
 
@@ -119,7 +126,7 @@ def resolve(config: dict) -> dict:
 def _default_run_dir(c) -> pathlib.Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     dataset = c["dataset"].replace("/", "_")
-    return ROOT / "saved_models" / f"{c['arch']}-{dataset}-{stamp}"
+    return runs_root() / f"{c['arch']}-{dataset}-{stamp}"
 
 
 def _identity(c) -> dict:
@@ -161,7 +168,7 @@ def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
         return run_dir, False
     if c["resume"]:
         dataset = c["dataset"].replace("/", "_")
-        candidates = sorted((ROOT / "saved_models").glob(f"{c['arch']}-{dataset}-*"), reverse=True)
+        candidates = sorted(runs_root().glob(f"{c['arch']}-{dataset}-*"), reverse=True)
         for run_dir in candidates:
             config_path = run_dir / "config.json"
             if config_path.exists() and not _is_finished(run_dir):
@@ -229,7 +236,7 @@ def train(config: dict) -> dict:
          f"global batch {batch} = {batch // replicas} per replica", c)  # fmt: skip
     _log(recipes.describe_schedule(schedule), c)
 
-    train_ds = data_lib.train_pipeline(info, batch, c["seed"])
+    train_ds = data_lib.distributed_train_data(strategy, info, batch, c["seed"])
     eval_batch = max(batch, 256 // replicas * replicas)
     test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
     val_ds = data_lib.eval_pipeline(info, "val", eval_batch) if info.num_val else test_ds
@@ -248,7 +255,7 @@ def train(config: dict) -> dict:
         try:
             model = resnet_keras.get_model(
                 c["arch"], num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
-                shortcut=c["shortcut"], width=c["width"], synchronized_bn=bool(c["sync_bn"]),
+                shortcut=c["shortcut"], width=c["width"], synchronized_bn=bool(c["sync_bn"]), seed=c["seed"],
             )  # fmt: skip
         except ValueError as error:
             raise UserError(str(error)) from None
@@ -268,6 +275,10 @@ def train(config: dict) -> dict:
             jit_compile=bool(c["jit_compile"]),
             steps_per_execution=c["steps_per_execution"],
         )
+
+    compat.build_before_fit(
+        model, strategy, (((batch, info.image_size, info.image_size, 3), "float32"), ((batch,), "int64"))
+    )
 
     total = schedule["total_steps"]
     guard = cb.NonFiniteGuard()

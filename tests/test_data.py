@@ -1,0 +1,118 @@
+"""Input pipelines: the synthetic dataset, the paper's augmentation and
+evaluation views, and the ImageNet-style pipeline on TFDS mock data."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from trainers import data
+
+
+def _info(name="synthetic", style="cifar", size=32, classes=10, train=256, val=0, test=64):
+    return data.DataInfo(
+        name=name, style=style, image_size=size, num_classes=classes, class_names=[], num_train=train,
+        num_val=val, num_test=test, test_split="test" if name == "synthetic" else "validation",
+        data_dir=None, synthetic=name == "synthetic",
+    )  # fmt: skip
+
+
+def test_synthetic_is_deterministic_from_its_seed_at_any_size():
+    a_images, a_labels = data.synthetic_arrays(50, 24, 7, seed=3)
+    b_images, b_labels = data.synthetic_arrays(50, 24, 7, seed=3)
+    np.testing.assert_array_equal(a_images, b_images)
+    np.testing.assert_array_equal(a_labels, b_labels)
+    assert a_images.shape == (50, 24, 24, 3) and a_images.dtype == np.uint8
+    assert set(a_labels) <= set(range(7)) and len(set(a_labels)) > 3
+    other, _ = data.synthetic_arrays(50, 24, 7, seed=4)
+    assert not np.array_equal(a_images, other)
+    test, _ = data.synthetic_arrays(50, 24, 7, seed=3, offset=1)  # the test split: other examples
+    assert not np.array_equal(a_images, test)
+
+
+def test_synthetic_classes_are_not_told_apart_by_mean_colour_alone():
+    """Learnable, but not trivially: a nearest-class-mean-colour classifier
+    stays far from what the trainer's tests show a small ResNet reaching."""
+    images, labels = data.synthetic_arrays(2000, 32, 10, seed=0)
+    colour = images.reshape(len(images), -1, 3).mean(axis=1)
+    centres = np.stack([colour[labels == c].mean(axis=0) for c in range(10)])
+    guess = np.argmin(((colour[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    assert (guess == labels).mean() < 0.5
+
+
+def test_cifar_augmentation_is_pad_crop_flip():
+    image = tf.reshape(tf.range(32 * 32 * 3, dtype=tf.int32) % 251, (32, 32, 3))
+    image = tf.cast(image, tf.uint8)
+    padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0))).astype(np.float32)
+    flips = offsets = 0
+    for index in range(40):
+        out = data.train_view(image, index, 7, "cifar", 32).numpy()
+        assert out.shape == (32, 32, 3) and out.dtype == np.float32
+        # The output is a 32x32 window of the zero-padded image, or its mirror.
+        found = None
+        for flipped in (False, True):
+            view = out[:, ::-1] if flipped else out
+            for dy in range(9):
+                for dx in range(9):
+                    if np.array_equal(padded[dy : dy + 32, dx : dx + 32], view):
+                        found = (flipped, dy, dx)
+        assert found is not None
+        flips += found[0]
+        offsets += found[1:] != (4, 4)
+    assert 8 < flips < 32 and offsets > 20
+    # Same (seed, index): same view, whatever the order of calls.
+    np.testing.assert_array_equal(data.train_view(image, 3, 7, "cifar", 32), data.train_view(image, 3, 7, "cifar", 32))
+    # Evaluation: the original image.
+    np.testing.assert_array_equal(data.eval_view(image, "cifar", 32).numpy(), image.numpy().astype(np.float32))
+
+
+def test_imagenet_scale_range_and_colour_noise():
+    assert data.scale_range(224) == (256, 480)
+    assert data.scale_range(64) == (73, 137)
+    grey = tf.fill((80, 120, 3), tf.constant(128, tf.uint8))
+    shifts = []
+    for index in range(200):
+        out = data.train_view(grey, index, 0, "imagenet", 64).numpy()
+        assert out.shape == (64, 64, 3)
+        # A uniform image stays uniform: what changes it is the PCA colour shift alone.
+        np.testing.assert_allclose(out, np.broadcast_to(out[0, 0], out.shape), atol=1e-3)
+        shifts.append(out[0, 0] - 128)
+    shifts = np.array(shifts)
+    # shift = eigvec @ (alpha * eigval) * 255 with alpha ~ N(0, 0.1): per channel, std
+    # sqrt(sum_j (eigvec_cj * eigval_j * 0.1 * 255)^2), about 3.2 for each channel.
+    expected = np.sqrt(((data.PCA_EIGVEC * data.PCA_EIGVAL * data.PCA_STD * 255) ** 2).sum(axis=1))
+    np.testing.assert_allclose(shifts.std(axis=0), expected, rtol=0.25)
+    assert np.all(np.abs(shifts.mean(axis=0)) < 1.0)
+
+
+@pytest.mark.parametrize("name, classes", [("imagenette/160px-v2", 10), ("imagenet2012", 1000)])
+def test_imagenet_style_pipeline_on_tfds_mock_data(name, classes):
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        info = _info(name, "imagenet", 64, classes, train=6, test=6)
+        images, labels = next(iter(data.train_pipeline(info, batch_size=3, seed=0)))
+        assert images.shape == (3, 64, 64, 3) and images.dtype == tf.float32
+        assert 0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255
+        assert labels.dtype == tf.int64 and all(0 <= int(y) < classes for y in labels)
+        images, labels = next(iter(data.eval_pipeline(info, "test", batch_size=4)))
+        assert images.shape == (4, 64, 64, 3) and images.dtype == tf.float32
+        crops, _ = next(iter(data.ten_crop_pipeline(info, "test", batch_size=2)))
+        assert crops.shape == (2, 10, 64, 64, 3)
+        # The last five crops are the first five mirrored.
+        np.testing.assert_allclose(crops[:, 5:].numpy(), crops[:, :5].numpy()[:, :, :, ::-1], atol=1e-4)
+
+
+def test_ten_crop_takes_corners_and_centre_of_the_resized_image():
+    image = tf.cast(tf.reshape(tf.range(73 * 100 * 3) % 256, (73, 100, 3)), tf.uint8)
+    crops = data.ten_crop_views(image, 64).numpy()  # shorter side 73 = 256 * 64 / 224
+    resized = tf.image.resize(tf.cast(image, tf.float32), (73, 100), antialias=True).numpy()
+    np.testing.assert_allclose(crops[0], resized[:64, :64], atol=1e-3)
+    np.testing.assert_allclose(crops[3], resized[-64:, -64:], atol=1e-3)
+    np.testing.assert_allclose(crops[4], resized[4:68, 18:82], atol=1e-3)
+
+
+def test_missing_dataset_names_itself_the_dir_and_the_fix(tmp_path):
+    with pytest.raises(data.UserError) as info:
+        data.describe("cifar10", data_dir=str(tmp_path), family="cifar", image_size=32, val_split=0.0, seed=0)
+    message = str(info.value)
+    assert "'cifar10' is not present in the data dir" in message and str(tmp_path) in message
+    assert "--data-dir" in message and "TFDS_DATA_DIR" in message and "synthetic" in message

@@ -1,0 +1,35 @@
+"""Training on the real CIFAR-10 copy (JPEG-q75) of ../shared/tensorflow_datasets.
+Runs where TFDS_DATA_DIR holds a prepared cifar10 (.ci/run sets it); skipped
+with the reason otherwise."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA_DIR = os.environ.get("TFDS_DATA_DIR", "")
+HAS_CIFAR = bool(DATA_DIR) and any(pathlib.Path(DATA_DIR, "cifar10").glob("*/dataset_info.json"))
+
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not HAS_CIFAR, reason=f"no prepared cifar10 in TFDS_DATA_DIR={DATA_DIR!r} "
+                       "(set it to ../shared/tensorflow_datasets)"),
+]  # fmt: skip
+
+
+def test_resnet20_paper_recipe_3_epochs_reaches_65_percent(tmp_path):
+    run_dir = tmp_path / "resnet20-cifar10"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet20", "--epochs", "3",
+         "--data-dir", DATA_DIR, "--output-dir", str(run_dir), "--backup-every", "1000"],
+        capture_output=True, text=True, timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["dataset"] == "cifar10" and not metrics["synthetic"] and metrics["iterations"] == 1170
+    print(f"resnet20, paper recipe, 3 epochs: test accuracy {100 * (1 - metrics['test_top1_error']):.2f}%")
+    assert 1 - metrics["test_top1_error"] >= 0.65

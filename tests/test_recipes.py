@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from trainers import recipes
+from trainers.common import UserError
+
+
+def _schedule(arch_depth=20, family="cifar", **kwargs):
+    recipe = recipes.get_recipe("paper", family, arch_depth)
+    kwargs.setdefault("batch_size", recipe.batch_size)
+    kwargs.setdefault("steps_per_epoch", 390)
+    return recipes.resolve_schedule(recipe, **kwargs)
+
+
+def test_paper_cifar_recipe_is_the_papers():
+    s = _schedule()
+    assert s["total_steps"] == 64_000 and s["boundaries"] == [32_000, 48_000]
+    np.testing.assert_allclose(s["values"], [0.1, 0.01, 0.001])
+    assert (s["momentum"], s["weight_decay"], s["batch_size"]) == (0.9, 1e-4, 128)
+
+
+def test_resnet110_warms_up_at_0_01():
+    s = _schedule(110)
+    assert s["boundaries"] == [400, 32_000, 48_000]
+    np.testing.assert_allclose(s["values"], [0.01, 0.1, 0.01, 0.001])
+    assert _schedule(56)["boundaries"] == [32_000, 48_000]
+
+
+def test_shorter_runs_scale_every_milestone():
+    s = _schedule(110, epochs=3)  # 1170 iterations: x 1170/64000
+    assert s["total_steps"] == 1170
+    assert s["boundaries"] == [round(400 * 1170 / 64000), 585, round(48_000 * 1170 / 64000)]
+    assert _schedule(steps=640)["boundaries"] == [320, 480]
+
+
+def test_another_batch_keeps_the_epochs_and_scales_the_lr():
+    s = _schedule(batch_size=256)
+    assert s["total_steps"] == 32_000 and s["boundaries"] == [16_000, 24_000]
+    np.testing.assert_allclose(s["values"], [0.2, 0.02, 0.002])
+    np.testing.assert_allclose(_schedule(batch_size=256, lr=0.1)["values"], [0.1, 0.01, 0.001])
+
+
+def test_imagenet_recipe_divides_on_plateau():
+    s = _schedule(34, "imagenet", steps_per_epoch=100)
+    assert s["kind"] == "plateau" and s["lr"] == 0.1 and s["batch_size"] == 256
+    assert s["total_steps"] == 120 * 100 and s["plateau_factor"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"epochs": 0}, "--epochs 0"), ({"lr": -1.0}, "--lr -1.0"), ({"weight_decay": -1e-4}, "--weight-decay"),
+     ({"epochs": 1, "steps": 10}, "not both")],
+)  # fmt: skip
+def test_bad_schedules_are_refused(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        _schedule(**kwargs)
+    with pytest.raises(UserError, match="--recipe 'fast'"):
+        recipes.get_recipe("fast", "cifar", 20)
+
+
+def test_caffe_weight_decay_goes_through_momentum():
+    """Two steps of CaffeSGD equal the paper's rule computed by hand:
+    v <- m v - lr (g + wd w); w <- w + v."""
+    lr, momentum, wd = 0.1, 0.9, 0.01
+    w0 = np.array([1.0, -2.0, 3.0], np.float32)
+    grads = [np.array([0.5, 0.5, -1.0], np.float32), np.array([-0.2, 0.1, 0.3], np.float32)]
+    variable = keras.Variable(w0)
+    optimizer = recipes.CaffeSGD(learning_rate=lr, momentum=momentum, l2_decay=wd)
+    w, v = w0.astype(np.float64), np.zeros(3)
+    for g in grads:
+        optimizer.apply_gradients([(tf.constant(g), variable)])
+        v = momentum * v - lr * (g + wd * w)
+        w = w + v
+    np.testing.assert_allclose(variable.numpy(), w, rtol=1e-6)
+    # Keras' own SGD(weight_decay=...) is decoupled: not the same numbers.
+    other = keras.Variable(w0)
+    decoupled = keras.optimizers.SGD(learning_rate=lr, momentum=momentum, weight_decay=wd)
+    for g in grads:
+        decoupled.apply_gradients([(tf.constant(g), other)])
+    assert not np.allclose(other.numpy(), w, rtol=1e-6)
+    assert recipes.CaffeSGD.from_config(optimizer.get_config()).l2_decay == wd

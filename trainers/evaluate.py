@@ -1,0 +1,142 @@
+"""Top-1 and top-5 error of a trained model on a dataset's test split.
+
+    python trainers/evaluate.py saved_models/resnet20-cifar10-20261124-101500
+    python trainers/evaluate.py RUN_DIR --which best
+    python trainers/evaluate.py model.keras --dataset imagenette/160px-v2 --ten-crop
+
+A run directory supplies the dataset, image size and seed from its config.json
+(the synthetic dataset included); a bare .keras file needs --dataset. Results
+are printed and written as JSON (default: RUN_DIR/eval-<which>-<split>[-10crop].json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from trainers.common import UserError, run_main, write_json_atomic  # noqa: E402
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a run directory or a .keras file")
+    p.add_argument("--which", choices=("final", "best"), default="final",
+                   help="in a run directory: model.keras (final, default) or best.keras")
+    p.add_argument("--dataset", help="TFDS dataset name or 'synthetic' (default: the run's)")
+    p.add_argument("--data-dir", help="TFDS data dir (default: the run's, $TFDS_DATA_DIR, ~/tensorflow_datasets)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test: the dataset's test split (its 'validation' split where it has no 'test')")
+    p.add_argument("--ten-crop", action="store_true",
+                   help="average the softmax over the paper's 10 crops (corners, centre, flips) of the image "
+                   "resized to shorter side 256 (scaled to the model's input size)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    p.add_argument("--output", help="JSON file to write (default: in the run directory, or next to the model)")
+    return p
+
+
+def _load(path: pathlib.Path):
+    import keras
+
+    import resnet_keras  # noqa: F401  (registers what the model needs to load in safe mode)
+
+    if not path.exists():
+        raise UserError(f"no model at {path}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:
+        raise UserError(f"{path} is not a loadable .keras model ({type(error).__name__}: {error})") from None
+
+
+def evaluate(args) -> dict:
+    import keras
+    import numpy as np
+
+    from trainers import data as data_lib
+
+    target = pathlib.Path(args.model).expanduser().resolve()
+    config = {}
+    if target.is_dir():
+        config_path = target / "config.json"
+        if not config_path.exists():
+            raise UserError(f"{target} is not a run directory (no config.json)")
+        config = json.loads(config_path.read_text())
+        model_path = target / ("best.keras" if args.which == "best" else "model.keras")
+        out_dir = target
+    else:
+        model_path, out_dir = target, target.parent
+    model = _load(model_path)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
+
+    dataset = args.dataset or config.get("dataset")
+    if dataset is None:
+        raise UserError("--dataset is required when evaluating a .keras file outside a run directory")
+    image_size = model.input_shape[1]
+    if image_size is None:
+        raise UserError("the model has a variable input size; evaluate it at a fixed size")
+    family = config.get("family") or ("cifar" if image_size <= 64 else "imagenet")
+    same_data = dataset == config.get("dataset")
+    info = data_lib.describe(
+        dataset, data_dir=args.data_dir or (config.get("data_dir") if same_data else None), family=family,
+        image_size=image_size, val_split=config.get("val_split", 0.0) if same_data else 0.0,
+        seed=config.get("seed", 0), synthetic_classes=config.get("synthetic_classes", 10),
+        synthetic_train=config.get("synthetic_train", 4096), synthetic_test=config.get("synthetic_test", 1024),
+    )  # fmt: skip
+    if info.num_classes != model.output_shape[-1]:
+        raise UserError(f"the model has {model.output_shape[-1]} outputs but {dataset!r} has {info.num_classes} classes")
+
+    k = min(5, info.num_classes)
+    top1 = topk = count = 0
+    if args.ten_crop:
+        ds = data_lib.ten_crop_pipeline(info, args.split, args.batch_size)
+    else:
+        ds = data_lib.eval_pipeline(info, args.split, args.batch_size, seed=config.get("seed", 0))
+    for images, labels in ds.as_numpy_iterator():
+        if args.ten_crop:
+            n = images.shape[0]
+            logits = model.predict_on_batch(images.reshape((-1,) + images.shape[2:]))
+            probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits)).reshape(n, 10, -1).mean(axis=1)
+        else:
+            probs = keras.ops.convert_to_numpy(model.predict_on_batch(images))
+        ranked = np.argsort(-probs, axis=-1)[:, :k]
+        top1 += int(np.sum(ranked[:, 0] == labels))
+        topk += int(np.sum(np.any(ranked == labels[:, None], axis=-1)))
+        count += len(labels)
+    if count == 0:
+        raise UserError(f"the {args.split} split of {dataset!r} is empty")
+    result = {
+        "model": str(model_path),
+        "dataset": info.name,
+        "synthetic": info.synthetic,
+        "split": info.test_split if args.split == "test" else "val",
+        "view": "10-crop" if args.ten_crop else ("original" if info.style == "cifar" else "centre crop"),
+        "images": count,
+        "top1_error": 1 - top1 / count,
+        f"top{k}_error": 1 - topk / count,
+    }
+    name = f"eval-{args.which if config else model_path.stem}-{args.split}{'-10crop' if args.ten_crop else ''}.json"
+    output = pathlib.Path(args.output) if args.output else out_dir / name
+    write_json_atomic(output, result)
+    tag = " [SYNTHETIC DATA]" if info.synthetic else ""
+    print(
+        f"{model_path.name} on {info.name} {result['split']} ({result['view']}, {count} images){tag}: "
+        f"top-1 error {100 * result['top1_error']:.2f}%, top-{k} error {100 * result[f'top{k}_error']:.2f}%"
+    )
+    print(f"written: {output}")
+    return result
+
+
+def main(argv=None):
+    return evaluate(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
