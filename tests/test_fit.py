@@ -221,3 +221,35 @@ def test_mirrored_strategy_follows_the_default_strategys_loss(tmp_path):
         losses[name] = np.array([float(r["loss"]) for r in _rows(run_dir / "steps.csv")])
     assert len(losses["default"]) == 12
     np.testing.assert_allclose(losses["mirrored"], losses["default"], rtol=1e-3)
+
+
+def test_evaluate_refuses_corrupt_and_missing_models(tmp_path, finished_run):
+    run_dir, _ = finished_run
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes((run_dir / "model.keras").read_bytes()[:5000])  # a truncated file
+    with pytest.raises(UserError, match="is not a loadable .keras model"):
+        evaluate.main([str(broken), "--dataset", "synthetic"])
+    with pytest.raises(UserError, match="no model at"):
+        evaluate.main([str(tmp_path / "missing.keras"), "--dataset", "synthetic"])
+    with pytest.raises(UserError, match="not a run directory"):
+        evaluate.main([str(tmp_path)])
+    assert not list(tmp_path.glob("eval-*.json"))
+
+
+def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop(tmp_path, capsys):
+    """ResNet-18 at 64x64 on synthetic images through the ImageNet-style
+    pipeline (scale, crop, flip, colour), with the plateau schedule."""
+    run_dir = tmp_path / "run"
+    code, _, err = _fit(
+        ["--arch", "resnet18", "--dataset", "synthetic", "--image-size", "64", "--synthetic-train", "64",
+         "--batch-size", "16", "--steps", "8", "--precision", "float32", "--verbose", "0",
+         "--output-dir", str(run_dir)], tmp_path,
+    )  # fmt: skip
+    assert code == 0, err[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["family"] == "imagenet" and config["schedule"]["kind"] == "plateau"
+    assert config["schedule"]["lr"] == pytest.approx(0.1 * 16 / 256)
+    assert json.loads((run_dir / "metrics.json").read_text())["iterations"] == 8
+    result = evaluate.main([str(run_dir), "--ten-crop", "--batch-size", "32"])
+    assert result["view"] == "10-crop" and result["images"] == 1024
+    assert (run_dir / "eval-final-test-10crop.json").exists()

@@ -116,7 +116,7 @@ class BestModel(keras.callbacks.Callback):
 class RunLog(keras.callbacks.Callback):
     """Writes ``history.csv`` (one row per epoch: iterations, learning rate,
     training and evaluation errors) and ``steps.csv`` (training loss and error
-    every ``log_every`` iterations), redraws ``curves.png``, and times the
+    over each window of ``log_every`` iterations), redraws ``curves.png``, and times the
     steady-state training steps.
 
     ``test_data``: evaluated at every epoch's end when validation is a split of
@@ -146,6 +146,7 @@ class RunLog(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
         self._mark = None  # (iterations, time) once warm-up batches are done
+        self._window = (0, 0.0, 0.0)  # batches, summed loss, summed accuracy at the last log
 
     def on_train_batch_end(self, batch, logs=None):
         step = iterations(self.model)
@@ -153,9 +154,20 @@ class RunLog(keras.callbacks.Callback):
         if batch + 1 == self.warmup_batches:
             self._mark = self._last_batch
         if step - self._last_logged >= self.log_every and logs and "loss" in logs:
+            # Keras' logs hold means since the epoch began; the rows hold the
+            # means over the batches since the previous row (the paper's thin
+            # training-error line), recovered from the running sums.
+            n = batch + 1
+            loss_sum, acc_sum = float(logs["loss"]) * n, float(logs.get("accuracy", math.nan)) * n
+            n0, loss0, acc0 = self._window
+            self._window = (n, loss_sum, acc_sum)
             self._last_logged = step
             self.steps.append(
-                {"iterations": step, "loss": float(logs["loss"]), "train_error": 1 - float(logs.get("accuracy", math.nan))}
+                {
+                    "iterations": step,
+                    "loss": (loss_sum - loss0) / (n - n0),
+                    "train_error": 1 - (acc_sum - acc0) / (n - n0),
+                }
             )
 
     def on_epoch_end(self, epoch, logs=None):
