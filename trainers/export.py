@@ -1,0 +1,416 @@
+"""Export a trained network as a SavedModel or TFLite model, and check that it
+gives the Keras model's answers.
+
+    python trainers/export.py saved_models/resnet20-cifar10-<timestamp> --format all
+    python trainers/export.py RUN_DIR --format tflite-int8 --int8-io int8 --check-samples 500
+    python trainers/export.py model.keras --format savedmodel --output exported/
+
+Formats:
+  savedmodel      TensorFlow SavedModel; serving_default takes uint8 images (any batch size) and returns
+                  class probabilities and the top class's name; a class_names signature lists the classes.
+  tflite          float32 weights and arithmetic.
+  tflite-fp16     float16 weights, float32 arithmetic.
+  tflite-dynamic  int8 weights, dynamic-range quantization.
+  tflite-int8     full integer: int8 weights and activations, uint8 (default) or int8 input and output,
+                  calibrated on a sample of the training split of the run's dataset.
+  all             every format above.
+
+Every TFLite model takes raw RGB pixels (uint8; int8 = pixel - 128 for --int8-io int8) of one image and returns
+probabilities; normalization lives inside. Each has a <name>.labels.txt beside it with the class names. The
+export directory (default RUN_DIR/export/) gets report.json: per format, file size, maximum absolute difference of
+probabilities and top-1 agreement with the Keras model, top-1 accuracy where labels are known, and mean latency
+per image on this CPU with the LiteRT interpreter (ai-edge-litert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from trainers.common import UserError, run_main, write_json_atomic, write_text_atomic  # noqa: E402
+
+FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
+FILENAMES = {
+    "savedmodel": "savedmodel",
+    "tflite": "model_float32.tflite",
+    "tflite-fp16": "model_fp16.tflite",
+    "tflite-dynamic": "model_dynamic_int8.tflite",
+    "tflite-int8": "model_int8.tflite",
+}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a run directory (uses its model.keras) or a .keras file inside a run directory")
+    p.add_argument("--format", required=True, choices=(*FORMATS, "all"), help="what to export")
+    p.add_argument("--which", choices=("final", "best"), default="final", help="in a run directory: model.keras or best.keras")
+    p.add_argument("--output", help="export directory (default: RUN_DIR/export)")
+    p.add_argument("--check-samples", type=int, default=1000,
+                   help="evaluation images to check each export against the Keras model (default 1000; 0 skips)")
+    p.add_argument("--calibration-samples", type=int, default=200,
+                   help="training images to calibrate tflite-int8 (default 200)")
+    p.add_argument("--int8-io", choices=("uint8", "int8"), default="uint8",
+                   help="tflite-int8 input and output type (default uint8)")
+    p.add_argument("--latency-samples", type=int, default=100, help="images timed one by one per format (default 100)")
+    p.add_argument("--data-dir", help="TFDS data dir (default: the run's, $TFDS_DATA_DIR, ~/tensorflow_datasets)")
+    return p
+
+
+# ------------------------------------------------------------------ sources
+def load_run(path: pathlib.Path, which: str):
+    """(keras model, run config, model path) for a run directory or a .keras
+    file in one. Class names come from the run's config.json."""
+    import keras
+
+    import resnet_keras  # noqa: F401  (registers what the model needs to load in safe mode)
+
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        run_dir = path
+        model_path = run_dir / ("best.keras" if which == "best" else "model.keras")
+    elif path.suffix == ".keras":
+        run_dir, model_path = path.parent, path
+    else:
+        raise UserError(f"{path} is neither a run directory nor a .keras model")
+    if not model_path.exists():
+        raise UserError(f"no model at {model_path}")
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise UserError(f"{run_dir} has no config.json, so the model's class names and data are unknown")
+    config = json.loads(config_path.read_text())
+    if not config.get("class_names"):
+        raise UserError(f"{config_path} holds no class names; export needs them")
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:
+        raise UserError(f"{model_path} is not a loadable .keras model ({type(error).__name__}: {error})") from None
+    if len(config["class_names"]) != model.output_shape[-1]:
+        raise UserError(f"{model_path} has {model.output_shape[-1]} outputs but {len(config['class_names'])} class names")
+    return model, config, model_path
+
+
+def float32_copy(model):
+    """The model rebuilt under the float32 policy with the same weights: exports
+    and the reference outputs are float32 whatever precision trained it."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        config = model.get_config()
+        for layer in config["layers"]:
+            layer["config"].pop("dtype", None)
+        clone = keras.Model.from_config(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def serving_function(model):
+    """uint8 images (N, H, W, 3) -> float32 probabilities, as a tf.function."""
+    import tensorflow as tf
+
+    height, width, channels = model.input_shape[1:]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")])
+    def serve(images):
+        logits = model(tf.cast(images, tf.float32), training=False)
+        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+    return serve
+
+
+# ------------------------------------------------------------------ writers
+def write_savedmodel(model, class_names, target: pathlib.Path):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.model = model
+    module.class_names = tf.constant(class_names)
+    probabilities = serving_function(model)
+
+    height, width, channels = model.input_shape[1:]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")])
+    def serving_default(images):
+        probs = probabilities(images)
+        return {"probabilities": probs, "top_class": tf.gather(module.class_names, tf.argmax(probs, axis=-1))}
+
+    @tf.function(input_signature=[])
+    def class_names_fn():
+        return {"class_names": module.class_names}
+
+    module.serving_default = serving_default
+    module.class_names_fn = class_names_fn
+    tf.saved_model.save(module, str(target), signatures={"serving_default": serving_default, "class_names": class_names_fn})
+    (target / "assets").mkdir(exist_ok=True)
+    write_text_atomic(target / "assets" / "class_names.txt", "\n".join(class_names) + "\n")
+
+
+def convert_tflite(model, fmt, calibration=None, int8_io="uint8") -> bytes:
+    """TFLite flatbuffer of ``model`` for ``fmt``, builtin ops only (no Flex):
+    conversion fails rather than produce a model that needs TensorFlow ops."""
+    import tensorflow as tf
+
+    serve = serving_function(model)
+    height, width, channels = model.input_shape[1:]
+    if fmt == "tflite-int8":
+        # Full-integer models quantize at the input: give the converter a float
+        # input in [0, 255] so that uint8 input is the raw pixel (scale 1,
+        # zero point 0) and int8 input is pixel - 128.
+        @tf.function(input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, name="images")])
+        def fn(images):
+            return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), axis=-1)
+
+    else:
+        fn = tf.function(lambda images: serve(images),
+                         input_signature=[tf.TensorSpec([1, height, width, channels], tf.uint8, name="images")])  # fmt: skip
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    # Weights become constants first: a graph that still reads resource
+    # variables cannot be calibrated for full-integer quantization.
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if fmt == "tflite-fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif fmt == "tflite-dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif fmt == "tflite-int8":
+        if calibration is None or len(calibration) == 0:
+            raise UserError("tflite-int8 needs calibration images from the training split")
+        # Anchor the input range at [0, 255] whatever the sample holds.
+        anchors = [np.full((1, height, width, channels), v, "float32") for v in (0.0, 255.0)]
+
+        def representative():
+            for image in anchors:
+                yield [image]
+            for image in calibration:
+                yield [image[None].astype("float32")]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8 if int8_io == "uint8" else tf.int8
+        converter.inference_output_type = tf.uint8 if int8_io == "uint8" else tf.int8
+    try:
+        return converter.convert()
+    except Exception as error:
+        raise UserError(f"{fmt}: conversion with TFLite builtin ops failed: {type(error).__name__}: {error}") from None
+
+
+# ------------------------------------------------------------------ runners
+def tflite_runner(content: bytes):
+    """A function image (H, W, 3) uint8 -> probabilities (C,) float32, running
+    the flatbuffer in the LiteRT interpreter; and the model's op names."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content, num_threads=os.cpu_count())
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def run(image):
+        if inp["dtype"] == np.int8:
+            x = (image.astype(np.int16) - 128).astype(np.int8)
+        else:
+            x = image.astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], x[None])
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        if out["dtype"] in (np.uint8, np.int8):
+            scale, zero_point = out["quantization"]
+            y = (y.astype(np.float32) - zero_point) * scale
+        return y.astype(np.float32)
+
+    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    return run, ops, inp["dtype"].__name__
+
+
+def check_samples(config, image_size, n, data_dir, seed=0):
+    """(uint8 images, labels or None, source) from the evaluation split of the
+    run's dataset, or synthetic images when it is absent."""
+    from trainers import data as data_lib
+
+    family = config.get("family", "cifar")
+    try:
+        info = data_lib.describe(
+            config["dataset"], data_dir=data_dir or config.get("data_dir"), family=family, image_size=image_size,
+            val_split=config.get("val_split", 0.0), seed=config.get("seed", 0),
+            synthetic_classes=config.get("synthetic_classes", 10), synthetic_train=config.get("synthetic_train", 4096),
+            synthetic_test=config.get("synthetic_test", 1024),
+        )  # fmt: skip
+    except UserError as error:
+        print(f"note: {error}; checking on synthetic images instead", file=sys.stderr)
+        images, _ = data_lib.synthetic_arrays(n, image_size, len(config["class_names"]), seed=seed, offset=2)
+        return images, None, "synthetic images (dataset absent; no labels)"
+    images, labels = [], []
+    for batch, label in data_lib.eval_pipeline(info, "test", 250).take(-(-n // 250)).as_numpy_iterator():
+        images.append(batch)
+        labels.append(label)
+    images = np.clip(np.round(np.concatenate(images)[:n]), 0, 255).astype(np.uint8)
+    return images, np.concatenate(labels)[:n], f"{info.name} {info.test_split} split"
+
+
+def calibration_images(config, image_size, n, data_dir):
+    from trainers import data as data_lib
+
+    info = data_lib.describe(
+        config["dataset"], data_dir=data_dir or config.get("data_dir"), family=config.get("family", "cifar"),
+        image_size=image_size, val_split=config.get("val_split", 0.0), seed=config.get("seed", 0),
+        synthetic_classes=config.get("synthetic_classes", 10), synthetic_train=config.get("synthetic_train", 4096),
+        synthetic_test=config.get("synthetic_test", 1024),
+    )  # fmt: skip
+    ds = data_lib.raw_dataset(info, "train", config.get("seed", 0)).shuffle(10_000, seed=1).take(n)
+    ds = ds.map(lambda image, label: data_lib.eval_view(image, info.style, info.image_size))
+    return np.stack(list(ds.as_numpy_iterator()))
+
+
+def _latency(fn, images, n):
+    n = min(n, len(images))
+    for image in images[:3]:
+        fn(image)
+    times = []
+    for image in images[:n]:
+        start = time.perf_counter()
+        fn(image)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.mean(times) if times else None
+
+
+def _size(path: pathlib.Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _install(tmp: pathlib.Path, target: pathlib.Path):
+    """Moves a finished export into place; an older export there is removed only
+    once the new one is complete."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+# --------------------------------------------------------------------- main
+def export(args) -> dict:
+    import tensorflow as tf
+
+    if args.check_samples < 0 or args.calibration_samples < 1 or args.latency_samples < 0:
+        raise UserError("--check-samples and --latency-samples must be >= 0, --calibration-samples >= 1")
+    formats = list(FORMATS) if args.format == "all" else [args.format]
+    model, config, model_path = load_run(pathlib.Path(args.model), args.which)
+    model = float32_copy(model)
+    class_names = list(config["class_names"])
+    size = model.input_shape[1]
+    out_dir = pathlib.Path(args.output).expanduser().resolve() if args.output else model_path.parent / "export"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output {out_dir} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    n = args.check_samples
+    images, labels, source = check_samples(config, size, max(n, 1), args.data_dir) if n else (None, None, None)
+    keras_fn = tf.function(lambda x: tf.nn.softmax(model(tf.cast(x, tf.float32), training=False), axis=-1))
+    reference = keras_fn(images[:n]).numpy() if n else None
+
+    def row(fmt, path, probs, latency, extra=None):
+        r = {"format": fmt, "file": str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else str(path),
+             "size_bytes": _size(path), "latency_ms": latency}  # fmt: skip
+        if probs is not None:
+            r["max_abs_diff"] = float(np.max(np.abs(probs - reference)))
+            r["top1_agreement"] = float(np.mean(probs.argmax(-1) == reference.argmax(-1)))
+            r["top1_accuracy"] = None if labels is None else float(np.mean(probs.argmax(-1) == labels))
+        return {**r, **(extra or {})}
+
+    rows = [row("keras", model_path, reference if n else None,
+                _latency(lambda im: keras_fn(im[None]), images, args.latency_samples) if n else None)]  # fmt: skip
+    calibration = None
+    for fmt in formats:
+        target = out_dir / FILENAMES[fmt]
+        tmp = out_dir / f".{target.name}.tmp-{os.getpid()}"
+        try:
+            if fmt == "savedmodel":
+                write_savedmodel(model, class_names, tmp)
+                loaded = tf.saved_model.load(str(tmp))
+                serve = loaded.signatures["serving_default"]
+                probs = serve(images=tf.constant(images[:n]))["probabilities"].numpy() if n else None
+                latency = _latency(lambda im: serve(images=tf.constant(im[None])), images, args.latency_samples) if n else None
+                _install(tmp, target)
+                rows.append(row(fmt, target, probs, latency))
+                continue
+            if fmt == "tflite-int8" and calibration is None:
+                calibration = calibration_images(config, size, args.calibration_samples, args.data_dir)
+            content = convert_tflite(model, fmt, calibration if fmt == "tflite-int8" else None, args.int8_io)
+            run, ops, input_type = tflite_runner(content)
+            flex = [op for op in ops if op.startswith("Flex")]
+            if flex:
+                raise UserError(f"{fmt}: the converted model needs TensorFlow (Flex) ops {flex}")
+            tmp.write_bytes(content)
+            _install(tmp, target)
+            write_text_atomic(target.with_suffix(".labels.txt"), "\n".join(class_names) + "\n")
+            probs = np.stack([run(image) for image in images[:n]]) if n else None
+            latency = _latency(run, images, args.latency_samples) if n else None
+            rows.append(row(fmt, target, probs, latency, {"input_type": input_type, "ops": ops}))
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+
+    report = {
+        "model": str(model_path),
+        "dataset": config.get("dataset"),
+        "synthetic": bool(config.get("synthetic")),
+        "check_source": source,
+        "check_samples": n,
+        "machine": f"{os.cpu_count()} CPUs",
+        "formats": rows,
+    }
+    previous = {}
+    if (out_dir / "report.json").exists():
+        previous = {r["format"]: r for r in json.loads((out_dir / "report.json").read_text()).get("formats", [])}
+    merged = {**previous, **{r["format"]: r for r in rows}}
+    report["formats"] = list(merged.values())
+    write_json_atomic(out_dir / "report.json", report)
+    print(render(rows, source))
+    print(f"written: {out_dir}")
+    return report
+
+
+def render(rows, source):
+    header = ["format", "size", "max |dp|", "top-1 agree", "top-1 acc", "latency ms/img"]
+    lines = []
+    for r in rows:
+        fmt_float = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        lines.append([
+            r["format"], f"{r['size_bytes'] / 1e6:.2f} MB", fmt_float(r.get("max_abs_diff"), ".2e"),
+            fmt_float(None if r.get("top1_agreement") is None else 100 * r["top1_agreement"], ".2f"),
+            fmt_float(None if r.get("top1_accuracy") is None else 100 * r["top1_accuracy"], ".2f"),
+            fmt_float(r.get("latency_ms"), ".2f"),
+        ])  # fmt: skip
+    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]
+    text = "\n".join("  ".join(c.rjust(w) for c, w in zip(x, widths)) for x in [header, *lines])
+    return text + (f"\nchecked on {source}" if source else "")
+
+
+def main(argv=None):
+    return export(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
