@@ -92,6 +92,22 @@ def save_model_atomic(model, path) -> None:
             tmp.unlink()
 
 
+def load_keras_model(path):
+    """A ``.keras`` model loaded in Keras' default safe mode (``resnet_keras``
+    registers what it needs), or a :class:`UserError` saying why not."""
+    import keras
+
+    import resnet_keras  # noqa: F401  (registers what the model needs to load in safe mode)
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise UserError(f"no model at {path}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:
+        raise UserError(f"{path} is not a loadable .keras model ({type(error).__name__}: {error})") from None
+
+
 # ------------------------------------------------------------------- precision
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 

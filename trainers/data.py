@@ -151,6 +151,16 @@ def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split:
     )  # fmt: skip
 
 
+def describe_run(config: dict, image_size: int, data_dir=None) -> DataInfo:
+    """The :class:`DataInfo` of a finished run's dataset, from its config.json."""
+    return describe(
+        config["dataset"], data_dir=data_dir or config.get("data_dir"), family=config.get("family", "cifar"),
+        image_size=image_size, val_split=config.get("val_split", 0.0), seed=config.get("seed", 0),
+        synthetic_classes=config.get("synthetic_classes", 10), synthetic_train=config.get("synthetic_train", 4096),
+        synthetic_test=config.get("synthetic_test", 1024),
+    )  # fmt: skip
+
+
 def _tfds_split(info: DataInfo, which: str) -> str:
     if which == "test":
         return info.test_split

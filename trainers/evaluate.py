@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainers.common import UserError, run_main, write_json_atomic  # noqa: E402
+from trainers.common import UserError, load_keras_model, run_main, write_json_atomic  # noqa: E402
 
 
 def build_parser():
@@ -42,19 +42,6 @@ def build_parser():
     return p
 
 
-def _load(path: pathlib.Path):
-    import keras
-
-    import resnet_keras  # noqa: F401  (registers what the model needs to load in safe mode)
-
-    if not path.exists():
-        raise UserError(f"no model at {path}")
-    try:
-        return keras.models.load_model(path)
-    except Exception as error:
-        raise UserError(f"{path} is not a loadable .keras model ({type(error).__name__}: {error})") from None
-
-
 def evaluate(args) -> dict:
     import keras
     import numpy as np
@@ -72,7 +59,7 @@ def evaluate(args) -> dict:
         out_dir = target
     else:
         model_path, out_dir = target, target.parent
-    model = _load(model_path)
+    model = load_keras_model(model_path)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
 

@@ -3,7 +3,7 @@ gives the Keras model's answers.
 
     python trainers/export.py saved_models/resnet20-cifar10-<timestamp> --format all
     python trainers/export.py RUN_DIR --format tflite-int8 --int8-io int8 --check-samples 500
-    python trainers/export.py model.keras --format savedmodel --output exported/
+    python trainers/export.py RUN_DIR/best.keras --format savedmodel --output exported/
 
 Formats:
   savedmodel      TensorFlow SavedModel; serving_default takes uint8 images (any batch size) and returns
@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainers.common import UserError, run_main, write_json_atomic, write_text_atomic  # noqa: E402
+from trainers.common import UserError, load_keras_model, run_main, write_json_atomic, write_text_atomic  # noqa: E402
 
 FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 FILENAMES = {
@@ -73,10 +73,6 @@ def build_parser():
 def load_run(path: pathlib.Path, which: str):
     """(keras model, run config, model path) for a run directory or a .keras
     file in one. Class names come from the run's config.json."""
-    import keras
-
-    import resnet_keras  # noqa: F401  (registers what the model needs to load in safe mode)
-
     path = path.expanduser().resolve()
     if path.is_dir():
         run_dir = path
@@ -93,10 +89,7 @@ def load_run(path: pathlib.Path, which: str):
     config = json.loads(config_path.read_text())
     if not config.get("class_names"):
         raise UserError(f"{config_path} holds no class names; export needs them")
-    try:
-        model = keras.models.load_model(model_path)
-    except Exception as error:
-        raise UserError(f"{model_path} is not a loadable .keras model ({type(error).__name__}: {error})") from None
+    model = load_keras_model(model_path)
     if len(config["class_names"]) != model.output_shape[-1]:
         raise UserError(f"{model_path} has {model.output_shape[-1]} outputs but {len(config['class_names'])} class names")
     return model, config, model_path
@@ -246,14 +239,8 @@ def check_samples(config, image_size, n, data_dir, seed=0):
     run's dataset, or synthetic images when it is absent."""
     from trainers import data as data_lib
 
-    family = config.get("family", "cifar")
     try:
-        info = data_lib.describe(
-            config["dataset"], data_dir=data_dir or config.get("data_dir"), family=family, image_size=image_size,
-            val_split=config.get("val_split", 0.0), seed=config.get("seed", 0),
-            synthetic_classes=config.get("synthetic_classes", 10), synthetic_train=config.get("synthetic_train", 4096),
-            synthetic_test=config.get("synthetic_test", 1024),
-        )  # fmt: skip
+        info = data_lib.describe_run(config, image_size, data_dir)
     except UserError as error:
         print(f"note: {error}; checking on synthetic images instead", file=sys.stderr)
         images, _ = data_lib.synthetic_arrays(n, image_size, len(config["class_names"]), seed=seed, offset=2)
@@ -269,12 +256,7 @@ def check_samples(config, image_size, n, data_dir, seed=0):
 def calibration_images(config, image_size, n, data_dir):
     from trainers import data as data_lib
 
-    info = data_lib.describe(
-        config["dataset"], data_dir=data_dir or config.get("data_dir"), family=config.get("family", "cifar"),
-        image_size=image_size, val_split=config.get("val_split", 0.0), seed=config.get("seed", 0),
-        synthetic_classes=config.get("synthetic_classes", 10), synthetic_train=config.get("synthetic_train", 4096),
-        synthetic_test=config.get("synthetic_test", 1024),
-    )  # fmt: skip
+    info = data_lib.describe_run(config, image_size, data_dir)
     ds = data_lib.raw_dataset(info, "train", config.get("seed", 0)).shuffle(10_000, seed=1).take(n)
     ds = ds.map(lambda image, label: data_lib.eval_view(image, info.style, info.image_size))
     return np.stack(list(ds.as_numpy_iterator()))

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainers.common import UserError, run_main  # noqa: E402
+from trainers.common import UserError, load_keras_model, run_main  # noqa: E402
 
 
 def build_parser():
@@ -98,14 +98,9 @@ def load(model_path: pathlib.Path):
     if model_path.suffix == ".keras":
         import keras
 
-        import resnet_keras  # noqa: F401  (registers what the model needs to load in safe mode)
-
         if not config.get("class_names"):
             raise UserError(f"{model_path} has no class names: no run config.json with class_names beside it")
-        try:
-            model = keras.models.load_model(model_path)
-        except Exception as error:
-            raise UserError(f"{model_path} is not a loadable .keras model ({type(error).__name__}: {error})") from None
+        model = load_keras_model(model_path)
 
         def predict(image):
             logits = model(image[None].astype(np.float32), training=False)

@@ -24,7 +24,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import resnet_keras
 from trainers import callbacks as cb
