@@ -52,7 +52,7 @@ SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers
 # a command with the same values.
 IDENTITY_KEYS = (
     "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
-    "shortcut", "width", "precision", "jit_compile", "sync_bn", "seed", "val_split",
+    "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split",
 )  # fmt: skip
 
 
@@ -75,6 +75,7 @@ DEFAULTS = {
     "weight_decay": None,
     "shortcut": None,
     "width": 1.0,
+    "stage_depths": None,
     "precision": "auto",
     "jit_compile": False,
     "strategy": "auto",
@@ -182,14 +183,18 @@ def _log(message, c):
         print(prefix + message, flush=True)
 
 
-def train(config: dict) -> dict:
-    """Trains one network; returns the contents of metrics.json (plus run_dir)."""
+def train(config: dict, *, model=None, strategy=None) -> dict:
+    """Trains one network; returns the contents of metrics.json (plus run_dir).
+
+    ``model`` (the tuner's): a network already built by ``get_model`` inside
+    ``strategy.scope()``; it must match the config's data (classes, image size).
+    """
     c = resolve(config)
     keras.utils.set_random_seed(c["seed"])
     policy, why = resolve_precision(c["precision"])
     c["resolved_precision"] = policy
     keras.config.set_dtype_policy(policy)
-    strategy = make_strategy(c["strategy"])
+    strategy = strategy or make_strategy(c["strategy"])
     replicas = strategy.num_replicas_in_sync
     c["resolved_strategy"] = type(strategy).__name__
     c["replicas"] = replicas
@@ -251,13 +256,17 @@ def train(config: dict) -> dict:
         os.replace(tmp, mean_path)
 
     with strategy.scope():
-        try:
-            model = resnet_keras.get_model(
-                c["arch"], num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
-                shortcut=c["shortcut"], width=c["width"], synchronized_bn=bool(c["sync_bn"]), seed=c["seed"],
-            )  # fmt: skip
-        except ValueError as error:
-            raise UserError(str(error)) from None
+        if model is None:
+            try:
+                model = resnet_keras.get_model(
+                    c["arch"], num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
+                    shortcut=c["shortcut"], width=c["width"], stage_depths=c["stage_depths"],
+                    synchronized_bn=bool(c["sync_bn"]), seed=c["seed"],
+                )  # fmt: skip
+            except ValueError as error:
+                raise UserError(str(error)) from None
+        elif model.output_shape[-1] != info.num_classes or model.input_shape[1] != info.image_size:
+            raise ValueError(f"model {model.name!r} does not fit {info.name} ({info.num_classes} classes, {info.image_size}px)")
         resnet_keras.get_normalization(model).set_statistics(mean)
         optimizer = recipes.CaffeSGD(
             learning_rate=recipes.learning_rate(schedule),
@@ -334,6 +343,11 @@ def train(config: dict) -> dict:
         "train_images_per_second": run_log.images_per_second,
         "precision": policy,
         "replicas": replicas,
+        "best_val_accuracy": max(
+            (float(row["val_accuracy"]) for row in run_log.rows if row.get("val_accuracy") not in (None, "")),
+            default=None,
+        ),
+        "validated_on": "val split" if info.num_val else info.test_split,
     }
     if info.synthetic:
         metrics["note"] = SYNTHETIC_NOTE

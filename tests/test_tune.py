@@ -1,0 +1,136 @@
+"""Keras Tuner sweeps on the synthetic dataset: the space, the result files,
+budgets, resumption, bad input."""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import keras_tuner as kt
+import pytest
+
+from trainers import tune
+from trainers.common import UserError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Tiny: ResNet-8/14 at width 0.25-0.5 on 512 synthetic images, one epoch of 7 steps.
+TINY = ["--dataset", "synthetic", "--synthetic-train", "512", "--n-min", "1", "--n-max", "2", "--width", "0.25", "0.5",
+        "--batch-size", "64", "--epochs", "1", "--precision", "float32"]  # fmt: skip
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_default_space_defaults_and_bounds():
+    space = tune.Space()
+    hp = kt.HyperParameters()
+    values = space.sample(hp)
+    # Defaults: the paper's ResNet-20 with its recipe.
+    assert values == {"arch": "resnet20", "stage_depths": None, "width": 1.0, "shortcut": "A", "lr": 0.1,
+                      "weight_decay": 1e-4}  # fmt: skip
+    by_name = {p.name: p for p in hp.space}
+    assert (by_name["n"].min_value, by_name["n"].max_value) == (3, 18)  # ResNet-20 .. ResNet-110
+    assert list(by_name["width"].values) == [0.5, 0.75, 1.0, 1.5, 2.0]
+    assert list(by_name["shortcut"].values) == ["A", "B", "C"]
+    assert (by_name["lr"].min_value, by_name["lr"].max_value, by_name["lr"].sampling) == (0.01, 0.3, "log")
+    assert (by_name["weight_decay"].min_value, by_name["weight_decay"].max_value) == (1e-5, 1e-3)
+
+    imagenet = tune.Space(family="imagenet")
+    hp = kt.HyperParameters()
+    values = imagenet.sample(hp)
+    assert values["arch"] == "resnet18" and values["shortcut"] == "B"
+    assert list({p.name: p for p in hp.space}["arch"].values) == list(tune.IMAGENET_ARCHS)
+    free = tune.Space(family="imagenet", free_depths=True, stage_min=1, stage_max=4)
+    hp = kt.HyperParameters()
+    values = free.sample(hp)
+    assert values["stage_depths"] == [2, 2, 2, 2] and values["arch"] == "resnet18"
+    assert {p.name: p for p in hp.space}["stage5"].max_value == 4
+    # A range with min == max fixes the value.
+    hp = kt.HyperParameters()
+    assert tune.Space(lr_min=0.05, lr_max=0.05).sample(hp)["lr"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"n_min": 5, "n_max": 3}, "--n-min 5 > --n-max 3"), ({"lr_min": 0.0}, "--lr-min 0.0"),
+     ({"widths": ()}, "--width"), ({"family": "mnist"}, "--family 'mnist'"),
+     ({"family": "imagenet", "imagenet_archs": ("resnet19",)}, "resnet19"), ({"shortcuts": ("D",)}, "--shortcut")],
+)  # fmt: skip
+def test_bad_spaces_are_refused(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        tune.Space(**kwargs)
+
+
+def test_bad_command_lines_are_refused(tmp_path, float32_policy):
+    with pytest.raises(UserError, match="no candidate fits the budget"):
+        tune.main(["--family", "cifar", *TINY, "--max-params", "100", "--directory", str(tmp_path / "s")])
+    with pytest.raises(UserError, match="--family 'svhn'"):
+        tune.main(["--family", "svhn"])
+    with pytest.raises(UserError, match="--val-split 0.0"):
+        tune.main(["--family", "cifar", *TINY, "--val-split", "0"])
+    with pytest.raises(UserError, match="--tuner 'grid'"):
+        tune.main(["--family", "cifar", "--tuner", "grid"])
+
+
+def test_random_search_writes_a_row_per_trial_and_respects_max_params(tmp_path, float32_policy):
+    directory = tmp_path / "search"
+    result = tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "3", *TINY,
+                        "--max-params", "30000", "--directory", str(directory)])  # fmt: skip
+    rows = _rows(directory / "trials.csv")
+    assert len(rows) == 3 and len({r["trial"] for r in rows}) == 3
+    for row in rows:
+        if row["status"] == "completed":
+            assert int(row["params"]) <= 30000 and 0 <= float(row["val_accuracy"]) <= 1
+        else:
+            assert row["status"] == "rejected" and int(row["params"]) > 30000 and "--max-params" in row["reason"]
+    best = json.loads((directory / "best.json").read_text())
+    completed = [r for r in rows if r["status"] == "completed"]
+    if completed:
+        assert best["best"]["val_accuracy"] == max(float(r["val_accuracy"]) for r in completed)
+        assert (directory / "pareto.png").stat().st_size > 0
+    # Trials train through the trainer: each has a run directory like fit.py's, validated on the val split.
+    for row in completed:
+        run = json.loads((directory / "trials" / f"trial_{row['trial']}" / "result.json").read_text())["run_dir"]
+        config = json.loads((pathlib.Path(run) / "config.json").read_text())
+        assert config["val_split"] == 0.1 and config["status"] == "finished" and config["dataset"] == "synthetic"
+    assert result["best"] == best["best"]
+
+
+def test_hyperband_search_completes(tmp_path, float32_policy):
+    directory = tmp_path / "hb"
+    tune.main(["--family", "cifar", "--tuner", "hyperband", "--max-epochs", "2", *TINY, "--directory", str(directory)])
+    rows = _rows(directory / "trials.csv")
+    assert rows and all(r["status"] == "completed" for r in rows)
+    assert {int(float(r["epochs"])) for r in rows} <= {1, 2}
+    assert len(rows) == len(list((directory / "trials").glob("trial_*/result.json")))
+
+
+def test_a_killed_search_resumes_without_rerunning_completed_trials(tmp_path):
+    directory = tmp_path / "resume"
+    args = [sys.executable, str(ROOT / "trainers" / "tune.py"), "--family", "cifar", "--tuner", "random",
+            "--max-trials", "3", *TINY, "--directory", str(directory)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    done = []
+    while time.time() < deadline and process.poll() is None:
+        done = [p for p in directory.glob("trials/trial_*/result.json") if "completed" in p.read_text()]
+        if done:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert done, "no trial completed before the kill"
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in done} == stamps  # completed trials were not run again
+    rows = _rows(directory / "trials.csv")
+    assert len(rows) == 3 and len({r["trial"] for r in rows}) == 3
