@@ -102,13 +102,23 @@ def test_random_search_writes_a_row_per_trial_and_respects_max_params(tmp_path, 
     assert result["best"] == best["best"]
 
 
-def test_hyperband_search_completes(tmp_path, float32_policy):
+def test_hyperband_search_completes_and_exports_the_best(tmp_path, float32_policy, monkeypatch):
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     directory = tmp_path / "hb"
-    tune.main(["--family", "cifar", "--tuner", "hyperband", "--max-epochs", "2", *TINY, "--directory", str(directory)])
+    result = tune.main(["--family", "cifar", "--tuner", "hyperband", "--max-epochs", "2", *TINY,
+                        "--directory", str(directory), "--export-best", "--export-epochs", "1"])  # fmt: skip
     rows = _rows(directory / "trials.csv")
     assert rows and all(r["status"] == "completed" for r in rows)
     assert {int(float(r["epochs"])) for r in rows} <= {1, 2}
     assert len(rows) == len(list((directory / "trials").glob("trial_*/result.json")))
+    # --export-best: the best configuration retrained on the full training split, as fit.py would.
+    run_dir = pathlib.Path(result["export"]["run_dir"])
+    config = json.loads((run_dir / "config.json").read_text())
+    best = result["best"]
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / "model.keras").exists()
+    assert (config["arch"], config["width"], config["shortcut"], config["val_split"]) == (
+        best["arch"], best["width"], best["shortcut"], 0.0)
+    assert config["lr"] == pytest.approx(best["lr"])
 
 
 def test_a_killed_search_resumes_without_rerunning_completed_trials(tmp_path):
