@@ -267,6 +267,7 @@ def write_results(search_dir: pathlib.Path, rows, title):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
@@ -290,6 +291,10 @@ def write_results(search_dir: pathlib.Path, rows, title):
         ax.plot(*zip(*pts), color="C3", lw=1, label="Pareto front")
         ax.legend()
     ax.set_xscale("log")
+    # Plain numbers on the log axis: the default minor labels (3x10^0 ...) overlap.
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("FLOPs (millions of multiply-adds per image)")
     ax.set_ylabel("validation error (%)")
     ax.set_title(title, fontsize=9)
