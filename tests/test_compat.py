@@ -55,3 +55,127 @@ def test_fit_under_mirrored_strategy_skips_the_first_batch_unless_built_first(tm
     )
     # Built first, it trains on the first batch, as the default strategy does.
     assert abs(losses["mirrored_patched"] - losses["default"]) < 1e-5 * abs(losses["default"])
+
+
+MULTI_WORKER_PROBE = r"""
+import json, os, sys, time
+import tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+import keras
+import resnet_keras
+from trainers import callbacks as cb, compat, data, distributed
+
+role = distributed.role(strategy)
+out = {}
+info = data.describe("synthetic", data_dir=None, family="cifar", image_size=16, val_split=0.0, seed=0,
+                     synthetic_train=256)
+spec = (((32, 16, 16, 3), "float32"), ((32,), "int64"))
+
+def model_and_data():
+    ds = data.distributed_train_data(strategy, info, 32, seed=0)
+    with strategy.scope():
+        model = resnet_keras.get_model("resnet8", num_classes=10, input_shape=(16, 16, 3), seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(0.01),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, ds
+
+def attempt(name, fn):
+    try:
+        out[name] = {"ok": True, "value": fn()}
+    except Exception as error:
+        out[name] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:400]}
+
+# 1. Unpatched Keras: fit takes a batch to build the model and reduces it with axis=None.
+model, ds = model_and_data()
+attempt("unpatched", lambda: model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0).history["loss"][0])
+# 2. Built first, but Keras reduces the scalar loss with axis=0.
+model, ds = model_and_data()
+compat.build_before_fit(model, strategy, spec)
+attempt("built_only", lambda: model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0).history["loss"][0])
+# 3. Both fixes.
+model, ds = model_and_data()
+compat.build_before_fit(model, strategy, spec)
+compat.fix_multi_worker_scalar_reduction()
+attempt("fixed", lambda: model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0).history["loss"][0])
+
+# 4. Where backups are written: Keras' BackupAndRestore, and the trainer's Backup.
+shared = sys.argv[2]
+written = {"keras": [], "ours": []}
+class KerasSpy(keras.callbacks.BackupAndRestore):
+    def _save_model(self):
+        written["keras"].append(self._weights_path)
+        try:  # two processes writing one HDF5 file: one may fail to lock it
+            super()._save_model()
+        except OSError as error:
+            written.setdefault("keras_errors", []).append(str(error)[:200])
+class OurSpy(cb.Backup):
+    def _save_model(self):
+        written["ours"].append(self._weights_path)
+        super()._save_model()
+model, ds = model_and_data()
+compat.build_before_fit(model, strategy, spec)
+model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0,
+          callbacks=[KerasSpy(os.path.join(shared, "keras"), save_freq=1, delete_checkpoint=False)])
+mine = distributed.output_dir(role, shared)
+model, ds = model_and_data()
+compat.build_before_fit(model, strategy, spec)
+model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0,
+          callbacks=[OurSpy(os.path.join(mine, "backup"), save_freq=1, guard=cb.NonFiniteGuard(), total_steps=100,
+                            restore_dir=os.path.join(shared, "backup"))])
+distributed.cleanup(role, mine)
+out["written"] = written
+
+# 5. A worker that leaves before the chief's last collective: the chief's
+# coordination service declares it dead after missing heartbeats.
+if role.is_chief:
+    time.sleep(float(sys.argv[3]))
+    attempt("late_collective", lambda: distributed.barrier(strategy))
+json.dump(out, open(sys.argv[1] + f".{role.task_id}", "w"))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def test_multi_worker_bugs_of_keras_and_their_fixes(tmp_path):
+    from trainers.launch_local import free_ports, tf_configs
+
+    script = tmp_path / "probe.py"
+    script.write_text(MULTI_WORKER_PROBE)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    procs = []
+    for config in tf_configs(free_ports(2)):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": config,
+               "TMPDIR": str(tmp_path)}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), str(shared), "25"],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    logs = [p.communicate(timeout=400)[0] for p in procs]
+    results = []
+    for i in range(2):
+        path = tmp_path / f"out.{i}"
+        assert path.exists(), logs[i][-3000:]
+        results.append(json.loads(path.read_text()))
+    for r in results:
+        # Keras 3.15 under MultiWorkerMirroredStrategy: fit reduces the
+        # first (x, y) batch with strategy.reduce(axis=None), which only takes
+        # single values (compat.build_before_fit avoids that step) ...
+        assert not r["unpatched"]["ok"] and "PerReplica" in r["unpatched"]["error"], r["unpatched"]
+        # ... then reduces the scalar loss with axis=0 (fixed by
+        # compat.fix_multi_worker_scalar_reduction).
+        assert not r["built_only"]["ok"] and "Invalid reduction dimension" in r["built_only"]["error"], r["built_only"]
+        assert r["fixed"]["ok"], r["fixed"]
+    # Both workers log the same (all-reduced) loss.
+    assert results[0]["fixed"]["value"] == results[1]["fixed"]["value"]
+    # Keras' BackupAndRestore has every worker write the same files ...
+    keras_paths = [set(r["written"]["keras"]) for r in results]
+    assert keras_paths[0] == keras_paths[1] and all(p.startswith(str(shared)) for p in keras_paths[0])
+    # ... the trainer's Backup: the chief writes the shared directory, the
+    # other worker a temporary one of its own, removed afterwards.
+    ours = [set(r["written"]["ours"]) for r in results]
+    assert all(p.startswith(str(shared / "backup")) for p in ours[0])
+    assert ours[1] and not any(p.startswith(str(shared)) for p in ours[1])
+    assert not list(tmp_path.glob("resnet-keras-*")), "the worker's temporary directory was not removed"
+    # A collective the chief starts after the other worker has exited fails
+    # (missing heartbeats); the trainer therefore ends with a barrier.
+    late = results[0]["late_collective"]
+    assert not late["ok"] and ("heartbeat" in late["error"].lower() or "unavailable" in late["error"].lower()), late

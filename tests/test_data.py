@@ -116,3 +116,23 @@ def test_missing_dataset_names_itself_the_dir_and_the_fix(tmp_path):
     message = str(info.value)
     assert "'cifar10' is not present in the data dir" in message and str(tmp_path) in message
     assert "--data-dir" in message and "TFDS_DATA_DIR" in message and "synthetic" in message
+
+
+@pytest.mark.parametrize("workers, local_replicas", [(2, 1), (2, 2), (3, 1)])
+def test_worker_shards_rebuild_the_global_batches(workers, local_replicas):
+    """Each worker's pipeline keeps the per-replica batches of its own replicas
+    (before augmentation), so the global batch of every iteration holds the
+    images one process would use, augmented identically."""
+    info = _info(train=120, size=16)
+    replicas, per_replica = workers * local_replicas, 4
+    whole = list(data.train_pipeline(info, replicas * per_replica, seed=5).take(12).as_numpy_iterator())  # past one epoch
+    shards = [
+        list(data.train_pipeline(info, per_replica, seed=5, shard=(w, workers), chunks=replicas)
+             .take(12 * local_replicas).as_numpy_iterator())
+        for w in range(workers)
+    ]  # fmt: skip
+    for step, (images, labels) in enumerate(whole):
+        # Replica r of worker w holds chunk w * local_replicas + r of the global batch.
+        parts = [shards[w][step * local_replicas + r] for w in range(workers) for r in range(local_replicas)]
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)

@@ -167,7 +167,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_backup(tmp_path):
         (["--arch", "resnet20", "--dataset", "synthetic", "--val-split", "1.5"], "--val-split 1.5"),
         (["--arch", "resnet20", "--dataset", "synthetic", "--steps", "0"], "--steps 0"),
         (["--arch", "plain20", "--dataset", "synthetic", "--shortcut", "A"], "plain network"),
-        (["--arch", "resnet20", "--dataset", "synthetic", "--strategy", "multi-worker"], "not supported yet"),
+        (["--arch", "resnet20", "--dataset", "synthetic", "--strategy", "multi-worker"], "needs a cluster"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error(tmp_path, args, message, float32_policy):

@@ -55,6 +55,65 @@ class NonFiniteGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class AverageBatchNormStatistics(keras.callbacks.Callback):
+    """Keeps the BatchNormalization moving statistics equal on every replica.
+
+    Keras 3 creates them with no distributed aggregation, so under a strategy
+    with several replicas each replica (each worker) updates its own copy from
+    its own share of the batch, and a saved model would carry one replica's
+    statistics. This replaces every copy by the mean over all replicas at the
+    end of each epoch (before validation), before each backup (``sync()``,
+    called by :class:`Backup`) and at the end of training. The moving mean is
+    an exponential average, linear in the batch means, so periodic averaging
+    gives exactly the moving mean of the global batches; the moving variance
+    becomes the mean of the replicas' within-batch variances, as tf.keras 2's
+    on-read averaging gave. With ``--sync-bn`` the copies are equal anyway.
+    Every worker calls it at the same iterations (it is a collective)."""
+
+    def __init__(self, strategy, steps_per_epoch: int):
+        super().__init__()
+        self.strategy = strategy
+        self.steps_per_epoch = steps_per_epoch
+        self._sync = None
+
+    def _build(self):
+        import tensorflow as tf
+
+        stats = [
+            v.value
+            for layer in self.model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for v in (layer.moving_mean, layer.moving_variance)
+        ]
+        strategy = self.strategy
+
+        sizes = [int(v.shape.num_elements()) for v in stats]
+
+        @tf.function
+        def sync():
+            # One all-reduce of all the statistics, packed into one vector.
+            local = strategy.run(lambda: tf.concat([tf.reshape(v, [-1]) for v in stats], axis=0))
+            means = tf.split(strategy.reduce("MEAN", local, axis=None), sizes)
+            for v, m in zip(stats, means):
+                v.assign(tf.reshape(m, v.shape))
+
+        self._sync = sync if stats else (lambda: None)
+
+    def sync(self):
+        if self.strategy.num_replicas_in_sync == 1:
+            return
+        if self._sync is None:
+            self._build()
+        self._sync()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 >= self.steps_per_epoch:
+            self.sync()
+
+    def on_train_end(self, logs=None):
+        self.sync()
+
+
 class Backup(keras.callbacks.BackupAndRestore):
     """``keras.callbacks.BackupAndRestore`` made safe against ``kill -9``:
 
@@ -62,17 +121,37 @@ class Backup(keras.callbacks.BackupAndRestore):
       metadata are written under temporary names and renamed, so a backup on
       disk is always whole: the old one until the new one is complete;
     * nothing is saved once the loss is non-finite, and the backup is kept
-      unless the run reached its last iteration.
+      unless the run reached its last iteration;
+    * ``restore_dir``: where to restore from, when it is not where this
+      process saves (the multi-worker convention: see trainers/distributed.py).
     """
 
-    def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, total_steps: int):
+    def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, total_steps: int, restore_dir=None,
+                 before_save=None):  # fmt: skip
         super().__init__(str(backup_dir), save_freq=save_freq, delete_checkpoint=True, double_checkpoint=False)
         self.guard = guard
         self.total_steps = total_steps
+        # Called before each save: e.g. the BN statistics averaged, the logs
+        # flushed, so what is on disk matches the backup.
+        self.before_save = list(before_save or [])
+        # Multi-worker: every worker restores the chief's backup, and only the
+        # chief saves into it (the others save into a temporary directory).
+        self.restore_dir = pathlib.Path(restore_dir or backup_dir)
+
+    def _load_model(self):
+        saved = self._weights_path, self._training_metadata_path
+        self._weights_path = str(self.restore_dir / pathlib.Path(saved[0]).name)
+        self._training_metadata_path = str(self.restore_dir / pathlib.Path(saved[1]).name)
+        try:
+            super()._load_model()
+        finally:
+            self._weights_path, self._training_metadata_path = saved
 
     def _save_model(self):
         if self.guard.bad_step is not None:
             return
+        for hook in self.before_save:
+            hook()
         os.makedirs(self.backup_dir, exist_ok=True)
         weights = pathlib.Path(self._weights_path)
         tmp = weights.with_name(f".tmp-{os.getpid()}-{weights.name}")
@@ -138,6 +217,15 @@ class RunLog(keras.callbacks.Callback):
         self.timed_seconds = 0.0
 
     def on_train_begin(self, logs=None):
+        self._started = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._started:
+            return
+        # At the first batch, not at on_train_begin: this callback may come
+        # before the one that restores the backup (it must log a batch before
+        # the backup of that batch is written).
+        self._started = True
         start = iterations(self.model)
         self.rows = [r for r in self.rows if int(r["iterations"]) <= start]
         self.steps = [r for r in self.steps if int(r["iterations"]) <= start]
@@ -198,6 +286,12 @@ class RunLog(keras.callbacks.Callback):
         if self.steps:
             write_csv_atomic(self.run_dir / "steps.csv", self.steps)
         draw_curves(self.run_dir / "curves.png", self.rows, self.steps, self.title)
+
+    def flush(self):
+        """Writes the step log as it is now (the backup calls this, so that a
+        resumed run finds every logged iteration up to its backup)."""
+        if self.steps:
+            write_csv_atomic(self.run_dir / "steps.csv", self.steps)
 
     @property
     def images_per_second(self):

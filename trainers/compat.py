@@ -29,3 +29,40 @@ def build_before_fit(model, strategy, batch_spec) -> None:
     model._maybe_symbolic_build(data_batch=batch)
     # Everything is built now; fit's own call would only consume a batch.
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def fix_multi_worker_scalar_reduction() -> None:
+    """Lets Keras reduce scalar logs (loss, metric results) across workers.
+
+    Why: under ``MultiWorkerMirroredStrategy`` in multi-worker mode, Keras'
+    ``reduce_per_replica`` (``keras/src/backend/tensorflow/trainer.py``) reduces
+    every value of a step's logs with ``strategy.reduce("MEAN", v, axis=0)``,
+    and a scalar has no axis 0: ``fit`` fails at its first step with "Invalid
+    reduction dimension 0 for input with 0 dimensions". Scalars are reduced
+    here with ``axis=None`` (the mean over all replicas of all workers, which
+    is what Keras means to compute); everything else goes to Keras unchanged.
+    Idempotent; without multi-worker mode nothing changes.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_resnet_keras_fix", False):
+        return
+    import tensorflow as tf
+    from keras.src import tree
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce_one(value):
+            rank = value.values[0].shape.rank if isinstance(value, tf.distribute.DistributedValues) else value.shape.rank
+            if rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return tree.map_structure(reduce_one, values)
+
+    reduce_per_replica._resnet_keras_fix = True
+    reduce_per_replica.__wrapped__ = original
+    tf_trainer.reduce_per_replica = reduce_per_replica

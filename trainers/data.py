@@ -172,6 +172,27 @@ def _tfds_split(info: DataInfo, which: str) -> str:
 def raw_dataset(info: DataInfo, which: str, seed: int) -> tf.data.Dataset:
     """(image uint8 HxWx3, label int64) pairs of a split: "train", "val" or "test".
     Decoding runs in parallel; decoded images are cached in memory when small."""
+    ds, decode = _source(info, which, seed)
+    if decode is _identity:
+        return ds
+    return ds.map(decode, num_parallel_calls=AUTOTUNE)
+
+
+def _identity(example):
+    return example
+
+
+def _decode_tfds(example):
+    image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
+    return image, tf.cast(example["label"], tf.int64)
+
+
+def _source(info: DataInfo, which: str, seed: int):
+    """The split's elements and the function that turns one into an (image,
+    label) pair: decoded pairs (and the identity) for the synthetic set and for
+    splits small enough to cache decoded in memory; otherwise encoded TFDS
+    examples and their decoder, so a pipeline can shuffle and shard before it
+    pays for decoding."""
     if which not in ("train", "val", "test"):
         raise ValueError(which)
     if which == "val" and info.num_val == 0:
@@ -185,7 +206,7 @@ def raw_dataset(info: DataInfo, which: str, seed: int) -> tf.data.Dataset:
             images, labels = images[: info.num_train], labels[: info.num_train]
         elif which == "val":
             images, labels = images[info.num_train :], labels[info.num_train :]
-        return tf.data.Dataset.from_tensor_slices((images, labels))
+        return tf.data.Dataset.from_tensor_slices((images, labels)), _identity
 
     import tensorflow_datasets as tfds
 
@@ -193,17 +214,11 @@ def raw_dataset(info: DataInfo, which: str, seed: int) -> tf.data.Dataset:
         info.name, split=_tfds_split(info, which), data_dir=info.data_dir, download=False,
         decoders={"image": tfds.decode.SkipDecoding()}, read_config=tfds.ReadConfig(shuffle_seed=seed),
     )  # fmt: skip
-
-    def decode(example):
-        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
-        return image, tf.cast(example["label"], tf.int64)
-
-    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
     count = {"train": info.num_train, "val": info.num_val, "test": info.num_test}[which]
     image_shape = tfds.builder(info.name, data_dir=info.data_dir).info.features["image"].shape
     if None not in image_shape and count * math.prod(image_shape) <= CACHE_LIMIT_BYTES:
-        ds = ds.cache()
-    return ds
+        return ds.map(_decode_tfds, num_parallel_calls=AUTOTUNE).cache(), _identity
+    return ds, _decode_tfds
 
 
 # -------------------------------------------------------------- augmentation
@@ -284,28 +299,52 @@ def ten_crop_views(image, image_size):
 
 
 # ----------------------------------------------------------------- pipelines
-def train_pipeline(info: DataInfo, batch_size: int, seed: int) -> tf.data.Dataset:
+def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1),
+                   chunks: int = 1) -> tf.data.Dataset:
     """Endless shuffled, augmented, batched training data.
 
     Under a strategy with several replicas, build it inside
     ``strategy.distribute_datasets_from_function`` with the per-replica batch
     (see :func:`distributed_train_data`): consecutive batches then go to the
     replicas in turn, so the global batch holds the same images as without
-    distribution."""
-    ds = raw_dataset(info, "train", seed)
+    distribution.
+
+    ``shard=(index, count)`` and ``chunks``: for one of ``count`` input
+    pipelines (one per worker) feeding ``chunks`` replicas in all. Every
+    pipeline walks the same shuffled sequence (same seed) and keeps the
+    per-replica batches that belong to its own replicas, *before* decoding
+    and augmentation, so each worker decodes and augments only its share, and
+    the global batch of iteration t holds exactly the images (and the
+    augmentation) that one process with the whole batch would use."""
+    index, count = shard
+    ds, decode = _source(info, "train", seed)
     ds = ds.shuffle(min(info.num_train, 50_000), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate()  # a global element counter: the seed of each element's augmentation
-    ds = ds.map(
-        lambda i, example: (train_view(example[0], i, seed, info.style, info.image_size), example[1]),
-        num_parallel_calls=AUTOTUNE,
-    )
+    if count > 1:
+        per_pipeline = chunks // count
+        ds = ds.filter(lambda i, example: (i // batch_size) % chunks // per_pipeline == index)
+
+    def view(i, example):
+        image, label = decode(example)
+        return train_view(image, i, seed, info.style, info.image_size), label
+
+    ds = ds.map(view, num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def eval_pipeline(info: DataInfo, which: str, batch_size: int, seed: int = 0) -> tf.data.Dataset:
     ds = raw_dataset(info, which, seed)
     ds = ds.map(lambda image, label: (eval_view(image, info.style, info.image_size), label), num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return _shard_by_data(ds.batch(batch_size).prefetch(AUTOTUNE))
+
+
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Under MultiWorkerMirroredStrategy, Keras distributes evaluation data
+    itself; this says to split it by batches (the TFDS test splits here are
+    single files, which file-level sharding cannot split)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def ten_crop_pipeline(info: DataInfo, which: str, batch_size: int) -> tf.data.Dataset:
@@ -330,15 +369,20 @@ def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarra
 
 def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: int):
     """Training data for ``strategy``: the plain pipeline with one replica;
-    otherwise one pipeline per input worker, built fresh by
+    otherwise one pipeline per input worker (its own shard, see
+    :func:`train_pipeline`), built fresh by
     ``distribute_datasets_from_function``. (Letting Keras call
     ``experimental_distribute_dataset`` instead rewrites the dataset to rebatch
     it, which re-creates the shuffle's seed generator: the order of the images
     would then depend on the strategy.)"""
     if strategy.num_replicas_in_sync == 1:
         return train_pipeline(info, global_batch, seed)
+    replicas = strategy.num_replicas_in_sync
 
     def dataset_fn(context):
-        return train_pipeline(info, context.get_per_replica_batch_size(global_batch), seed)
+        return train_pipeline(
+            info, context.get_per_replica_batch_size(global_batch), seed,
+            shard=(context.input_pipeline_id, context.num_input_pipelines), chunks=replicas,
+        )  # fmt: skip
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 on CPUs with "
                    "AVX-512 BF16/AMX, mixed_float16 on GPUs with tensor cores, float32 otherwise")
     p.add_argument("--jit-compile", action="store_true", help="compile the training step with XLA")
-    p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="auto: MirroredStrategy over all GPUs "
-                   "when there are several, else the default strategy")
-    p.add_argument("--sync-bn", action="store_true", help="BatchNormalization statistics across all replicas")
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="auto: MultiWorkerMirroredStrategy when "
+                   "TF_CONFIG or Slurm describes a cluster, else MirroredStrategy over all GPUs when there are several, "
+                   "else the default strategy (docs/distributed.md)")
+    p.add_argument("--sync-bn", action="store_true", help="BatchNormalization batch statistics over the global batch (all replicas of all workers)")
     p.add_argument("--cpu-replicas", type=int, default=1, help="split the CPU into N logical devices "
                    "(to try --strategy mirrored without GPUs)")
     p.add_argument("--output-dir", help="run directory (default saved_models/<arch>-<dataset>-<timestamp>)")

@@ -29,6 +29,7 @@ import resnet_keras
 from trainers import callbacks as cb
 from trainers import compat
 from trainers import data as data_lib
+from trainers import distributed
 from trainers import recipes
 from trainers.common import (
     UserError,
@@ -190,14 +191,30 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     ``strategy.scope()``; it must match the config's data (classes, image size).
     """
     c = resolve(config)
+    strategy = strategy or make_strategy(c["strategy"])  # first: the multi-worker strategy insists
     keras.utils.set_random_seed(c["seed"])
     policy, why = resolve_precision(c["precision"])
     c["resolved_precision"] = policy
     keras.config.set_dtype_policy(policy)
-    strategy = strategy or make_strategy(c["strategy"])
     replicas = strategy.num_replicas_in_sync
+    role = distributed.role(strategy)
     c["resolved_strategy"] = type(strategy).__name__
     c["replicas"] = replicas
+    c["workers"] = role.workers
+    if role.multi_worker:
+        compat.fix_multi_worker_scalar_reduction()
+        if not c["output_dir"]:
+            raise UserError(
+                "a multi-worker run needs --output-dir: one directory, on storage every worker can read, that all "
+                "workers are given (the chief writes it; the others restore their backups from it)"
+            )
+    try:
+        return _train(c, model, strategy, role, policy, why, replicas)
+    finally:
+        distributed.cleanup(role, c.get("out_dir"))
+
+
+def _train(c, model, strategy, role, policy, why, replicas):
 
     recipe = recipes.get_recipe(c["recipe"], c["family"], c["depth"])
     batch = c["batch_size"] or recipe.batch_size
@@ -221,8 +238,22 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
         lr=c["lr"], weight_decay=c["weight_decay"],
     )  # fmt: skip
 
-    run_dir, resuming = choose_run_dir(c)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if role.multi_worker:
+        # Every worker checks the directory before the chief writes to it, and
+        # all stop if any objects (no worker is left waiting for the others).
+        try:
+            run_dir, resuming = choose_run_dir(c)
+            problem = None
+        except UserError as error:
+            problem = error
+        if not distributed.all_agree(strategy, problem is None):
+            raise problem or UserError(f"another worker refused the run directory {c['output_dir']} (see its message)")
+    else:
+        run_dir, resuming = choose_run_dir(c)
+    if role.is_chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = distributed.output_dir(role, run_dir)
+    c["out_dir"] = str(out_dir)
     c["run_dir"] = str(run_dir)
     c["data"] = {k: v for k, v in vars(info).items() if k != "class_names"}
     c["class_names"] = info.class_names
@@ -231,13 +262,16 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     if info.synthetic:
         c["note"] = SYNTHETIC_NOTE
     c["status"] = "running"
-    write_json_atomic(run_dir / "config.json", c)
+    if role.is_chief:
+        write_json_atomic(run_dir / "config.json", {k: v for k, v in c.items() if k != "out_dir"})
 
     _log(f"{'resuming' if resuming else 'new'} run: {run_dir}", c)
     _log(f"{c['arch']} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
          f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)", c)  # fmt: skip
-    _log(f"precision {policy} ({why}); strategy {c['resolved_strategy']} with {replicas} replica(s); "
-         f"global batch {batch} = {batch // replicas} per replica", c)  # fmt: skip
+    _log(f"precision {policy} ({why}); strategy {c['resolved_strategy']} with {replicas} replica(s)"
+         + (f" on {role.workers} workers (this is {role.name}{', the chief' if role.is_chief else ''})"
+            if role.multi_worker else "")
+         + f"; global batch {batch} = {batch // replicas} per replica", c)  # fmt: skip
     _log(recipes.describe_schedule(schedule), c)
 
     train_ds = data_lib.distributed_train_data(strategy, info, batch, c["seed"])
@@ -245,15 +279,14 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
     val_ds = data_lib.eval_pipeline(info, "val", eval_batch) if info.num_val else test_ds
 
-    mean_path = run_dir / "pixel_mean.npy"
-    if mean_path.exists():
-        mean = np.load(mean_path)
+    if (run_dir / "pixel_mean.npy").exists():
+        mean = np.load(run_dir / "pixel_mean.npy")
     else:
         _log("computing the per-pixel mean of the training split", c)
         mean = data_lib.pixel_mean(info, c["seed"])
-        tmp = run_dir / ".pixel_mean.tmp.npy"
+        tmp = out_dir / f".pixel_mean.tmp-{os.getpid()}.npy"
         np.save(tmp, mean)
-        os.replace(tmp, mean_path)
+        os.replace(tmp, out_dir / "pixel_mean.npy")
 
     with strategy.scope():
         if model is None:
@@ -292,16 +325,19 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     guard = cb.NonFiniteGuard()
     title = f"{c['arch']} on {info.name}" + (" (SYNTHETIC DATA)" if info.synthetic else "")
     run_log = cb.RunLog(
-        run_dir, batch_size=batch, log_every=c["log_every"],
+        out_dir, batch_size=batch, log_every=c["log_every"],
         test_data=test_ds if info.num_val else None, title=title,
     )  # fmt: skip
+    bn_statistics = cb.AverageBatchNormStatistics(strategy, steps_per_epoch)
     callbacks = [
         guard,  # first: the backup must not save a non-finite state
-        cb.Backup(run_dir / "backup", save_freq=c["backup_every"], guard=guard, total_steps=total),
+        bn_statistics,
+        run_log,  # before the backup: a batch is logged before its backup is written
+        cb.Backup(out_dir / "backup", save_freq=c["backup_every"], guard=guard, total_steps=total,
+                  restore_dir=run_dir / "backup", before_save=[bn_statistics.sync, run_log.flush]),
         cb.StopAtStep(total),
-        run_log,
-        cb.BestModel(run_dir),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+        cb.BestModel(out_dir),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False),
     ]
     if schedule["kind"] == "plateau":
         callbacks.append(
@@ -349,16 +385,22 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
         ),
         "validated_on": "val split" if info.num_val else info.test_split,
     }
+    metrics["weights_sha256"] = distributed.weights_fingerprint(model)
     if info.synthetic:
         metrics["note"] = SYNTHETIC_NOTE
-    save_model_atomic(model, run_dir / "model.keras")
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    save_model_atomic(model, out_dir / "model.keras")
+    write_json_atomic(out_dir / "metrics.json", metrics)
     c["status"] = "finished"
-    write_json_atomic(run_dir / "config.json", c)
+    write_json_atomic(out_dir / "config.json", {k: v for k, v in c.items() if k != "out_dir"})
+    if role.multi_worker:
+        # No worker leaves before the chief has written everything: a worker
+        # that exits early can make the chief fail on missing heartbeats.
+        distributed.barrier(strategy)
     _log(
         f"done: {done} iterations; test top-1 error {100 * metrics['test_top1_error']:.2f}%, "
         f"top-5 error {100 * metrics['test_top5_error']:.2f}% on {info.name} {info.test_split}; "
-        f"{metrics['train_images_per_second'] or float('nan'):.0f} images/s; run dir {run_dir}",
+        f"{metrics['train_images_per_second'] or float('nan'):.0f} images/s; run dir {run_dir}"
+        + (f"; weights sha256 {metrics['weights_sha256']}" if role.multi_worker else ""),
         c,
     )
     return {**metrics, "run_dir": str(run_dir)}
