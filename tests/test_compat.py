@@ -97,6 +97,15 @@ model, ds = model_and_data()
 compat.build_before_fit(model, strategy, spec)
 compat.fix_multi_worker_scalar_reduction()
 attempt("fixed", lambda: model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0).history["loss"][0])
+# BN moving statistics: Keras gives them no aggregation, so each worker keeps
+# its own; callbacks.AverageBatchNormStatistics makes them one.
+def bn_stats():
+    return [float(abs(w).sum()) for w in model.get_weights()]
+out["bn_before"] = bn_stats()
+average = cb.AverageBatchNormStatistics(strategy, steps_per_epoch=2)
+average.set_model(model)
+average.sync()
+out["bn_after"] = bn_stats()
 
 # 4. Where backups are written: Keras' BackupAndRestore, and the trainer's Backup.
 shared = sys.argv[2]
@@ -166,6 +175,10 @@ def test_multi_worker_bugs_of_keras_and_their_fixes(tmp_path):
         assert r["fixed"]["ok"], r["fixed"]
     # Both workers log the same (all-reduced) loss.
     assert results[0]["fixed"]["value"] == results[1]["fixed"]["value"]
+    # Weights after two steps: the BN moving statistics differ between the
+    # workers until they are averaged; then every weight is equal.
+    assert results[0]["bn_before"] != results[1]["bn_before"]
+    assert results[0]["bn_after"] == results[1]["bn_after"]
     # Keras' BackupAndRestore has every worker write the same files ...
     keras_paths = [set(r["written"]["keras"]) for r in results]
     assert keras_paths[0] == keras_paths[1] and all(p.startswith(str(shared)) for p in keras_paths[0])
