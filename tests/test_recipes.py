@@ -57,8 +57,8 @@ def test_imagenet_recipe_divides_on_plateau():
 def test_bad_schedules_are_refused(kwargs, match):
     with pytest.raises(UserError, match=match):
         _schedule(**kwargs)
-    with pytest.raises(UserError, match="--recipe 'fast'"):
-        recipes.get_recipe("fast", "cifar", 20)
+    with pytest.raises(UserError, match="--recipe 'cosine'"):
+        recipes.get_recipe("cosine", "cifar", 20)
 
 
 def test_caffe_weight_decay_goes_through_momentum():
@@ -82,3 +82,46 @@ def test_caffe_weight_decay_goes_through_momentum():
         decoupled.apply_gradients([(tf.constant(g), other)])
     assert not np.allclose(other.numpy(), w, rtol=1e-6)
     assert recipes.CaffeSGD.from_config(optimizer.get_config()).l2_decay == wd
+
+
+def test_fast_recipe_warms_up_then_decays_by_cosine_to_zero():
+    recipe = recipes.get_recipe("fast", "cifar", 20)
+    s = recipes.resolve_schedule(recipe, batch_size=128, steps_per_epoch=390)
+    assert s["total_steps"] == 30 * 390 and s["warmup_steps"] == 2 * 390
+    assert s["nesterov"] and s["label_smoothing"] == 0.1 and s["weight_decay"] == 5e-4
+    assert s["weight_decay_on"] == "kernels" and s["zero_init_residual"]
+    lr = recipes.learning_rate(s)
+    at = lambda step: float(lr(step))  # noqa: E731
+    np.testing.assert_allclose(at(0), 0.02, rtol=1e-5)
+    np.testing.assert_allclose(at(390), 0.11, rtol=1e-5)  # half-way up
+    np.testing.assert_allclose(at(780), 0.2, rtol=1e-5)  # the peak
+    middle = 780 + (30 * 390 - 780) // 2
+    np.testing.assert_allclose(at(middle), 0.1, rtol=1e-3)  # cosine: half the peak half-way down
+    assert at(30 * 390) < 1e-6
+    # Shorter runs keep the shape; another batch scales the peak.
+    s = recipes.resolve_schedule(recipe, batch_size=256, steps_per_epoch=195, epochs=3)
+    assert s["total_steps"] == 585 and s["warmup_steps"] == 39 and s["lr"] == 0.4
+    with pytest.raises(UserError, match="CIFAR networks only"):
+        recipes.get_recipe("fast", "imagenet", 50)
+
+
+def test_kernels_only_weight_decay_leaves_vectors_alone():
+    kernel = keras.Variable(np.ones((3, 3), np.float32))
+    gamma = keras.Variable(np.ones((3,), np.float32))
+    opt = recipes.CaffeSGD(learning_rate=1.0, momentum=0.0, l2_decay=0.1, kernels_only=True)
+    opt.apply_gradients([(np.zeros((3, 3), np.float32), kernel), (np.zeros((3,), np.float32), gamma)])
+    np.testing.assert_allclose(kernel.numpy(), 0.9)  # w -= lr * (0 + 0.1 w)
+    np.testing.assert_allclose(gamma.numpy(), 1.0)
+
+
+def test_label_smoothing_loss_matches_the_formula():
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], np.float32)
+    labels = np.array([0, 1])
+    loss = recipes.SparseCrossentropy(label_smoothing=0.3)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    target = np.full((2, 3), 0.1)
+    target[[0, 1], labels] = 0.8  # 1 - 0.3 + 0.3/3
+    np.testing.assert_allclose(float(loss(labels, logits)), (-(target * log_p).sum(-1)).mean(), rtol=1e-5)
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    np.testing.assert_allclose(float(recipes.SparseCrossentropy()(labels, logits)), float(plain(labels, logits)),
+                               rtol=1e-5)  # fmt: skip

@@ -7,6 +7,14 @@ learning rate 0.1 divided by 10 at 32k and 48k iterations, 64k iterations; for
 ResNet-110 and deeper a warm-up at 0.01 for the first 400 iterations.
 ImageNet: batch 256, learning rate 0.1 divided by 10 when the validation error
 plateaus, 60e4 iterations of batch 256 (120 epochs of ImageNet's 1.28M images).
+
+``fast`` (CIFAR only, *not the paper's*): 30 epochs of batch 128, SGD with
+Nesterov momentum 0.9, a linear warm-up over 2 epochs to 0.2 then cosine decay
+to 0, weight decay 5e-4 (Caffe meaning) on convolution and dense kernels only
+(not on BN scales and offsets or biases), label smoothing 0.1, and the last BN
+of every residual branch initialized to zero (Goyal et al. 2017; He et al.,
+"Bag of Tricks", 2019). Its measured accuracy and wall time are in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import keras
 
 from trainers.common import UserError
 
-RECIPES = ("paper",)
+RECIPES = ("paper", "fast")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +45,13 @@ class Recipe:
     warmup_steps: int = 0
     warmup_lr: float = 0.0
     plateau_patience: int = 5
+    # "cosine" schedules: a linear warm-up over this many epochs, from
+    # warmup_lr x lr to lr, then cosine decay to 0.
+    warmup_epochs: float = 0.0
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    decay_kernels_only: bool = False  # weight decay on conv/dense kernels only
+    zero_init_residual: bool = False  # the last BN of each residual branch starts at gamma = 0
 
 
 def paper_recipe(family: str, depth: int) -> Recipe:
@@ -54,9 +69,21 @@ def paper_recipe(family: str, depth: int) -> Recipe:
     )  # fmt: skip
 
 
+def fast_recipe(family: str, depth: int) -> Recipe:
+    if family != "cifar":
+        raise UserError("--recipe fast is defined (and measured) for the CIFAR networks only; use --recipe paper")
+    return Recipe(
+        name="fast", batch_size=128, lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="cosine", total_epochs=30,
+        warmup_epochs=2, warmup_lr=0.1, nesterov=True, label_smoothing=0.1, decay_kernels_only=True,
+        zero_init_residual=True,
+    )  # fmt: skip
+
+
 def get_recipe(name: str, family: str, depth: int) -> Recipe:
     if name not in RECIPES:
         raise UserError(f"--recipe {name!r}; expected one of {', '.join(RECIPES)}")
+    if name == "fast":
+        return fast_recipe(family, depth)
     return paper_recipe(family, depth)
 
 
@@ -101,8 +128,12 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
         "batch_size": batch_size,
         "lr": base_lr,
         "momentum": recipe.momentum,
+        "nesterov": recipe.nesterov,
         "weight_decay": wd,
         "weight_decay_meaning": "Caffe/L2: gradient += weight_decay * w, before momentum",
+        "weight_decay_on": "kernels" if recipe.decay_kernels_only else "all trainable weights",
+        "label_smoothing": recipe.label_smoothing,
+        "zero_init_residual": recipe.zero_init_residual,
         "scaled_by": ratio,
     }
     if recipe.schedule == "step":
@@ -118,6 +149,9 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
             lr_now /= 10
         values.append(lr_now)
         schedule.update(boundaries=boundaries, values=values)
+    elif recipe.schedule == "cosine":
+        warmup = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch * ratio))
+        schedule.update(warmup_steps=max(0, warmup), warmup_start=recipe.warmup_lr * base_lr)
     else:
         schedule.update(plateau_factor=0.1, plateau_patience=recipe.plateau_patience)
     return schedule
@@ -126,6 +160,13 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
 def learning_rate(schedule: dict):
     if schedule["kind"] == "step":
         return keras.optimizers.schedules.PiecewiseConstantDecay(schedule["boundaries"], schedule["values"])
+    if schedule["kind"] == "cosine":
+        warmup = schedule["warmup_steps"]
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=schedule["warmup_start"] if warmup else schedule["lr"],
+            decay_steps=schedule["total_steps"] - warmup, alpha=0.0,
+            warmup_target=schedule["lr"] if warmup else None, warmup_steps=warmup,
+        )  # fmt: skip
     return schedule["lr"]
 
 
@@ -133,10 +174,19 @@ def describe_schedule(schedule: dict) -> str:
     lines = [
         f"recipe {schedule['recipe']}: {schedule['total_steps']} iterations of batch {schedule['batch_size']} "
         f"({schedule['epochs']:.2f} epochs of {schedule['steps_per_epoch']} steps)"
-        + (f", the paper's length x {schedule['scaled_by']:.4g}" if schedule["scaled_by"] != 1 else ""),
-        f"  SGD momentum {schedule['momentum']}, weight decay {schedule['weight_decay']:g} (Caffe meaning)",
+        + (f", the {schedule['recipe']} recipe's length x {schedule['scaled_by']:.4g}" if schedule["scaled_by"] != 1 else ""),
+        f"  SGD {'Nesterov ' if schedule.get('nesterov') else ''}momentum {schedule['momentum']}, weight decay "
+        f"{schedule['weight_decay']:g} (Caffe meaning) on {schedule.get('weight_decay_on', 'all trainable weights')}"
+        + (f", label smoothing {schedule['label_smoothing']:g}" if schedule.get("label_smoothing") else "")
+        + (", residual branches' last BN gamma = 0 at start" if schedule.get("zero_init_residual") else ""),
     ]
-    if schedule["kind"] == "step":
+    if schedule["kind"] == "cosine":
+        if schedule["warmup_steps"]:
+            lines.append(f"  lr {schedule['warmup_start']:g} -> {schedule['lr']:g} linearly over iterations "
+                         f"[0, {schedule['warmup_steps']})")  # fmt: skip
+        lines.append(f"  lr {schedule['lr']:g} -> 0 by cosine over iterations [{schedule['warmup_steps']}, "
+                     f"{schedule['total_steps']})")  # fmt: skip
+    elif schedule["kind"] == "step":
         start = 0
         for boundary, value in zip([*schedule["boundaries"], schedule["total_steps"]], schedule["values"]):
             lines.append(f"  lr {value:g} for iterations [{start}, {boundary})")
@@ -156,15 +206,43 @@ class CaffeSGD(keras.optimizers.SGD):
     weight. Keras' own ``SGD(weight_decay=...)`` instead shrinks weights apart
     from the gradient (decoupled), which with momentum is a different recipe."""
 
-    def __init__(self, learning_rate=0.1, momentum=0.9, l2_decay=1e-4, **kwargs):
+    def __init__(self, learning_rate=0.1, momentum=0.9, l2_decay=1e-4, kernels_only=False, **kwargs):
         super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
         self.l2_decay = float(l2_decay)
+        self.kernels_only = bool(kernels_only)
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.l2_decay:
+        # Kernels are the weights of rank 2 or more (convolutions, dense);
+        # BN scales and offsets and biases are vectors.
+        if self.l2_decay and not (self.kernels_only and len(variable.shape) < 2):
             decay = keras.ops.cast(self.l2_decay, variable.dtype)
             gradient = gradient + decay * keras.ops.cast(variable, gradient.dtype)
         return super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
-        return {**super().get_config(), "l2_decay": self.l2_decay}
+        return {**super().get_config(), "l2_decay": self.l2_decay, "kernels_only": self.kernels_only}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras_trainers")
+class SparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of logits against integer labels, with optional label
+    smoothing (the target puts ``1 - s + s/K`` on the true class and ``s/K`` on
+    every other), which Keras' sparse loss does not offer."""
+
+    def __init__(self, label_smoothing=0.0, name="sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        logits = ops.cast(y_pred, "float32")
+        log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+        classes = ops.shape(logits)[-1]
+        labels = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), classes, dtype="float32")
+        s = self.label_smoothing
+        if s:
+            labels = labels * (1.0 - s) + s / ops.cast(classes, "float32")
+        return -ops.sum(labels * log_probs, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}

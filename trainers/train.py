@@ -295,6 +295,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
                     c["arch"], num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
                     shortcut=c["shortcut"], width=c["width"], stage_depths=c["stage_depths"],
                     synchronized_bn=bool(c["sync_bn"]), seed=c["seed"],
+                    zero_init_residual=schedule["zero_init_residual"],
                 )  # fmt: skip
             except ValueError as error:
                 raise UserError(str(error)) from None
@@ -305,10 +306,16 @@ def _train(c, model, strategy, role, policy, why, replicas):
             learning_rate=recipes.learning_rate(schedule),
             momentum=schedule["momentum"],
             l2_decay=schedule["weight_decay"],
+            nesterov=schedule["nesterov"],
+            kernels_only=schedule["weight_decay_on"] == "kernels",
         )
+        if schedule["label_smoothing"]:
+            loss = recipes.SparseCrossentropy(label_smoothing=schedule["label_smoothing"])
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(
             optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            loss=loss,
             metrics=[
                 keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                 keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, info.num_classes), name="top5"),
