@@ -1,25 +1,28 @@
-"""Training and inference throughput of our networks against a reference
-implementation of the same architecture, same batch, same precision.
+"""Training and inference throughput of our networks against reference
+implementations of the same architecture, per precision, with and without XLA.
 
-    python benchmarks/model_throughput.py                       # both pairs below
-    python benchmarks/model_throughput.py --pair resnet50 --precision mixed_bfloat16
+    python benchmarks/model_throughput.py                                  # everything below
+    python benchmarks/model_throughput.py --pair resnet20 --precision float32 mixed_bfloat16 --xla off
 
 Pairs:
   resnet50: resnet_keras "resnet50" against keras.applications.ResNet50(weights=None),
             224x224, both ending in logits (classifier_activation=None).
-  resnet20: resnet_keras "resnet20" against a straightforward hand-written
-            ResNet-20 (TF "same" padding, option A with a Python lambda, no input
-            normalization layer), 32x32: what a blog-post ResNet-20 looks like.
-            A second reference, "handwritten_symmetric", is the same network with
-            the stride-2 convolutions padded one pixel on every side as ours are
-            (see resnet_keras/blocks.py): it shows what that alignment costs.
+  resnet20, resnet56: resnet_keras against a straightforward hand-written ResNet
+            (TF "same" padding, option A with a Python lambda, no input
+            normalization layer), 32x32: what a blog-post ResNet looks like.
+            For resnet20 a second reference, "handwritten_symmetric", is the same
+            network with the stride-2 convolutions padded one pixel on every side
+            as ours are (see resnet_keras/blocks.py): what that alignment costs.
 
-After warm-up, each round runs --steps compiled steps of each model, one step of
-each in turn (alternating the order); a model's speed in a round is batch size
-over its median step time, and the ratio ours/reference is taken per round and
-reported as median [min, max] over rounds. Steps are timed one by one around
-``train_on_batch`` / ``predict_on_batch`` (compiled functions), not around
-``fit``, whose return can stall for seconds after the last step.
+Every variant (network x precision x XLA) is built and compiled in the same
+process. After warm-up, each round runs --steps compiled steps of every variant,
+one step of each in turn (the order rotating from step to step); a variant's
+speed in a round is batch size over its median step time. Ratios (ours over a
+reference; a precision or XLA over float32 without XLA) are taken per round and
+reported as median [min, max] over rounds; "best" is a variant's fastest round.
+Steps are timed one by one around ``train_on_batch`` / ``predict_on_batch``
+(compiled functions), not around ``fit``, whose return can stall for seconds
+after the last step (docs/benchmarks.md says why).
 """
 
 from __future__ import annotations
@@ -41,14 +44,17 @@ from keras import layers, ops  # noqa: E402
 import resnet_keras  # noqa: E402
 
 PAIRS = {
-    "resnet50": {"image_size": 224, "batch_size": 16, "steps": 5},
     "resnet20": {"image_size": 32, "batch_size": 128, "steps": 15},
+    "resnet56": {"image_size": 32, "batch_size": 128, "steps": 6},
+    "resnet50": {"image_size": 224, "batch_size": 16, "steps": 4},
 }
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def handwritten_resnet20(input_shape, num_classes, symmetric_padding=False):
-    """A plain-Keras ResNet-20 as commonly written: the reference for resnet20.
-    ``symmetric_padding=True`` pads its stride-2 convolutions as ours."""
+def handwritten_resnet20(input_shape, num_classes, symmetric_padding=False, n=3):
+    """A plain-Keras ResNet-(6n+2) as commonly written (ResNet-20 by default):
+    the reference for resnet20 and resnet56. ``symmetric_padding=True`` pads
+    its stride-2 convolutions as ours."""
 
     def block(x, filters, stride):
         if stride > 1 and symmetric_padding:
@@ -67,24 +73,28 @@ def handwritten_resnet20(input_shape, num_classes, symmetric_padding=False):
     x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
     x = layers.Activation("relu")(layers.BatchNormalization()(x))
     for stage, filters in enumerate((16, 32, 64)):
-        for i in range(3):
+        for i in range(n):
             x = block(x, filters, 2 if stage > 0 and i == 0 else 1)
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(num_classes)(x), name="handwritten_resnet20")
+    return keras.Model(inputs, layers.Dense(num_classes)(x), name=f"handwritten_resnet{6 * n + 2}")
 
 
 def build_pair(pair):
-    """Our model first, then its references: the first is the one to beat."""
+    """Our model first, then its references: the first is the one to beat.
+    Built under the current dtype policy."""
     if pair == "resnet50":
         return {
             "resnet_keras": resnet_keras.get_model("resnet50", num_classes=1000),
             "keras_applications": keras.applications.ResNet50(weights=None, classifier_activation=None),
         }
-    return {
-        "resnet_keras": resnet_keras.get_model("resnet20", num_classes=10),
-        "handwritten": handwritten_resnet20((32, 32, 3), 10),
-        "handwritten_symmetric": handwritten_resnet20((32, 32, 3), 10, symmetric_padding=True),
+    n = {"resnet20": 3, "resnet56": 9}[pair]
+    models = {
+        "resnet_keras": resnet_keras.get_model(pair, num_classes=10),
+        "handwritten": handwritten_resnet20((32, 32, 3), 10, n=n),
     }
+    if pair == "resnet20":
+        models["handwritten_symmetric"] = handwritten_resnet20((32, 32, 3), 10, symmetric_padding=True)
+    return models
 
 
 def compile_model(model, jit_compile):
@@ -105,63 +115,77 @@ def time_steps(step, steps):
     return durations
 
 
+def variant_name(model, precision, xla):
+    return f"{model}|{precision}|{'xla' if xla else 'no-xla'}"
+
+
+def _ratio(a, b):
+    per = [x / y for x, y in zip(a, b)]
+    return {"median": statistics.median(per), "min": min(per), "max": max(per)}
+
+
 def run_pair(pair, args):
     config = PAIRS[pair]
     batch = args.batch_size or config["batch_size"]
     size = config["image_size"]
-    models = build_pair(pair)
-    num_classes = models["resnet_keras"].output_shape[-1]
+    variants, names = {}, None
+    for precision in args.precision:
+        keras.config.set_dtype_policy(precision)
+        for xla in args.xla:
+            models = build_pair(pair)
+            names = list(models)
+            for name, model in models.items():
+                compile_model(model, xla == "on")
+                variants[variant_name(name, precision, xla == "on")] = model
+    keras.config.set_dtype_policy("float32")
+    num_classes = variants[variant_name("resnet_keras", args.precision[0], args.xla[0] == "on")].output_shape[-1]
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
     labels = rng.integers(0, num_classes, (batch,))
-    for model in models.values():
-        compile_model(model, args.jit_compile)
 
-    steps = {
-        mode: {
-            name: (
-                (lambda m=model: m.train_on_batch(images, labels))
-                if mode == "train"
-                else (lambda m=model: m.predict_on_batch(images))
-            )
-            for name, model in models.items()
+    results = {"batch_size": batch, "image_size": size, "models": names}
+    for mode in args.modes:
+        fns = {
+            key: (lambda m=model: m.train_on_batch(images, labels))
+            if mode == "train"
+            else (lambda m=model: m.predict_on_batch(images))
+            for key, model in variants.items()
         }
-        for mode in args.modes
-    }
-    results = {}
-    for mode, fns in steps.items():
-        for fn in fns.values():  # warm-up: tracing and the first slow steps
+        for fn in fns.values():  # warm-up: tracing, compilation, the first slow steps
             time_steps(fn, args.warmup)
-        per_round = {name: [] for name in fns}
+        per_round = {key: [] for key in fns}
+        keys = list(fns)
         for _ in range(args.rounds):
-            durations = {name: [] for name in fns}
-            # Step by step, alternating which model goes first, so that drift in
-            # the machine's speed reaches both models alike.
+            durations = {key: [] for key in fns}
+            # Step by step, rotating which variant goes first, so that drift in
+            # the machine's speed reaches every variant alike.
             for step in range(args.steps or config["steps"]):
-                order = list(fns) if step % 2 == 0 else list(fns)[::-1]
-                for name in order:
-                    durations[name] += time_steps(fns[name], 1)
-            for name in fns:
-                per_round[name].append(batch / statistics.median(durations[name]))
-        ours = per_round["resnet_keras"]
+                shift = step % len(keys)
+                for key in keys[shift:] + keys[:shift]:
+                    durations[key] += time_steps(fns[key], 1)
+            for key in fns:
+                per_round[key].append(batch / statistics.median(durations[key]))
         ratios = {}
-        for name in list(fns)[1:]:
-            per = [o / ref for o, ref in zip(ours, per_round[name])]
-            ratios[name] = {"median": statistics.median(per), "min": min(per), "max": max(per)}
+        baseline = variant_name("resnet_keras", "float32", False)
+        for key in fns:
+            name, precision, xla = key.split("|")
+            if name != "resnet_keras":
+                ratios[f"resnet_keras/{key}"] = _ratio(per_round[f"resnet_keras|{precision}|{xla}"], per_round[key])
+            elif key != baseline and baseline in per_round:
+                ratios[f"{key}/float32|no-xla"] = _ratio(per_round[key], per_round[baseline])
         results[mode] = {
-            "images_per_second": {name: statistics.median(v) for name, v in per_round.items()},
+            "images_per_second": {key: statistics.median(v) for key, v in per_round.items()},
+            "best_round": {key: max(v) for key, v in per_round.items()},
             "per_round": per_round,
             "ratios": ratios,
         }
-        speeds = results[mode]["images_per_second"]
-        for name, r in ratios.items():
-            print(
-                f"{pair:9s} {mode:9s} batch {batch:4d}  resnet_keras {speeds['resnet_keras']:8.1f} img/s"
-                f"  {name} {speeds[name]:8.1f} img/s"
-                f"  ratio {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]",
-                flush=True,
-            )
-    return {"batch_size": batch, "image_size": size, **results}
+        for key in fns:
+            print(f"{pair:9s} {mode:9s} batch {batch:4d}  {key:45s} median {results[mode]['images_per_second'][key]:8.1f}"
+                  f"  best {results[mode]['best_round'][key]:8.1f} img/s", flush=True)  # fmt: skip
+        for label, r in ratios.items():
+            print(f"{pair:9s} {mode:9s} ratio {label:60s} {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]",
+                  flush=True)  # fmt: skip
+    return results
 
 
 def describe_cpu():
@@ -185,12 +209,14 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pair", nargs="+", choices=list(PAIRS), default=list(PAIRS), help="which comparisons")
     parser.add_argument("--modes", nargs="+", choices=["train", "inference"], default=["train", "inference"])
-    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
-    parser.add_argument("--batch-size", type=int, help="override the pair's batch (16 for resnet50, 128 for resnet20)")
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="dtype policies to compare (default: all three)")  # fmt: skip
+    parser.add_argument("--xla", nargs="+", choices=["off", "on"], default=["off", "on"],
+                        help="compile without and/or with XLA (jit_compile)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, help="override the pair's batch (128 for resnet20/56, 16 for resnet50)")
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
-    parser.add_argument("--steps", type=int, help="timed steps per model per round (default 5 for resnet50, 15 for resnet20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model before timing (default 3)")
-    parser.add_argument("--jit-compile", action="store_true", help="compile with XLA (slower on this CPU)")
+    parser.add_argument("--steps", type=int, help="timed steps per variant per round (default 15/6/4 for resnet20/56/50)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before timing (default 3)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     return parser
 
@@ -201,12 +227,11 @@ def main(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {value}")
-    keras.config.set_dtype_policy(args.precision)
     machine = describe_cpu()
-    print(f"precision {args.precision}, jit_compile {args.jit_compile}, keras {keras.__version__}, {machine}")
+    print(f"precisions {' '.join(args.precision)}, XLA {' '.join(args.xla)}, keras {keras.__version__}, {machine}")
     results = {
-        "precision": args.precision,
-        "jit_compile": args.jit_compile,
+        "precisions": args.precision,
+        "xla": args.xla,
         "keras": keras.__version__,
         "machine": machine,
         "pairs": {pair: run_pair(pair, args) for pair in args.pair},

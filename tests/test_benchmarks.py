@@ -4,27 +4,38 @@ figures are never asserted here: speed is measured by running them."""
 import json
 
 import keras
+import numpy as np
 import pytest
+
+import resnet_keras
 
 from benchmarks import model_throughput
 
 
 def test_model_throughput_runs_alternated_rounds_and_writes_json(tmp_path, float32_policy):
     out = tmp_path / "result.json"
-    args = ["--pair", "resnet20", "--batch-size", "4", "--rounds", "2", "--steps", "2", "--warmup", "1"]
+    args = ["--pair", "resnet20", "--batch-size", "4", "--rounds", "2", "--steps", "2", "--warmup", "1",
+            "--precision", "float32", "mixed_bfloat16", "--xla", "off", "--modes", "train"]  # fmt: skip
     results = model_throughput.main([*args, "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     pair = results["pairs"]["resnet20"]
     assert pair["batch_size"] == 4 and pair["image_size"] == 32
-    for mode in ("train", "inference"):
-        rounds = pair[mode]["per_round"]
-        assert list(rounds) == ["resnet_keras", "handwritten", "handwritten_symmetric"]
-        assert all(len(speeds) == 2 and min(speeds) > 0 for speeds in rounds.values())
-        assert list(pair[mode]["ratios"]) == ["handwritten", "handwritten_symmetric"]
-        for name, ratio in pair[mode]["ratios"].items():
-            per_round = [ours / ref for ours, ref in zip(rounds["resnet_keras"], rounds[name])]
-            assert ratio["min"] == min(per_round) and ratio["max"] == max(per_round)
-            assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    rounds = pair["train"]["per_round"]
+    models = ["resnet_keras", "handwritten", "handwritten_symmetric"]
+    assert list(rounds) == [f"{m}|{p}|no-xla" for p in ("float32", "mixed_bfloat16") for m in models]
+    assert all(len(speeds) == 2 and min(speeds) > 0 for speeds in rounds.values())
+    assert pair["train"]["best_round"] == {k: max(v) for k, v in rounds.items()}
+    ratios = pair["train"]["ratios"]
+    assert set(ratios) == {
+        "resnet_keras/handwritten|float32|no-xla", "resnet_keras/handwritten_symmetric|float32|no-xla",
+        "resnet_keras/handwritten|mixed_bfloat16|no-xla", "resnet_keras/handwritten_symmetric|mixed_bfloat16|no-xla",
+        "resnet_keras|mixed_bfloat16|no-xla/float32|no-xla",
+    }  # fmt: skip
+    per_round = [a / b for a, b in zip(rounds["resnet_keras|float32|no-xla"], rounds["handwritten|float32|no-xla"])]
+    ratio = ratios["resnet_keras/handwritten|float32|no-xla"]
+    assert ratio["min"] == min(per_round) and ratio["max"] == max(per_round)
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert keras.config.dtype_policy().name == "float32"  # restored after building the variants
 
 
 def test_symmetric_reference_is_the_same_network_but_for_padding():
@@ -33,8 +44,41 @@ def test_symmetric_reference_is_the_same_network_but_for_padding():
     assert reference.count_params() == symmetric.count_params()
     pads = [layer for layer in symmetric.layers if isinstance(layer, keras.layers.ZeroPadding2D)]
     assert len(pads) == 2  # the two stride-2 convolutions, at the starts of stages 2 and 3
+    resnet56 = model_throughput.handwritten_resnet20((32, 32, 3), 10, n=9)
+    ours = resnet_keras.get_model("resnet56", num_classes=10)
+    trainable = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)  # noqa: E731
+    assert trainable(resnet56) == trainable(ours) == 853_018  # the paper: 0.85M
 
 
 def test_model_throughput_rejects_bad_counts():
     with pytest.raises(SystemExit, match="--rounds must be at least 1, got 0"):
         model_throughput.main(["--rounds", "0"])
+
+
+def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float32_policy, monkeypatch):
+    from benchmarks import input_pipeline
+    from trainers import data
+
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "pipeline.json"
+    results = input_pipeline.main(["--dataset", "synthetic", "--arch", "resnet8", "--batch-size", "16", "--steps", "12",
+                                   "--rounds", "2", "--pipeline-batches", "5", "--precision", "float32",
+                                   "--json", str(out)])  # fmt: skip
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert set(results["pipeline"]["images_per_second"]) == {"autotune", "fixed"}
+    assert all(len(v) == 2 and min(v) > 0 for v in results["pipeline"]["images_per_second"].values())
+    speeds = results["fit"]["images_per_second"]
+    assert len(speeds["end_to_end"]) == len(speeds["model_only"]) == 2 and min(speeds["model_only"]) > 0
+    ratio = results["fit"]["ratio_end_to_end_over_model_only"]
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert data.USE_AUTOTUNE is False  # the project's setting is restored
+
+
+def test_tflite_latency_benchmark_times_every_format(tmp_path, float32_policy):
+    from benchmarks import tflite_latency
+
+    results = tflite_latency.main(["--arch", "resnet8", "--images", "3", "--calibration", "4", "--rounds", "2",
+                                   "--threads", "1"])  # fmt: skip
+    assert set(results["ms_per_image"]) == {f"{f}|1" for f in tflite_latency.TFLITE_FORMATS}
+    assert all(v["min"] > 0 and len(v["rounds"]) == 2 for v in results["ms_per_image"].values())
+    assert results["sizes_bytes"]["tflite-int8"] < results["sizes_bytes"]["tflite"] / 3

@@ -19,6 +19,31 @@ from trainers.common import UserError
 
 SYNTHETIC = "synthetic"
 AUTOTUNE = tf.data.AUTOTUNE
+# tf.data's autotuner gives every iterator an optimization thread, and
+# destroying the iterator (each time fit or evaluate returns) waits for that
+# thread's current sleep: 0.3 to 4 s here (docs/benchmarks.md, "The stall at
+# the end of fit"). The pipelines therefore use fixed parallelism and turn the
+# autotuner off, unless this is set to True (the benchmark compares both).
+USE_AUTOTUNE = False
+PREFETCH_BATCHES = 2
+
+
+def _parallel():
+    return AUTOTUNE if USE_AUTOTUNE else max(2, os.cpu_count() or 2)
+
+
+def _prefetch():
+    return AUTOTUNE if USE_AUTOTUNE else PREFETCH_BATCHES
+
+
+def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The last step of every pipeline: prefetch, and the autotuner's setting."""
+    ds = ds.prefetch(_prefetch())
+    if not USE_AUTOTUNE:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        ds = ds.with_options(options)
+    return ds
 
 # AlexNet-style "PCA" colour augmentation (Krizhevsky et al. 2012), with the
 # eigenvalues and eigenvectors of ImageNet RGB pixels in [0, 1] as published
@@ -175,7 +200,7 @@ def raw_dataset(info: DataInfo, which: str, seed: int) -> tf.data.Dataset:
     ds, decode = _source(info, which, seed)
     if decode is _identity:
         return ds
-    return ds.map(decode, num_parallel_calls=AUTOTUNE)
+    return ds.map(decode, num_parallel_calls=_parallel())
 
 
 def _identity(example):
@@ -217,7 +242,7 @@ def _source(info: DataInfo, which: str, seed: int):
     count = {"train": info.num_train, "val": info.num_val, "test": info.num_test}[which]
     image_shape = tfds.builder(info.name, data_dir=info.data_dir).info.features["image"].shape
     if None not in image_shape and count * math.prod(image_shape) <= CACHE_LIMIT_BYTES:
-        return ds.map(_decode_tfds, num_parallel_calls=AUTOTUNE).cache(), _identity
+        return ds.map(_decode_tfds, num_parallel_calls=_parallel()).cache(), _identity
     return ds, _decode_tfds
 
 
@@ -328,14 +353,15 @@ def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int,
         image, label = decode(example)
         return train_view(image, i, seed, info.style, info.image_size), label
 
-    ds = ds.map(view, num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    ds = ds.map(view, num_parallel_calls=_parallel())
+    return _finish(ds.batch(batch_size, drop_remainder=True))
 
 
 def eval_pipeline(info: DataInfo, which: str, batch_size: int, seed: int = 0) -> tf.data.Dataset:
     ds = raw_dataset(info, which, seed)
-    ds = ds.map(lambda image, label: (eval_view(image, info.style, info.image_size), label), num_parallel_calls=AUTOTUNE)
-    return _shard_by_data(ds.batch(batch_size).prefetch(AUTOTUNE))
+    ds = ds.map(lambda image, label: (eval_view(image, info.style, info.image_size), label),
+                num_parallel_calls=_parallel())  # fmt: skip
+    return _shard_by_data(_finish(ds.batch(batch_size)))
 
 
 def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -349,15 +375,15 @@ def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 def ten_crop_pipeline(info: DataInfo, which: str, batch_size: int) -> tf.data.Dataset:
     ds = raw_dataset(info, which, 0)
-    ds = ds.map(lambda image, label: (ten_crop_views(image, info.image_size), label), num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    ds = ds.map(lambda image, label: (ten_crop_views(image, info.image_size), label), num_parallel_calls=_parallel())
+    return _finish(ds.batch(batch_size))
 
 
 def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarray:
     """Per-pixel mean (H x W x 3, float64) of the training split's evaluation
     view, as the paper subtracts; from at most ``max_images`` images."""
     ds = raw_dataset(info, "train", seed).take(max_images)
-    ds = ds.map(lambda image, label: eval_view(image, info.style, info.image_size), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda image, label: eval_view(image, info.style, info.image_size), num_parallel_calls=_parallel())
     total, count = np.zeros((info.image_size, info.image_size, 3), np.float64), 0
     for batch in ds.batch(1024).prefetch(2).as_numpy_iterator():
         total += batch.sum(axis=0, dtype=np.float64)
