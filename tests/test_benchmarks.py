@@ -82,3 +82,24 @@ def test_tflite_latency_benchmark_times_every_format(tmp_path, float32_policy):
     assert set(results["ms_per_image"]) == {f"{f}|1" for f in tflite_latency.TFLITE_FORMATS}
     assert all(v["min"] > 0 and len(v["rounds"]) == 2 for v in results["ms_per_image"].values())
     assert results["sizes_bytes"]["tflite-int8"] < results["sizes_bytes"]["tflite"] / 3
+
+
+def test_wallclock_compares_runs_at_the_first_runs_time(tmp_path):
+    from benchmarks import wallclock
+
+    def run(name, recipe, epoch_seconds, test_errors):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"recipe": recipe}))
+        rows = ["epoch,iterations,error,test_error,epoch_seconds"]
+        rows += [f"{i + 1},{100 * (i + 1)},0.5,{e},{s}" for i, (s, e) in enumerate(zip(epoch_seconds, test_errors))]
+        (d / "history.csv").write_text("\n".join(rows) + "\n")
+        return d
+
+    fast = run("fast", "fast", [60, 60], [0.3, 0.2])
+    paper = run("paper", "paper", [50, 50, 50, 50], [0.5, 0.4, 0.35, 0.3])
+    table = wallclock.main([str(fast), str(paper), "--out", str(tmp_path / "plot.png")])
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    assert table[0]["test_error_at_reference_time"] == 0.2 and table[0]["minutes"] == 2.0
+    assert table[1]["test_error_at_reference_time"] == 0.4  # 100 s done by 120 s, not 150 s
+    assert table[1]["best_test_error"] == 0.3 and table[1]["epochs"] == 4
