@@ -103,3 +103,14 @@ def test_wallclock_compares_runs_at_the_first_runs_time(tmp_path):
     assert table[0]["test_error_at_reference_time"] == 0.2 and table[0]["minutes"] == 2.0
     assert table[1]["test_error_at_reference_time"] == 0.4  # 100 s done by 120 s, not 150 s
     assert table[1]["best_test_error"] == 0.3 and table[1]["epochs"] == 4
+
+
+def test_bf16_shapes_benchmark_covers_every_width_and_batch(float32_policy):
+    from benchmarks import bf16_shapes
+
+    results = bf16_shapes.main(["--arch", "resnet8", "--widths", "1", "2", "--batch-sizes", "4", "8", "--rounds", "1",
+                                "--steps", "1", "--warmup", "1"])  # fmt: skip
+    assert [(r["width"], r["batch"]) for r in results["rows"]] == [(1, 4), (1, 8), (2, 4), (2, 8)]
+    assert results["rows"][2]["channels"] == [32, 64, 128]
+    assert results["rows"][2]["flops"] > 3 * results["rows"][0]["flops"]  # about 4x: width squared
+    assert all(r["float32"] > 0 and r["bf16"] > 0 for r in results["rows"])
