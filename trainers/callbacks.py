@@ -262,11 +262,14 @@ class RunLog(keras.callbacks.Callback):
         logs = dict(logs or {})
         now = time.perf_counter()
         step = iterations(self.model)
+        epoch_rate = None
         if self._mark is not None and self._last_batch[0] > self._mark[0]:
             # Steady state: from the end of the warm-up batches to the end of
             # the epoch's last batch (evaluation is not counted).
-            self.timed_steps += self._last_batch[0] - self._mark[0]
-            self.timed_seconds += self._last_batch[1] - self._mark[1]
+            steps, seconds = self._last_batch[0] - self._mark[0], self._last_batch[1] - self._mark[1]
+            self.timed_steps += steps
+            self.timed_seconds += seconds
+            epoch_rate = steps * self.batch_size / seconds
         row = {"epoch": epoch + 1, "iterations": step, "lr": _current_lr(self.model)}
         for key, value in logs.items():
             row[key] = float(value)
@@ -281,6 +284,7 @@ class RunLog(keras.callbacks.Callback):
         elif "val_accuracy" in logs:
             row.update(test_loss=row["val_loss"], test_error=row["val_error"], test_top5_error=row.get("val_top5_error"))
         row["epoch_seconds"] = now - self._epoch_start
+        row["images_per_second"] = epoch_rate if epoch_rate is not None else ""
         self.rows.append(row)
         write_csv_atomic(self.run_dir / "history.csv", self.rows)
         if self.steps:
