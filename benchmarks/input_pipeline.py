@@ -48,7 +48,7 @@ from trainers.train import train  # noqa: E402
 
 def _info(args):
     return data_lib.describe(args.dataset, data_dir=args.data_dir, family="cifar", image_size=32, val_split=0.0,
-                             seed=0)  # fmt: skip
+                             seed=0, synthetic_train=args.synthetic_train)  # fmt: skip
 
 
 def pipeline_alone(args, info):
@@ -131,7 +131,8 @@ def end_to_end(args, runs_dir, info):
     steps = info.num_train // args.batch_size + args.steps
     config = {"arch": args.arch, "dataset": args.dataset, "data_dir": args.data_dir, "steps": steps,
               "recipe": args.recipe, "batch_size": args.batch_size, "precision": args.precision, "verbose": 0,
-              "backup_every": 200, "steps_per_execution": args.steps_per_execution}  # fmt: skip
+              "backup_every": 200, "steps_per_execution": args.steps_per_execution,
+              "synthetic_train": args.synthetic_train}  # fmt: skip
     counter = iter(range(10**6))
 
     def run():
@@ -147,6 +148,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--data-dir")
+    p.add_argument("--synthetic-train", type=int, default=4096, help="training images of --dataset synthetic")
     p.add_argument("--arch", default="resnet20")
     p.add_argument("--recipe", default="paper", choices=recipes.RECIPES)
     p.add_argument("--batch-size", type=int, default=128)

@@ -61,7 +61,8 @@ def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float3
 
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "pipeline.json"
-    results = input_pipeline.main(["--dataset", "synthetic", "--arch", "resnet8", "--batch-size", "16", "--steps", "12",
+    results = input_pipeline.main(["--dataset", "synthetic", "--synthetic-train", "320", "--arch", "resnet8",
+                                   "--batch-size", "16", "--steps", "12",
                                    "--rounds", "2", "--pipeline-batches", "5", "--precision", "float32",
                                    "--json", str(out)])  # fmt: skip
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
