@@ -3,7 +3,8 @@ over rounds in one process:
 
 1. pipeline alone: images per second that ``trainers.data.train_pipeline``
    delivers (the paper's augmentation, decoded images cached), with tf.data's
-   autotuner and with the project's fixed parallelism;
+   autotuner and per-image augmentation, with fixed parallelism, and with fixed
+   parallelism and the augmentation on whole batches (the project's default);
 2. the stall: seconds that destroying an iterator takes (what ``fit`` and
    ``evaluate`` do when they return), both ways;
 3. end to end against model only: the steady-state training images per second
@@ -52,12 +53,16 @@ def _info(args):
 
 
 def pipeline_alone(args, info):
-    """Images/s of the training pipeline, autotuner on and off, alternated."""
+    """Images/s of the training pipeline, alternated between: the tf.data
+    autotuner with per-image augmentation (TensorFlow's defaults), fixed
+    parallelism with per-image augmentation, and fixed parallelism with the
+    augmentation on whole batches (the project's default)."""
+    variants = {"autotune": (True, False), "fixed": (False, False), "fixed+batched": (False, True)}
     datasets = {}
-    for autotune in (True, False):
-        data_lib.USE_AUTOTUNE = autotune
-        datasets["autotune" if autotune else "fixed"] = data_lib.train_pipeline(info, args.batch_size, seed=0)
-    data_lib.USE_AUTOTUNE = False
+    for name, (autotune, batched) in variants.items():
+        data_lib.USE_AUTOTUNE, data_lib.BATCHED_CIFAR_AUGMENTATION = autotune, batched
+        datasets[name] = data_lib.train_pipeline(info, args.batch_size, seed=0)
+    data_lib.USE_AUTOTUNE, data_lib.BATCHED_CIFAR_AUGMENTATION = False, True
     for ds in datasets.values():  # one whole pass: the cache of decoded images is filled
         for _ in ds.take(info.num_train // args.batch_size + 1):
             pass

@@ -66,13 +66,13 @@ def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float3
                                    "--rounds", "2", "--pipeline-batches", "5", "--precision", "float32",
                                    "--json", str(out)])  # fmt: skip
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
-    assert set(results["pipeline"]["images_per_second"]) == {"autotune", "fixed"}
+    assert set(results["pipeline"]["images_per_second"]) == {"autotune", "fixed", "fixed+batched"}
     assert all(len(v) == 2 and min(v) > 0 for v in results["pipeline"]["images_per_second"].values())
     speeds = results["fit"]["images_per_second"]
     assert len(speeds["end_to_end"]) == len(speeds["model_only"]) == 2 and min(speeds["model_only"]) > 0
     ratio = results["fit"]["ratio_end_to_end_over_model_only"]
     assert ratio["min"] <= ratio["median"] <= ratio["max"]
-    assert data.USE_AUTOTUNE is False  # the project's setting is restored
+    assert data.USE_AUTOTUNE is False and data.BATCHED_CIFAR_AUGMENTATION  # the project's settings are restored
 
 
 def test_tflite_latency_benchmark_times_every_format(tmp_path, float32_policy):

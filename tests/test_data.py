@@ -66,6 +66,44 @@ def test_cifar_augmentation_is_pad_crop_flip():
     np.testing.assert_array_equal(data.eval_view(image, "cifar", 32).numpy(), image.numpy().astype(np.float32))
 
 
+def test_cifar_pipeline_pads_crops_and_flips_whole_batches():
+    """The training pipeline's batched CIFAR augmentation: every image is a
+    32x32 window of its zero-padded original or the window's mirror, offsets
+    cover all 9 x 9 positions, about half are flipped, and the batch view on
+    given draws is exactly pad-crop-flip."""
+    images, _ = data.synthetic_arrays(64, 32, 10, seed=3)  # the split the pipeline reads with seed 3
+    info = _info(train=64, size=32)
+    flips, positions = 0, set()
+    batch, _ = next(iter(data.train_pipeline(info, 64, seed=3)))
+    # The batch is shuffled: look for each output's source among all images.
+    padded = {i: np.pad(img, ((4, 4), (4, 4), (0, 0))).astype(np.float32) for i, img in enumerate(images)}
+    for out in batch.numpy():
+        found = None
+        for i, p in padded.items():
+            for flipped in (False, True):
+                view = out[:, ::-1] if flipped else out
+                for dy in range(9):
+                    for dx in range(9):
+                        if np.array_equal(p[dy : dy + 32, dx : dx + 32], view):
+                            found = (flipped, dy, dx)
+                            break
+                    if found:
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found is not None
+        flips += found[0]
+        positions.add(found[1:])
+    assert 16 < flips < 48 and len(positions) > 30
+    u = np.array([[0.0, 0.999, 0.9], [0.5, 0.2, 0.1]], np.float32)
+    out = data.cifar_batch_view(tf.constant(images[:2]), tf.constant(u), 32).numpy()
+    p0, p1 = padded[0], padded[1]
+    np.testing.assert_array_equal(out[0], p0[0:32, 8:40])  # dy 0, dx 8, not flipped
+    np.testing.assert_array_equal(out[1], p1[4:36, 1:33][:, ::-1])  # dy 4, dx 1, flipped
+
+
 def test_imagenet_scale_range_and_colour_noise():
     assert data.scale_range(224) == (256, 480)
     assert data.scale_range(64) == (73, 137)
