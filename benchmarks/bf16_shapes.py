@@ -16,7 +16,6 @@ feeds the hardware.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -33,6 +32,7 @@ import numpy as np  # noqa: E402
 
 import resnet_keras  # noqa: E402
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
+from trainers.common import write_json_atomic  # noqa: E402
 
 
 def main(argv=None):
@@ -102,10 +102,7 @@ def main(argv=None):
     results = {"machine": machine, "arch": args.arch, "rows": rows,
                "note": "GMAC/s counts a training step as 3x the forward multiply-adds"}  # fmt: skip
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, results)
     return results
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import pathlib
 import statistics
@@ -43,7 +42,7 @@ import resnet_keras  # noqa: E402
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
 from trainers import data as data_lib  # noqa: E402
 from trainers import recipes  # noqa: E402
-from trainers.common import resolve_precision  # noqa: E402
+from trainers.common import resolve_precision, write_json_atomic  # noqa: E402
 from trainers.train import train  # noqa: E402
 
 
@@ -202,10 +201,7 @@ def main(argv=None):
         r = results["fit"]["ratio_end_to_end_over_model_only"]
         print(f"end to end / model only: {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]", flush=True)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, results)
     return results
 
 

@@ -28,7 +28,6 @@ after the last step (docs/benchmarks.md says why).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 import resnet_keras  # noqa: E402
+from trainers.common import write_json_atomic  # noqa: E402
 
 PAIRS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "steps": 15},
@@ -239,10 +239,7 @@ def main(argv=None):
         "pairs": {pair: run_pair(pair, args) for pair in args.pair},
     }
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, results)
     return results
 
 

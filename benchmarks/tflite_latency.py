@@ -15,7 +15,6 @@ milliseconds per image, with [min, max] over rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -30,6 +29,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
+from trainers.common import write_json_atomic  # noqa: E402
 from trainers import export  # noqa: E402
 
 TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
@@ -50,14 +50,14 @@ def _runner(content: bytes, threads: int):
 
 
 def _model_and_images(args):
-    import json as json_lib
+    import json
 
     import resnet_keras
     from trainers import data as data_lib
 
     if args.run:
         run = pathlib.Path(args.run)
-        config = json_lib.loads((run / "config.json").read_text())
+        config = json.loads((run / "config.json").read_text())
         model = export.float32_copy(export.load_keras_model(run / "model.keras"))
         size = model.input_shape[1]
         calibration = export.calibration_images(config, size, args.calibration, args.data_dir)
@@ -115,10 +115,7 @@ def main(argv=None):
         print(f"{fmt:16s} {threads:>7s} {sizes[fmt] / 1e6:6.2f} {statistics.median(v):12.3f} "
               f"[{min(v):.3f}, {max(v):.3f}]", flush=True)  # fmt: skip
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, results)
     return results
 
 
