@@ -7,6 +7,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+from trainers import compat
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SKIPPED_FIRST_BATCH = r"""
@@ -192,3 +196,47 @@ def test_multi_worker_bugs_of_keras_and_their_fixes(tmp_path):
     # (missing heartbeats); the trainer therefore ends with a barrier.
     late = results[0]["late_collective"]
     assert not late["ok"] and ("heartbeat" in late["error"].lower() or "unavailable" in late["error"].lower()), late
+
+
+def test_keras_tuner_state_survives_a_write_cut_short(tmp_path, monkeypatch):
+    """Keras Tuner truncates oracle.json before writing it; a kill in between
+    leaves an empty file that the next start cannot reload. The fix writes a
+    temporary file and renames it."""
+    from keras_tuner.src import backend as kt_backend
+    from keras_tuner.src import utils as kt_utils
+
+    compat.make_keras_tuner_saves_atomic()
+    patched = kt_utils.save_json
+    upstream = patched.original
+    opened = kt_backend.io.File
+
+    class Killed(Exception):
+        pass
+
+    class CutShort:  # a file whose writer is killed after the first few bytes reach the disk
+        def __init__(self, path, mode):
+            self.handle = opened(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            self.handle.write(text[:5])
+            self.handle.close()
+            raise Killed
+
+    for save_json, survives in ((upstream, False), (patched, True)):
+        path = tmp_path / f"oracle-{survives}.json"
+        save_json(str(path), {"trials": 1})
+        monkeypatch.setattr(kt_backend.io, "File", CutShort)
+        with pytest.raises(Killed):
+            save_json(str(path), {"trials": 2})
+        monkeypatch.setattr(kt_backend.io, "File", opened)
+        if survives:
+            assert kt_utils.load_json(str(path)) == {"trials": 1}
+        else:  # the bug: the state is gone
+            with pytest.raises(json.JSONDecodeError):
+                kt_utils.load_json(str(path))

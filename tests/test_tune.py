@@ -76,6 +76,12 @@ def test_bad_command_lines_are_refused(tmp_path, float32_policy):
         tune.main(["--family", "cifar", *TINY, "--val-split", "0"])
     with pytest.raises(UserError, match="--tuner 'grid'"):
         tune.main(["--family", "cifar", "--tuner", "grid"])
+    # A search directory whose saved state was cut short (e.g. by an older, non-atomic write).
+    (tmp_path / "cut" / "trials").mkdir(parents=True)
+    for name in ("tuner0.json", "oracle.json"):
+        (tmp_path / "cut" / "trials" / name).write_text('{"ongoing_trials": {')
+    with pytest.raises(UserError, match="saved search state .* is unreadable"):
+        tune.main(["--family", "cifar", *TINY, "--directory", str(tmp_path / "cut")])
 
 
 def test_random_search_writes_a_row_per_trial_and_respects_max_params(tmp_path, float32_policy):

@@ -66,3 +66,40 @@ def fix_multi_worker_scalar_reduction() -> None:
     reduce_per_replica._resnet_keras_fix = True
     reduce_per_replica.__wrapped__ = original
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def make_keras_tuner_saves_atomic() -> None:
+    """Makes Keras Tuner write its JSON state (``oracle.json``, each
+    ``trial.json``, the tuner's state) to a temporary name and rename it.
+
+    Why: ``keras_tuner.src.utils.save_json`` opens the target file for writing
+    (truncating it) and then writes; a search killed between the two leaves an
+    empty ``oracle.json``, and the next start fails in ``Oracle.reload`` with a
+    ``JSONDecodeError`` instead of resuming (seen here when a search was
+    SIGKILLed after its first trial). Every caller reaches the function through
+    the module attribute, so replacing it covers them all. Idempotent.
+    """
+    from keras_tuner.src import utils as kt_utils
+
+    if getattr(kt_utils.save_json, "_resnet_keras_fix", False):
+        return
+    import json
+    import os
+
+    from keras_tuner.src import backend as kt_backend
+
+    def save_json(path, obj):
+        text = json.dumps(obj)
+        path = str(path)
+        temporary = f"{path}.tmp-{os.getpid()}"
+        with kt_backend.io.File(temporary, "w") as f:
+            f.write(text)
+        if kt_backend.io.tf is None:
+            os.replace(temporary, path)
+        else:
+            kt_backend.io.tf.io.gfile.rename(temporary, path, overwrite=True)
+        return text
+
+    save_json._resnet_keras_fix = True
+    save_json.original = kt_utils.save_json
+    kt_utils.save_json = save_json

@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic  # noqa: E402
 from trainers.common import write_text_atomic  # noqa: E402
+from trainers.compat import make_keras_tuner_saves_atomic  # noqa: E402
 
 FAMILIES = ("cifar", "imagenet")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -209,7 +210,12 @@ def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, m
     else:
         cls, extra = kt.Hyperband, {"max_epochs": max_epochs, "factor": 3, "hyperband_iterations": 1}
     tuner_cls = type(f"{cls.__name__}ThroughFit", (TrainThroughFit, cls), {})
-    return tuner_cls(**common, **extra)
+    make_keras_tuner_saves_atomic()  # a killed search must leave oracle.json whole
+    try:
+        return tuner_cls(**common, **extra)
+    except json.JSONDecodeError as error:
+        raise UserError(f"the saved search state under {pathlib.Path(directory) / project} is unreadable ({error}); "
+                        "it cannot be resumed: remove that directory or choose another --directory") from None
 
 
 def space_values(hp, hypermodel):
