@@ -174,3 +174,37 @@ def test_worker_shards_rebuild_the_global_batches(workers, local_replicas):
         parts = [shards[w][step * local_replicas + r] for w in range(workers) for r in range(local_replicas)]
         np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
         np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)
+
+
+def _pairs(info, which="train"):
+    return [(image.numpy(), int(label)) for image, label in data.raw_dataset(info, which, seed=0).take(8)]
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_jpeg_quality_re_encodes_every_image_once_before_use():
+    import dataclasses
+
+    plain = _info()
+    originals = _pairs(plain)
+    psnr = {}
+    for quality in (90, 30):
+        info = dataclasses.replace(plain, jpeg_quality=quality)
+        recompressed = _pairs(info)
+        assert [y for _, y in recompressed] == [y for _, y in originals]
+        for (image, _), (original, _) in zip(recompressed, originals):
+            assert image.dtype == np.uint8 and image.shape == original.shape
+            np.testing.assert_array_equal(image, data.recompress_jpeg(tf.constant(original), quality).numpy())
+        psnr[quality] = np.mean([_psnr(a, b) for (a, _), (b, _) in zip(recompressed, originals)])
+    assert 10 < psnr[30] < psnr[90] < 60  # lossy, and more so at lower quality
+    # The encoded-TFDS path (decode, then re-encode) as well.
+    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+        mock = _info("imagenette/160px-v2", "imagenet", 64, 10, train=4, test=4)
+        before, after = _pairs(mock), _pairs(dataclasses.replace(mock, jpeg_quality=50))
+        for (image, _), (original, _) in zip(after, before):
+            np.testing.assert_array_equal(image, data.recompress_jpeg(tf.constant(original), 50).numpy())
+    with pytest.raises(data.UserError, match="--jpeg-quality 0"):
+        data.describe("synthetic", data_dir=None, family="cifar", image_size=32, val_split=0.0, seed=0, jpeg_quality=0)

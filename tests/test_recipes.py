@@ -88,8 +88,8 @@ def test_fast_recipe_warms_up_then_decays_by_cosine_to_zero():
     recipe = recipes.get_recipe("fast", "cifar", 20)
     s = recipes.resolve_schedule(recipe, batch_size=128, steps_per_epoch=390)
     assert s["total_steps"] == 30 * 390 and s["warmup_steps"] == 2 * 390
-    assert s["nesterov"] and s["label_smoothing"] == 0.1 and s["weight_decay"] == 5e-4
-    assert s["weight_decay_on"] == "kernels" and s["zero_init_residual"]
+    assert s["nesterov"] and s["label_smoothing"] == 0.0 and s["weight_decay"] == 5e-4
+    assert s["weight_decay_on"] == "kernels" and not s["zero_init_residual"]
     lr = recipes.learning_rate(s)
     at = lambda step: float(lr(step))  # noqa: E731
     np.testing.assert_allclose(at(0), 0.02, rtol=1e-5)

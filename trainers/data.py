@@ -9,6 +9,7 @@ degree of parallelism.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -78,6 +79,9 @@ class DataInfo:
     test_split: str
     data_dir: str | None
     synthetic: bool
+    # Re-encode every image as JPEG at this quality after decoding (an
+    # experiment knob: what does compression cost?); None leaves pixels alone.
+    jpeg_quality: int | None = None
 
 
 # ----------------------------------------------------------------- synthetic
@@ -148,10 +152,20 @@ def tfds_builder(name: str, data_dir: str):
 
 
 def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split: float, seed: int,
-             synthetic_classes: int = 10, synthetic_train: int = 4096, synthetic_test: int = 1024) -> DataInfo:
+             synthetic_classes: int = 10, synthetic_train: int = 4096, synthetic_test: int = 1024,
+             jpeg_quality: int | None = None) -> DataInfo:
     """Resolves a dataset name into a :class:`DataInfo` (no pixels are read)."""
     if not 0.0 <= val_split < 1.0:
         raise UserError(f"--val-split {val_split}; expected a fraction in [0, 1)")
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise UserError(f"--jpeg-quality {jpeg_quality}; expected an integer in [1, 100]")
+    return dataclasses.replace(_describe(dataset, data_dir=data_dir, family=family, image_size=image_size,
+                                         val_split=val_split, synthetic_classes=synthetic_classes,
+                                         synthetic_train=synthetic_train, synthetic_test=synthetic_test),
+                               jpeg_quality=jpeg_quality)  # fmt: skip
+
+
+def _describe(dataset, *, data_dir, family, image_size, val_split, synthetic_classes, synthetic_train, synthetic_test):
     if dataset == SYNTHETIC:
         num_val = int(round(val_split * synthetic_train))
         return DataInfo(
@@ -184,7 +198,7 @@ def describe_run(config: dict, image_size: int, data_dir=None) -> DataInfo:
         config["dataset"], data_dir=data_dir or config.get("data_dir"), family=config.get("family", "cifar"),
         image_size=image_size, val_split=config.get("val_split", 0.0), seed=config.get("seed", 0),
         synthetic_classes=config.get("synthetic_classes", 10), synthetic_train=config.get("synthetic_train", 4096),
-        synthetic_test=config.get("synthetic_test", 1024),
+        synthetic_test=config.get("synthetic_test", 1024), jpeg_quality=config.get("jpeg_quality"),
     )  # fmt: skip
 
 
@@ -194,6 +208,12 @@ def _tfds_split(info: DataInfo, which: str) -> str:
     if which == "train":
         return "train" if info.num_val == 0 else f"train[:{info.num_train}]"
     return f"train[{info.num_train}:]"
+
+
+def recompress_jpeg(image, quality: int):
+    """``image`` (uint8 HxWx3) encoded as JPEG at ``quality`` and decoded again."""
+    encoded = tf.io.encode_jpeg(image, quality=quality, chroma_downsampling=True)
+    return tf.ensure_shape(tf.io.decode_jpeg(encoded, channels=3), image.shape)
 
 
 def raw_dataset(info: DataInfo, which: str, seed: int) -> tf.data.Dataset:
@@ -219,7 +239,8 @@ def _source(info: DataInfo, which: str, seed: int):
     label) pair: decoded pairs (and the identity) for the synthetic set and for
     splits small enough to cache decoded in memory; otherwise encoded TFDS
     examples and their decoder, so a pipeline can shuffle and shard before it
-    pays for decoding."""
+    pays for decoding. With ``info.jpeg_quality`` the decoder also re-encodes
+    (before the cache, so once per image)."""
     if which not in ("train", "val", "test"):
         raise ValueError(which)
     if which == "val" and info.num_val == 0:
@@ -233,7 +254,10 @@ def _source(info: DataInfo, which: str, seed: int):
             images, labels = images[: info.num_train], labels[: info.num_train]
         elif which == "val":
             images, labels = images[info.num_train :], labels[info.num_train :]
-        return tf.data.Dataset.from_tensor_slices((images, labels)), _identity
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        if info.jpeg_quality is not None:
+            ds = ds.map(functools.partial(_recompress_pair, quality=info.jpeg_quality)).cache()
+        return ds, _identity
 
     import tensorflow_datasets as tfds
 
@@ -241,11 +265,22 @@ def _source(info: DataInfo, which: str, seed: int):
         info.name, split=_tfds_split(info, which), data_dir=info.data_dir, download=False,
         decoders={"image": tfds.decode.SkipDecoding()}, read_config=tfds.ReadConfig(shuffle_seed=seed),
     )  # fmt: skip
+    decode = _decode_tfds
+    if info.jpeg_quality is not None:
+        decode = functools.partial(_decode_recompressed, quality=info.jpeg_quality)
     count = {"train": info.num_train, "val": info.num_val, "test": info.num_test}[which]
     image_shape = tfds.builder(info.name, data_dir=info.data_dir).info.features["image"].shape
     if None not in image_shape and count * math.prod(image_shape) <= CACHE_LIMIT_BYTES:
-        return ds.map(_decode_tfds, num_parallel_calls=_parallel()).cache(), _identity
-    return ds, _decode_tfds
+        return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
+    return ds, decode
+
+
+def _recompress_pair(image, label, quality):
+    return recompress_jpeg(image, quality), label
+
+
+def _decode_recompressed(example, quality):
+    return _recompress_pair(*_decode_tfds(example), quality)
 
 
 # -------------------------------------------------------------- augmentation

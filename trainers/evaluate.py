@@ -76,6 +76,7 @@ def evaluate(args) -> dict:
         image_size=image_size, val_split=config.get("val_split", 0.0) if same_data else 0.0,
         seed=config.get("seed", 0), synthetic_classes=config.get("synthetic_classes", 10),
         synthetic_train=config.get("synthetic_train", 4096), synthetic_test=config.get("synthetic_test", 1024),
+        jpeg_quality=config.get("jpeg_quality") if same_data else None,
     )  # fmt: skip
     if info.num_classes != model.output_shape[-1]:
         raise UserError(f"the model has {model.output_shape[-1]} outputs but {dataset!r} has {info.num_classes} classes")

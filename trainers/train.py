@@ -53,7 +53,7 @@ SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers
 # a command with the same values.
 IDENTITY_KEYS = (
     "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
-    "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split",
+    "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split", "jpeg_quality",
 )  # fmt: skip
 
 
@@ -92,6 +92,7 @@ DEFAULTS = {
     "synthetic_train": 4096,
     "synthetic_test": 1024,
     "synthetic_classes": 10,
+    "jpeg_quality": None,
 }
 
 
@@ -228,7 +229,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
     info = data_lib.describe(
         c["dataset"], data_dir=c["data_dir"], family=c["family"], image_size=c["image_size"],
         val_split=c["val_split"], seed=c["seed"], synthetic_classes=c["synthetic_classes"],
-        synthetic_train=c["synthetic_train"], synthetic_test=c["synthetic_test"],
+        synthetic_train=c["synthetic_train"], synthetic_test=c["synthetic_test"], jpeg_quality=c["jpeg_quality"],
     )  # fmt: skip
     steps_per_epoch = info.num_train // batch
     if steps_per_epoch < 1:
