@@ -20,6 +20,12 @@ import os
 import pathlib
 import sys
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from trainers.common import write_json_atomic  # noqa: E402
+
 
 def load(run_dir: pathlib.Path) -> dict:
     history = run_dir / "history.csv"
@@ -29,7 +35,12 @@ def load(run_dir: pathlib.Path) -> dict:
         rows = list(csv.DictReader(f))
     if not rows:
         raise SystemExit(f"error: {history} is empty")
-    config = json.loads((run_dir / "config.json").read_text())
+    if not {"epoch", "error", "test_error", "epoch_seconds"} <= set(rows[0]):
+        raise SystemExit(f"error: {history} lacks the columns epoch, error, test_error, epoch_seconds")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: cannot read {run_dir / 'config.json'}: {error}") from None
     seconds, elapsed = [], 0.0
     for row in rows:
         elapsed += float(row["epoch_seconds"])
@@ -56,6 +67,7 @@ def main(argv=None):
     p.add_argument("runs", nargs="+", type=pathlib.Path)
     p.add_argument("--labels", nargs="+", help="a label per run (default: recipe and directory name)")
     p.add_argument("--out", type=pathlib.Path, help="write the plot here (PNG)")
+    p.add_argument("--json", type=pathlib.Path, help="write the table here (JSON)")
     args = p.parse_args(argv)
     runs = [load(r) for r in args.runs]
     labels = args.labels or [f"{r['recipe']} ({r['name']})" for r in runs]
@@ -95,6 +107,8 @@ def main(argv=None):
         fig.savefig(tmp)
         plt.close(fig)
         os.replace(tmp, args.out)
+    if args.json:
+        write_json_atomic(args.json, {"reference_seconds": reference, "runs": table})
     return table
 
 

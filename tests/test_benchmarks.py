@@ -99,11 +99,17 @@ def test_wallclock_compares_runs_at_the_first_runs_time(tmp_path):
 
     fast = run("fast", "fast", [60, 60], [0.3, 0.2])
     paper = run("paper", "paper", [50, 50, 50, 50], [0.5, 0.4, 0.35, 0.3])
-    table = wallclock.main([str(fast), str(paper), "--out", str(tmp_path / "plot.png")])
+    table = wallclock.main([str(fast), str(paper), "--out", str(tmp_path / "plot.png"), "--json", str(tmp_path / "t.json")])
     assert (tmp_path / "plot.png").stat().st_size > 0
+    assert json.loads((tmp_path / "t.json").read_text())["runs"] == table
     assert table[0]["test_error_at_reference_time"] == 0.2 and table[0]["minutes"] == 2.0
     assert table[1]["test_error_at_reference_time"] == 0.4  # 100 s done by 120 s, not 150 s
     assert table[1]["best_test_error"] == 0.3 and table[1]["epochs"] == 4
+    (paper / "config.json").write_text('{"recipe": ')  # cut short
+    with pytest.raises(SystemExit, match="cannot read .*config.json"):
+        wallclock.main([str(fast), str(paper)])
+    with pytest.raises(SystemExit, match="has no history.csv"):
+        wallclock.main([str(tmp_path)])
 
 
 def test_bf16_shapes_benchmark_covers_every_width_and_batch(float32_policy):
