@@ -121,3 +121,35 @@ def test_bf16_shapes_benchmark_covers_every_width_and_batch(float32_policy):
     assert results["rows"][2]["channels"] == [32, 64, 128]
     assert results["rows"][2]["flops"] > 3 * results["rows"][0]["flops"]  # about 4x: width squared
     assert all(r["float32"] > 0 and r["bf16"] > 0 for r in results["rows"])
+
+
+def test_jpeg_cost_measures_distortion_and_fits_the_runs(tmp_path):
+    from benchmarks import jpeg_cost
+    from trainers.common import UserError
+
+    def run(name, quality, error, **identity):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"arch": "resnet20", "recipe": "fast", "epochs": 5, **identity,
+                                                   "jpeg_quality": quality}))  # fmt: skip
+        (d / "metrics.json").write_text(json.dumps({"test_top1_error": error}))
+        return str(d)
+
+    runs = [run("as_is", None, 0.20), run("q50", 50, 0.22), run("q20", 20, 0.24)]
+    out = tmp_path / "jpeg.json"
+    result = jpeg_cost.main(["--dataset", "synthetic", "--images", "16", "--qualities", "90", "--runs", *runs,
+                             "--json", str(out)])  # fmt: skip
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    mse = {row["quality"]: row["mse"] for row in result["distortion"]}
+    assert set(mse) == {90, 50, 20} and 0 < mse[90] < mse[50] < mse[20]  # the runs' qualities are measured too
+    by_quality = {r["jpeg_quality"]: r["added_mse"] for r in result["runs"]}
+    assert by_quality == {None: 0.0, 50: mse[50], 20: mse[20]}
+    # The fitted line goes through the (added MSE, error) points it was given.
+    fit = result["fit"]
+    predicted = [fit["intercept"] + fit["slope_per_mse"] * by_quality[q] for q in (None, 50, 20)]
+    assert max(abs(p - e) for p, e in zip(predicted, (0.20, 0.22, 0.24))) < 0.01
+    assert fit["copy_cost_points"] == pytest.approx(100 * fit["slope_per_mse"] * 65.0)
+    with pytest.raises(UserError, match="differ in more than --jpeg-quality"):
+        jpeg_cost.main(["--dataset", "synthetic", "--images", "4", "--runs", runs[0], run("other", 50, 0.3, seed=1)])
+    with pytest.raises(UserError, match="not a finished fit.py run"):
+        jpeg_cost.main(["--dataset", "synthetic", "--images", "4", "--runs", str(tmp_path)])
