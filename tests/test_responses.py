@@ -1,6 +1,8 @@
 """Figure 7's layer responses: which layers, and their standard deviations
 against a direct computation."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -43,3 +45,29 @@ def test_response_std_matches_a_direct_computation_at_any_batch_size():
         assert batched[name] == pytest.approx(direct, rel=1e-6)
         assert whole[name] == pytest.approx(direct, rel=1e-6)
     assert len(set(round(v, 6) for v in batched.values())) == len(names)  # layers differ
+
+
+def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
+    from trainers import data, fit, reproduce
+    from trainers.common import UserError, load_keras_model
+
+    runs = []
+    for arch in ("plain8", "resnet8"):
+        run_dir = tmp_path / arch
+        fit.main(["--arch", arch, "--dataset", "synthetic", "--image-size", "16", "--synthetic-train", "256",
+                  "--steps", "8", "--batch-size", "32", "--precision", "float32", "--verbose", "0",
+                  "--output-dir", str(run_dir)])  # fmt: skip
+        runs.append(run_dir)
+    result = reproduce.main(["figure7", *map(str, runs), "--out", str(tmp_path / "fig"), "--batch-size", "100"])
+    assert (tmp_path / "fig" / "figure7.png").stat().st_size > 0
+    assert json.loads((tmp_path / "fig" / "figure7.json").read_text()) == json.loads(json.dumps(result))
+    # Computed from the trained weights, on the run's own test images.
+    for run_dir, row in zip(runs, result["runs"]):
+        model = load_keras_model(run_dir / "model.keras")
+        config = json.loads((run_dir / "config.json").read_text())
+        images = np.concatenate([x for x, _ in data.eval_pipeline(data.describe_run(config, 16), "test", 64).as_numpy_iterator()])
+        direct = responses.response_stds(model, [images])
+        assert row["layers"] == list(direct) and row["std"] == pytest.approx(list(direct.values()), rel=1e-6)
+        assert row["synthetic"] is True and len(row["std"]) == 7
+    with pytest.raises(UserError, match="not a finished fit.py run"):
+        reproduce.main(["figure7", str(tmp_path / "fig")])
