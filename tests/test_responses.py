@@ -71,3 +71,31 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
         assert row["synthetic"] is True and len(row["std"]) == 7
     with pytest.raises(UserError, match="not a finished fit.py run"):
         reproduce.main(["figure7", str(tmp_path / "fig")])
+
+
+def test_figure6_trains_each_network_once_and_resumes_without_rerunning(tmp_path, float32_policy):
+    from trainers import reproduce
+    from trainers.common import UserError
+
+    root = tmp_path / "f6"
+    args = ["figure6", "--depths", "8,14", "--epochs", "1", "--dataset", "synthetic", "--synthetic-train", "256",
+            "--image-size", "16", "--precision", "float32", "--root", str(root)]  # fmt: skip
+    result = reproduce.main(args)
+    assert set(result["runs"]) == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert (root / "figure6.png").stat().st_size > 0
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    assert len(stamps) == 4
+    # An unfinished run (here: its result removed) is trained again; finished ones are not touched.
+    (root / "resnet14" / "metrics.json").unlink()
+    (root / "resnet14" / "model.keras").unlink()
+    reproduce.main(args)
+    for path, stamp in stamps.items():
+        if path.parent.name != "resnet14":
+            assert path.stat().st_mtime_ns == stamp
+    assert (root / "resnet14" / "metrics.json").exists()
+    rows = reproduce.main(["table6", "--root", str(root)])
+    assert [r["arch"] for r in rows] == ["plain8", "plain14", "resnet8", "resnet14"]
+    assert rows[0]["params"] == rows[2]["params"]  # option A: plain and residual have the same parameters
+    assert rows[3]["paper_error"] is None and (root / "table6.csv").exists()
+    with pytest.raises(UserError, match="6n\\+2"):
+        reproduce.main(["figure6", "--depths", "21"])

@@ -1,6 +1,17 @@
 """Reproduce the paper's CIFAR-10 findings on this project's networks.
 
+    python trainers/reproduce.py figure6 [--epochs E] [--depths 20,32,44,56] [--root DIR]
+    python trainers/reproduce.py table6 [--root DIR]
     python trainers/reproduce.py figure7 RUN_DIR [RUN_DIR ...] [--out DIR]
+
+``figure6``: trains plain-d and ResNet-d for each depth with one recipe and
+budget (the paper's recipe, its milestones scaled to ``--epochs``), one run
+directory each under ``--root``; started again, finished runs are skipped and
+unfinished ones resume. Draws ``figure6.png``: training error (thin) and test
+error (bold) against iterations, plain left, residual right.
+
+``table6``: depth, parameters, FLOPs, our test error and the paper's, for the
+runs under ``--root``; printed and written as ``table6.csv``.
 
 ``figure7``: the standard deviation of each 3x3 layer's response (after BN,
 before the ReLU or the addition) on the run's test images, for every run
@@ -34,6 +45,122 @@ def _run_model(run_dir: pathlib.Path):
     except ValueError as error:
         raise UserError(f"cannot read {config_path}: {error}") from None
     return config, load_keras_model(model_path)
+
+
+PAPER_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}  # Table 6, ResNets (%)
+
+
+def _depths(text: str) -> list[int]:
+    try:
+        depths = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise UserError(f"--depths {text!r}; expected comma-separated depths such as 20,32,44,56") from None
+    bad = [d for d in depths if d < 8 or (d - 2) % 6]
+    if not depths or bad:
+        raise UserError(f"--depths {text!r}: CIFAR depths are 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...)")
+    return depths
+
+
+def figure6(args) -> dict:
+    from trainers.train import train
+
+    depths = _depths(args.depths)
+    root = args.root or pathlib.Path("saved_models/reproduce") / f"figure6-{args.dataset.replace('/', '_')}-e{args.epochs:g}"
+    runs = {}
+    for kind in ("plain", "resnet"):
+        for depth in depths:
+            arch = f"{kind}{depth}"
+            run_dir = root / arch
+            runs[arch] = run_dir
+            if (run_dir / "metrics.json").exists():
+                print(f"{arch}: finished, skipped ({run_dir})")
+                continue
+            print(f"{arch}: {'resuming' if (run_dir / 'config.json').exists() else 'training'} ({run_dir})", flush=True)
+            config = {"arch": arch, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
+                      "precision": args.precision, "seed": args.seed, "output_dir": str(run_dir), "verbose": 0,
+                      "synthetic_train": args.synthetic_train}  # fmt: skip
+            if args.image_size:
+                config["image_size"] = args.image_size
+            train(config)
+    _plot_figure6(runs, root / "figure6.png")
+    print(f"written: {root / 'figure6.png'}")
+    return {"root": str(root), "runs": {arch: str(d) for arch, d in runs.items()}}
+
+
+def _history(run_dir: pathlib.Path) -> list[dict]:
+    import csv
+
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    for ax, kind, title in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
+        archs = [a for a in runs if a.startswith(kind)]
+        for i, arch in enumerate(archs):
+            rows = _history(runs[arch]) if (runs[arch] / "history.csv").exists() else []
+            if not rows:
+                continue
+            its = [int(r["iterations"]) for r in rows]
+            ax.plot(its, [100 * float(r["error"]) for r in rows], color=f"C{i}", lw=0.8)
+            ax.plot(its, [100 * float(r["test_error"]) for r in rows], color=f"C{i}", lw=2.2,
+                    label=arch.replace("resnet", "ResNet-").replace("plain", "plain-"))  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("error (%): training thin, test bold")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def table6(args) -> list[dict]:
+    import resnet_keras
+
+    root = args.root
+    if root is None or not root.is_dir():
+        raise UserError(f"--root {root}: no such directory (the figure6 command's --root)")
+    rows = []
+    for run_dir in sorted(p.parent for p in root.glob("*/metrics.json")):
+        config = json.loads((run_dir / "config.json").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        arch = config["arch"]
+        model = resnet_keras.get_model(arch, num_classes=len(config.get("class_names") or range(10)),
+                                       input_shape=(config["image_size"],) * 2 + (3,))  # fmt: skip
+        depth = int("".join(c for c in arch if c.isdigit()))
+        rows.append({"arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
+                     "flops": resnet_keras.count_flops(model), "epochs": config.get("epochs"),
+                     "test_error": 100 * metrics["test_top1_error"],
+                     "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None})  # fmt: skip
+    if not rows:
+        raise UserError(f"no finished runs under {root}")
+    rows.sort(key=lambda r: (not r["arch"].startswith("plain"), r["depth"]))
+    print(f"{'network':12s} {'params':>9s} {'FLOPs':>12s} {'epochs':>6s} {'our error':>9s} {'paper':>6s}")
+    for r in rows:
+        paper = "" if r["paper_error"] is None else f"{r['paper_error']:.2f}"
+        print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['epochs'] or '':>6} {r['test_error']:8.2f}% {paper:>6s}")
+    import csv
+    import io
+
+    from trainers.common import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(root / "table6.csv", buffer.getvalue())
+    print(f"written: {root / 'table6.csv'}")
+    return rows
 
 
 def figure7(args) -> dict:
@@ -90,6 +217,19 @@ def _plot_figure7(rows, path: pathlib.Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    f6 = sub.add_parser("figure6", help="train plain and residual networks of several depths; plot their errors")
+    f6.add_argument("--depths", default="20,32,44,56", help="comma-separated CIFAR depths (6n+2)")
+    f6.add_argument("--epochs", type=float, default=164.1, help="budget per run, the paper's milestones scaled to it "
+                    "(default: the paper's 64k iterations)")  # fmt: skip
+    f6.add_argument("--root", type=pathlib.Path, help="where the runs go (default saved_models/reproduce/figure6-...)")
+    f6.add_argument("--dataset", default="cifar10", help="TFDS name, or 'synthetic' (tests)")
+    f6.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR)")
+    f6.add_argument("--precision", default="auto")
+    f6.add_argument("--seed", type=int, default=0)
+    f6.add_argument("--image-size", type=int)
+    f6.add_argument("--synthetic-train", type=int, default=4096)
+    t6 = sub.add_parser("table6", help="depth, parameters, FLOPs, our and the paper's test error")
+    t6.add_argument("--root", type=pathlib.Path, required=True, help="the figure6 command's --root")
     f7 = sub.add_parser("figure7", help="response std of each 3x3 layer of trained runs")
     f7.add_argument("runs", nargs="+", type=pathlib.Path, help="fit.py run directories")
     f7.add_argument("--out", type=pathlib.Path, default=pathlib.Path("saved_models/reproduce"),
@@ -102,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.command == "figure6":
+        return figure6(args)
+    if args.command == "table6":
+        return table6(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
     return figure7(args)
