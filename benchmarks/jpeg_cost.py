@@ -50,6 +50,8 @@ def read_run(run_dir: pathlib.Path) -> dict:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError) as error:
         raise UserError(f"{run_dir} is not a finished fit.py run ({error})") from None
+    if "test_top1_error" not in metrics:
+        raise UserError(f"{run_dir / 'metrics.json'} has no test_top1_error")
     return {"run": str(run_dir), "jpeg_quality": config.get("jpeg_quality"), "test_error": metrics["test_top1_error"],
             "identity": {k: config.get(k) for k in ("arch", "dataset", "recipe", "epochs", "seed", "precision")}}  # fmt: skip
 
@@ -65,6 +67,8 @@ def main(argv=None) -> dict:
                    help="distortion of the stored images against the originals (CIFAR-10 copy: PSNR about 30 dB)")
     p.add_argument("--json", type=pathlib.Path)
     args = p.parse_args(argv)
+    if args.images < 1 or not all(1 <= q <= 100 for q in args.qualities):
+        raise UserError("--images must be positive and every --qualities value in [1, 100]")
 
     info = data_lib.describe(args.dataset, data_dir=args.data_dir, family="cifar", image_size=32, val_split=0.0, seed=0)
     images = np.stack([image.numpy() for image, _ in data_lib.raw_dataset(info, "test", seed=0).take(args.images)])

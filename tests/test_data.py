@@ -17,6 +17,18 @@ def _info(name="synthetic", style="cifar", size=32, classes=10, train=256, val=0
     )  # fmt: skip
 
 
+def _find_window(padded, out, size=32, pad=4):
+    """(flipped, dy, dx) of the window of ``padded`` that ``out`` is (or whose
+    mirror it is); None if it is none."""
+    for flipped in (False, True):
+        view = out[:, ::-1] if flipped else out
+        for dy in range(2 * pad + 1):
+            for dx in range(2 * pad + 1):
+                if np.array_equal(padded[dy : dy + size, dx : dx + size], view):
+                    return (flipped, dy, dx)
+    return None
+
+
 def test_synthetic_is_deterministic_from_its_seed_at_any_size():
     a_images, a_labels = data.synthetic_arrays(50, 24, 7, seed=3)
     b_images, b_labels = data.synthetic_arrays(50, 24, 7, seed=3)
@@ -49,13 +61,7 @@ def test_cifar_augmentation_is_pad_crop_flip():
         out = data.train_view(image, index, 7, "cifar", 32).numpy()
         assert out.shape == (32, 32, 3) and out.dtype == np.float32
         # The output is a 32x32 window of the zero-padded image, or its mirror.
-        found = None
-        for flipped in (False, True):
-            view = out[:, ::-1] if flipped else out
-            for dy in range(9):
-                for dx in range(9):
-                    if np.array_equal(padded[dy : dy + 32, dx : dx + 32], view):
-                        found = (flipped, dy, dx)
+        found = _find_window(padded, out)
         assert found is not None
         flips += found[0]
         offsets += found[1:] != (4, 4)
@@ -78,21 +84,7 @@ def test_cifar_pipeline_pads_crops_and_flips_whole_batches():
     # The batch is shuffled: look for each output's source among all images.
     padded = {i: np.pad(img, ((4, 4), (4, 4), (0, 0))).astype(np.float32) for i, img in enumerate(images)}
     for out in batch.numpy():
-        found = None
-        for i, p in padded.items():
-            for flipped in (False, True):
-                view = out[:, ::-1] if flipped else out
-                for dy in range(9):
-                    for dx in range(9):
-                        if np.array_equal(p[dy : dy + 32, dx : dx + 32], view):
-                            found = (flipped, dy, dx)
-                            break
-                    if found:
-                        break
-                if found:
-                    break
-            if found:
-                break
+        found = next((w for w in map(lambda p: _find_window(p, out), padded.values()) if w), None)
         assert found is not None
         flips += found[0]
         positions.add(found[1:])

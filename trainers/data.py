@@ -159,20 +159,13 @@ def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split:
         raise UserError(f"--val-split {val_split}; expected a fraction in [0, 1)")
     if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
         raise UserError(f"--jpeg-quality {jpeg_quality}; expected an integer in [1, 100]")
-    return dataclasses.replace(_describe(dataset, data_dir=data_dir, family=family, image_size=image_size,
-                                         val_split=val_split, synthetic_classes=synthetic_classes,
-                                         synthetic_train=synthetic_train, synthetic_test=synthetic_test),
-                               jpeg_quality=jpeg_quality)  # fmt: skip
-
-
-def _describe(dataset, *, data_dir, family, image_size, val_split, synthetic_classes, synthetic_train, synthetic_test):
     if dataset == SYNTHETIC:
         num_val = int(round(val_split * synthetic_train))
         return DataInfo(
             name=SYNTHETIC, style=family, image_size=image_size, num_classes=synthetic_classes,
             class_names=[f"synthetic_{i}" for i in range(synthetic_classes)],
             num_train=synthetic_train - num_val, num_val=num_val, num_test=synthetic_test,
-            test_split="test", data_dir=None, synthetic=True,
+            test_split="test", data_dir=None, synthetic=True, jpeg_quality=jpeg_quality,
         )  # fmt: skip
     data_dir = resolve_data_dir(data_dir)
     builder = tfds_builder(dataset, data_dir)
@@ -189,6 +182,7 @@ def _describe(dataset, *, data_dir, family, image_size, val_split, synthetic_cla
         name=dataset, style=family, image_size=image_size, num_classes=label.num_classes,
         class_names=list(label.names), num_train=total - num_val, num_val=num_val,
         num_test=splits[test_split].num_examples, test_split=test_split, data_dir=data_dir, synthetic=False,
+        jpeg_quality=jpeg_quality,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ index and sorted by magnitude (``figure7.png``), with the numbers in
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import pathlib
@@ -33,18 +34,22 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainers.common import UserError, load_keras_model, run_main, write_json_atomic  # noqa: E402
+from trainers.common import PRECISIONS, UserError, load_keras_model, run_main  # noqa: E402
+from trainers.common import write_csv_atomic, write_json_atomic  # noqa: E402
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"cannot read {path}: {error}") from None
 
 
 def _run_model(run_dir: pathlib.Path):
     config_path, model_path = run_dir / "config.json", run_dir / "model.keras"
     if not config_path.exists() or not model_path.exists():
         raise UserError(f"{run_dir} is not a finished fit.py run (it needs config.json and model.keras)")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as error:
-        raise UserError(f"cannot read {config_path}: {error}") from None
-    return config, load_keras_model(model_path)
+    return _read_json(config_path), load_keras_model(model_path)
 
 
 PAPER_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}  # Table 6, ResNets (%)
@@ -62,10 +67,10 @@ def _depths(text: str) -> list[int]:
 
 
 def figure6(args) -> dict:
-    from trainers.train import train
+    from trainers.train import runs_root, train
 
     depths = _depths(args.depths)
-    root = args.root or pathlib.Path("saved_models/reproduce") / f"figure6-{args.dataset.replace('/', '_')}-e{args.epochs:g}"
+    root = args.root or runs_root() / "reproduce" / f"figure6-{args.dataset.replace('/', '_')}-e{args.epochs:g}"
     runs = {}
     for kind in ("plain", "resnet"):
         for depth in depths:
@@ -88,8 +93,6 @@ def figure6(args) -> dict:
 
 
 def _history(run_dir: pathlib.Path) -> list[dict]:
-    import csv
-
     with open(run_dir / "history.csv") as f:
         return list(csv.DictReader(f))
 
@@ -132,10 +135,9 @@ def table6(args) -> list[dict]:
         raise UserError(f"--root {root}: no such directory (the figure6 command's --root)")
     rows = []
     for run_dir in sorted(p.parent for p in root.glob("*/metrics.json")):
-        config = json.loads((run_dir / "config.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        config, metrics = _read_json(run_dir / "config.json"), _read_json(run_dir / "metrics.json")
         arch = config["arch"]
-        model = resnet_keras.get_model(arch, num_classes=len(config.get("class_names") or range(10)),
+        model = resnet_keras.get_model(arch, num_classes=config["data"]["num_classes"],
                                        input_shape=(config["image_size"],) * 2 + (3,))  # fmt: skip
         depth = int("".join(c for c in arch if c.isdigit()))
         rows.append({"arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
@@ -149,16 +151,7 @@ def table6(args) -> list[dict]:
     for r in rows:
         paper = "" if r["paper_error"] is None else f"{r['paper_error']:.2f}"
         print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['epochs'] or '':>6} {r['test_error']:8.2f}% {paper:>6s}")
-    import csv
-    import io
-
-    from trainers.common import write_text_atomic
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(root / "table6.csv", buffer.getvalue())
+    write_csv_atomic(root / "table6.csv", rows)
     print(f"written: {root / 'table6.csv'}")
     return rows
 
@@ -224,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     f6.add_argument("--root", type=pathlib.Path, help="where the runs go (default saved_models/reproduce/figure6-...)")
     f6.add_argument("--dataset", default="cifar10", help="TFDS name, or 'synthetic' (tests)")
     f6.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR)")
-    f6.add_argument("--precision", default="auto")
+    f6.add_argument("--precision", default="auto", choices=PRECISIONS)
     f6.add_argument("--seed", type=int, default=0)
     f6.add_argument("--image-size", type=int)
     f6.add_argument("--synthetic-train", type=int, default=4096)
