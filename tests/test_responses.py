@@ -1,7 +1,14 @@
 """Figure 7's layer responses: which layers, and their standard deviations
 against a direct computation."""
 
+import csv
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -9,6 +16,8 @@ import pytest
 
 import resnet_keras
 from trainers import responses
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _randomize_bn(model, seed=0):
@@ -73,26 +82,58 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
         reproduce.main(["figure7", str(tmp_path / "fig")])
 
 
-def test_figure6_trains_each_network_once_and_resumes_without_rerunning(tmp_path, float32_policy):
-    from trainers import reproduce
+def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, float32_policy, monkeypatch, capsys):
+    """SIGKILL the figure6 command inside one of its runs, then run it again:
+    finished runs are left untouched, the killed one resumes from its backup
+    (no iteration logged twice), and the rest are trained."""
+    from trainers import callbacks, reproduce
     from trainers.common import UserError
 
     root = tmp_path / "f6"
-    args = ["figure6", "--depths", "8,14", "--epochs", "1", "--dataset", "synthetic", "--synthetic-train", "256",
-            "--image-size", "16", "--precision", "float32", "--root", str(root)]  # fmt: skip
+    args = ["figure6", "--depths", "8,14", "--epochs", "2", "--dataset", "synthetic", "--synthetic-train", "2048",
+            "--image-size", "16", "--precision", "float32", "--backup-every", "4", "--root", str(root)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "trainers" / "reproduce.py"), *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    killed = None
+    deadline = time.time() + 300
+    while killed is None and time.time() < deadline and process.poll() is None:
+        for meta in root.glob("*/backup/training_metadata.json"):
+            run_dir = meta.parent.parent
+            try:
+                done = json.loads(meta.read_text())["iterations"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if done >= 8 and not (run_dir / "metrics.json").exists():  # inside the second of 2 epochs (16 steps)
+                process.send_signal(signal.SIGKILL)
+                killed = run_dir
+                break
+        time.sleep(0.05)
+    process.wait()
+    assert killed is not None, f"no run was caught mid-training: {process.stderr.read()[-2000:]}"
+    assert not (killed / "metrics.json").exists()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+
+    restored = []  # (run, iteration) each time a backup is loaded
+    load = callbacks.Backup._load_model
+
+    def spy(self):
+        load(self)
+        restored.append((pathlib.Path(self.restore_dir).parent.name, int(self.model.optimizer.iterations.numpy())))
+
+    monkeypatch.setattr(callbacks.Backup, "_load_model", spy)
     result = reproduce.main(args)
     assert set(result["runs"]) == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert f"{killed.name}: resuming" in capsys.readouterr().out
+    assert [(name, it >= 8) for name, it in restored if it > 0] == [(killed.name, True)]
     assert (root / "figure6.png").stat().st_size > 0
-    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
-    assert len(stamps) == 4
-    # An unfinished run (here: its result removed) is trained again; finished ones are not touched.
-    (root / "resnet14" / "metrics.json").unlink()
-    (root / "resnet14" / "model.keras").unlink()
-    reproduce.main(args)
-    for path, stamp in stamps.items():
-        if path.parent.name != "resnet14":
-            assert path.stat().st_mtime_ns == stamp
-    assert (root / "resnet14" / "metrics.json").exists()
+    for name, stamp in finished.items():  # not trained again
+        assert (root / name / "metrics.json").stat().st_mtime_ns == stamp
+    for name in result["runs"]:
+        metrics = json.loads((root / name / "metrics.json").read_text())
+        assert metrics["iterations"] == 32  # 2 epochs of 2,048 images at batch 128
+    with open(killed / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]  # no epoch logged twice
     rows = reproduce.main(["table6", "--root", str(root)])
     assert [r["arch"] for r in rows] == ["plain8", "plain14", "resnet8", "resnet14"]
     assert rows[0]["params"] == rows[2]["params"]  # option A: plain and residual have the same parameters

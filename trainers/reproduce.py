@@ -83,7 +83,7 @@ def figure6(args) -> dict:
             print(f"{arch}: {'resuming' if (run_dir / 'config.json').exists() else 'training'} ({run_dir})", flush=True)
             config = {"arch": arch, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
                       "precision": args.precision, "seed": args.seed, "output_dir": str(run_dir), "verbose": 0,
-                      "synthetic_train": args.synthetic_train}  # fmt: skip
+                      "synthetic_train": args.synthetic_train, "backup_every": args.backup_every}  # fmt: skip
             if args.image_size:
                 config["image_size"] = args.image_size
             train(config)
@@ -95,6 +95,22 @@ def figure6(args) -> dict:
 def _history(run_dir: pathlib.Path) -> list[dict]:
     with open(run_dir / "history.csv") as f:
         return list(csv.DictReader(f))
+
+
+def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) -> tuple[list, list]:
+    """The thin line of Figure 6: training error (%) against iterations, from
+    steps.csv (means over the logging interval, smoothed over ``window`` rows)
+    where the run has one, else the epoch means of history.csv."""
+    path = run_dir / "steps.csv"
+    if path.exists():
+        with open(path) as f:
+            steps = list(csv.DictReader(f))
+        if steps:
+            errors = [100 * float(r["train_error"]) for r in steps]
+            smoothed = [sum(errors[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1))
+                        for i in range(len(errors))]  # fmt: skip
+            return [int(r["iterations"]) for r in steps], smoothed
+    return [int(r["iterations"]) for r in rows], [100 * float(r["error"]) for r in rows]
 
 
 def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
@@ -110,9 +126,10 @@ def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
             rows = _history(runs[arch]) if (runs[arch] / "history.csv").exists() else []
             if not rows:
                 continue
+            train_its, train_err = _training_curve(runs[arch], rows)
+            ax.plot(train_its, train_err, color=f"C{i}", lw=0.7, alpha=0.9)
             its = [int(r["iterations"]) for r in rows]
-            ax.plot(its, [100 * float(r["error"]) for r in rows], color=f"C{i}", lw=0.8)
-            ax.plot(its, [100 * float(r["test_error"]) for r in rows], color=f"C{i}", lw=2.2,
+            ax.plot(its, [100 * float(r["test_error"]) for r in rows], color=f"C{i}", lw=2.2, marker="o", ms=3,
                     label=arch.replace("resnet", "ResNet-").replace("plain", "plain-"))  # fmt: skip
         ax.set_title(title)
         ax.set_xlabel("iterations")
@@ -173,6 +190,10 @@ def figure7(args) -> dict:
                      "synthetic": info.synthetic, "layers": list(stds), "std": list(stds.values())})  # fmt: skip
         print(f"{config.get('arch')} ({run_dir}): {len(stds)} layers, response std "
               f"{min(stds.values()):.3f} .. {max(stds.values()):.3f}, mean {sum(stds.values()) / len(stds):.3f}")
+    if args.out is None:
+        from trainers.train import runs_root
+
+        args.out = runs_root() / "reproduce"
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"runs": rows}
     write_json_atomic(args.out / "figure7.json", result)
@@ -218,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     f6.add_argument("--dataset", default="cifar10", help="TFDS name, or 'synthetic' (tests)")
     f6.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR)")
     f6.add_argument("--precision", default="auto", choices=PRECISIONS)
+    f6.add_argument("--backup-every", type=int, default=200,
+                    help="iterations between each run's backups, what a killed run resumes from (default 200)")  # fmt: skip
     f6.add_argument("--seed", type=int, default=0)
     f6.add_argument("--image-size", type=int)
     f6.add_argument("--synthetic-train", type=int, default=4096)
@@ -225,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     t6.add_argument("--root", type=pathlib.Path, required=True, help="the figure6 command's --root")
     f7 = sub.add_parser("figure7", help="response std of each 3x3 layer of trained runs")
     f7.add_argument("runs", nargs="+", type=pathlib.Path, help="fit.py run directories")
-    f7.add_argument("--out", type=pathlib.Path, default=pathlib.Path("saved_models/reproduce"),
+    f7.add_argument("--out", type=pathlib.Path,
                     help="where figure7.png and figure7.json go (default saved_models/reproduce)")  # fmt: skip
     f7.add_argument("--data-dir", help="TFDS data dir (default: the run's, or $TFDS_DATA_DIR)")
     f7.add_argument("--batch-size", type=int, default=250)
