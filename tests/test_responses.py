@@ -78,6 +78,9 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
         direct = responses.response_stds(model, [images])
         assert row["layers"] == list(direct) and row["std"] == pytest.approx(list(direct.values()), rel=1e-6)
         assert row["synthetic"] is True and len(row["std"]) == 7
+        scales = [np.abs(model.get_layer(name).get_weights()[0]).mean() for name in row["layers"]]
+        assert row["bn_scale"] == pytest.approx(scales, rel=1e-6)
+        assert max(abs(s - 1) for s in row["bn_scale"]) > 1e-4  # trained: moved from the initial scale of 1
     with pytest.raises(UserError, match="not a finished fit.py run"):
         reproduce.main(["figure7", str(tmp_path / "fig")])
 

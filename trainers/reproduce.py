@@ -187,9 +187,11 @@ def figure7(args) -> dict:
             batches = batches.unbatch().take(args.max_images).batch(args.batch_size)
         stds = responses.response_stds(model, batches.as_numpy_iterator())
         rows.append({"run": str(run_dir), "arch": config.get("arch"), "dataset": config.get("dataset"),
-                     "synthetic": info.synthetic, "layers": list(stds), "std": list(stds.values())})  # fmt: skip
+                     "synthetic": info.synthetic, "layers": list(stds), "std": list(stds.values()),
+                     "bn_scale": list(responses.bn_scales(model, list(stds)).values())})  # fmt: skip
         print(f"{config.get('arch')} ({run_dir}): {len(stds)} layers, response std "
-              f"{min(stds.values()):.3f} .. {max(stds.values()):.3f}, mean {sum(stds.values()) / len(stds):.3f}")
+              f"{min(stds.values()):.3f} .. {max(stds.values()):.3f}, mean {sum(stds.values()) / len(stds):.3f}; "
+              f"BN scale (mean |gamma|) {min(rows[-1]['bn_scale']):.3f} .. {max(rows[-1]['bn_scale']):.3f}")
     if args.out is None:
         from trainers.train import runs_root
 

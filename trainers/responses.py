@@ -60,3 +60,10 @@ def response_stds(model: keras.Model, batches, layers: list[str] | None = None) 
         variance = np.maximum(squares / n - mean * mean, 0.0)
         result[name] = float(np.sqrt(variance).mean())
     return result
+
+
+def bn_scales(model: keras.Model, layers: list[str] | None = None) -> dict[str, float]:
+    """``{layer name: mean |gamma|}`` of the response layers' BatchNormalization
+    (1 at initialization): how far training has moved each layer's scale."""
+    layers = layers or response_layers(model)
+    return {name: float(np.mean(np.abs(keras.ops.convert_to_numpy(model.get_layer(name).gamma)))) for name in layers}
