@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import pathlib
 import sys
 
@@ -24,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from trainers.common import write_json_atomic  # noqa: E402
+from trainers.common import save_figure_atomic, write_json_atomic  # noqa: E402
 
 
 def load(run_dir: pathlib.Path) -> dict:
@@ -103,10 +102,7 @@ def main(argv=None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        tmp = args.out.with_name(f".{args.out.stem}.tmp{args.out.suffix}")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, args.out)
+        save_figure_atomic(fig, args.out)
     if args.json:
         write_json_atomic(args.json, {"reference_seconds": reference, "runs": table})
     return table

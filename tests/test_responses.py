@@ -81,6 +81,11 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
         scales = [np.abs(model.get_layer(name).get_weights()[0]).mean() for name in row["layers"]]
         assert row["bn_scale"] == pytest.approx(scales, rel=1e-6)
         assert max(abs(s - 1) for s in row["bn_scale"]) > 1e-4  # trained: moved from the initial scale of 1
+    plain, residual = result["runs"]
+    assert result["residual_vs_plain"] == [{"resnet": "resnet8", "plain": "plain8", "layers": 7,
+                                            "smaller": sum(r < p for r, p in zip(residual["std"], plain["std"]))}]  # fmt: skip
+    with pytest.raises(UserError, match="--max-images -1"):
+        reproduce.main(["figure7", str(runs[0]), "--max-images", "-1"])
     with pytest.raises(UserError, match="not a finished fit.py run"):
         reproduce.main(["figure7", str(tmp_path / "fig")])
 
@@ -141,5 +146,10 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     assert [r["arch"] for r in rows] == ["plain8", "plain14", "resnet8", "resnet14"]
     assert rows[0]["params"] == rows[2]["params"]  # option A: plain and residual have the same parameters
     assert rows[3]["paper_error"] is None and (root / "table6.csv").exists()
+    with open(root / "plain8" / "history.csv") as f:
+        assert rows[0]["train_error"] == pytest.approx(100 * float(list(csv.DictReader(f))[-1]["error"]))
+    (root / "resnet14" / "metrics.json").write_text("{}")  # corrupt: one line, not a traceback
+    with pytest.raises(UserError, match="resnet14 is not a finished fit.py run"):
+        reproduce.main(["table6", "--root", str(root)])
     with pytest.raises(UserError, match="6n\\+2"):
         reproduce.main(["figure6", "--depths", "21"])

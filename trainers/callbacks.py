@@ -4,7 +4,6 @@ model, and the run's logs (history.csv, steps.csv, curves.png)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -13,7 +12,7 @@ import time
 
 import keras
 
-from trainers.common import save_model_atomic, write_csv_atomic, write_json_atomic
+from trainers.common import read_csv_rows, save_figure_atomic, save_model_atomic, write_csv_atomic, write_json_atomic
 
 
 def iterations(model) -> int:
@@ -211,8 +210,8 @@ class RunLog(keras.callbacks.Callback):
         self.test_data = test_data
         self.title = title
         self.warmup_batches = warmup_batches
-        self.rows = _read_csv(self.run_dir / "history.csv")
-        self.steps = _read_csv(self.run_dir / "steps.csv")
+        self.rows = read_csv_rows(self.run_dir / "history.csv")
+        self.steps = read_csv_rows(self.run_dir / "steps.csv")
         self.timed_steps = 0
         self.timed_seconds = 0.0
 
@@ -307,13 +306,6 @@ def _current_lr(model):
     return float(keras.ops.convert_to_numpy(lr))
 
 
-def _read_csv(path):
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def draw_curves(path, rows, steps, title=""):
     """Training error (thin) and test error (bold) against iterations, as the
     paper's Figure 6 draws them."""
@@ -321,8 +313,6 @@ def draw_curves(path, rows, steps, title=""):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from trainers.common import _tmp_name
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     if steps:
@@ -342,9 +332,6 @@ def draw_curves(path, rows, steps, title=""):
     ax.legend()
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = _tmp_name(pathlib.Path(path))
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path)
 
 

@@ -72,6 +72,29 @@ def write_csv_atomic(path, rows: list[dict]) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
+def read_csv_rows(path) -> list[dict]:
+    """The rows of a CSV file as dicts; [] where the file does not exist."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def save_figure_atomic(fig, path) -> None:
+    """Saves a matplotlib figure under a temporary name, renames it over
+    ``path`` and closes the figure."""
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    tmp = _tmp_name(path)
+    try:
+        fig.savefig(tmp)
+    finally:
+        plt.close(fig)
+    os.replace(tmp, path)
+
+
 def save_model_atomic(model, path) -> None:
     """Saves ``model`` as a ``.keras`` file under a temporary name, then renames.
 

@@ -23,10 +23,10 @@ index and sorted by magnitude (``figure7.png``), with the numbers in
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import pathlib
+import statistics
 import sys
 
 if __package__ in (None, ""):
@@ -34,14 +34,14 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainers.common import PRECISIONS, UserError, load_keras_model, run_main  # noqa: E402
-from trainers.common import write_csv_atomic, write_json_atomic  # noqa: E402
+from trainers.common import PRECISIONS, UserError, load_keras_model, read_csv_rows, run_main  # noqa: E402
+from trainers.common import save_figure_atomic, write_csv_atomic, write_json_atomic  # noqa: E402
 
 
 def _read_json(path: pathlib.Path) -> dict:
     try:
         return json.loads(path.read_text())
-    except ValueError as error:
+    except (OSError, ValueError) as error:
         raise UserError(f"cannot read {path}: {error}") from None
 
 
@@ -92,24 +92,16 @@ def figure6(args) -> dict:
     return {"root": str(root), "runs": {arch: str(d) for arch, d in runs.items()}}
 
 
-def _history(run_dir: pathlib.Path) -> list[dict]:
-    with open(run_dir / "history.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) -> tuple[list, list]:
     """The thin line of Figure 6: training error (%) against iterations, from
     steps.csv (means over the logging interval, smoothed over ``window`` rows)
     where the run has one, else the epoch means of history.csv."""
-    path = run_dir / "steps.csv"
-    if path.exists():
-        with open(path) as f:
-            steps = list(csv.DictReader(f))
-        if steps:
-            errors = [100 * float(r["train_error"]) for r in steps]
-            smoothed = [sum(errors[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1))
-                        for i in range(len(errors))]  # fmt: skip
-            return [int(r["iterations"]) for r in steps], smoothed
+    steps = read_csv_rows(run_dir / "steps.csv")
+    if steps:
+        errors = [100 * float(r["train_error"]) for r in steps]
+        smoothed = [sum(errors[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1))
+                    for i in range(len(errors))]  # fmt: skip
+        return [int(r["iterations"]) for r in steps], smoothed
     return [int(r["iterations"]) for r in rows], [100 * float(r["error"]) for r in rows]
 
 
@@ -123,7 +115,7 @@ def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
     for ax, kind, title in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
         archs = [a for a in runs if a.startswith(kind)]
         for i, arch in enumerate(archs):
-            rows = _history(runs[arch]) if (runs[arch] / "history.csv").exists() else []
+            rows = read_csv_rows(runs[arch] / "history.csv")
             if not rows:
                 continue
             train_its, train_err = _training_curve(runs[arch], rows)
@@ -137,11 +129,8 @@ def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("error (%): training thin, test bold")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path)
 
 
 def table6(args) -> list[dict]:
@@ -153,21 +142,29 @@ def table6(args) -> list[dict]:
     rows = []
     for run_dir in sorted(p.parent for p in root.glob("*/metrics.json")):
         config, metrics = _read_json(run_dir / "config.json"), _read_json(run_dir / "metrics.json")
-        arch = config["arch"]
-        model = resnet_keras.get_model(arch, num_classes=config["data"]["num_classes"],
-                                       input_shape=(config["image_size"],) * 2 + (3,))  # fmt: skip
-        depth = int("".join(c for c in arch if c.isdigit()))
+        history = read_csv_rows(run_dir / "history.csv")
+        try:
+            arch = config["arch"]
+            model = resnet_keras.get_model(arch, num_classes=config["data"]["num_classes"],
+                                           input_shape=(config["image_size"],) * 2 + (3,))  # fmt: skip
+            test_error = 100 * metrics["test_top1_error"]
+            train_error = 100 * float(history[-1]["error"]) if history else None
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserError(f"{run_dir} is not a finished fit.py run ({type(error).__name__}: {error})") from None
+        depth = resnet_keras.resolve_spec(arch).depth
         rows.append({"arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
                      "flops": resnet_keras.count_flops(model), "epochs": config.get("epochs"),
-                     "test_error": 100 * metrics["test_top1_error"],
+                     "train_error": train_error, "test_error": test_error,
                      "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None})  # fmt: skip
     if not rows:
         raise UserError(f"no finished runs under {root}")
     rows.sort(key=lambda r: (not r["arch"].startswith("plain"), r["depth"]))
-    print(f"{'network':12s} {'params':>9s} {'FLOPs':>12s} {'epochs':>6s} {'our error':>9s} {'paper':>6s}")
+    print(f"{'network':12s} {'params':>9s} {'FLOPs':>12s} {'epochs':>6s} {'train err':>9s} {'our error':>9s} {'paper':>6s}")
     for r in rows:
         paper = "" if r["paper_error"] is None else f"{r['paper_error']:.2f}"
-        print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['epochs'] or '':>6} {r['test_error']:8.2f}% {paper:>6s}")
+        train = "" if r["train_error"] is None else f"{r['train_error']:8.2f}%"
+        print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['epochs'] or '':>6} {train:>9s} "
+              f"{r['test_error']:8.2f}% {paper:>6s}")
     write_csv_atomic(root / "table6.csv", rows)
     print(f"written: {root / 'table6.csv'}")
     return rows
@@ -190,18 +187,34 @@ def figure7(args) -> dict:
                      "synthetic": info.synthetic, "layers": list(stds), "std": list(stds.values()),
                      "bn_scale": list(responses.bn_scales(model, list(stds)).values())})  # fmt: skip
         print(f"{config.get('arch')} ({run_dir}): {len(stds)} layers, response std "
-              f"{min(stds.values()):.3f} .. {max(stds.values()):.3f}, mean {sum(stds.values()) / len(stds):.3f}; "
+              f"{min(stds.values()):.3f} .. {max(stds.values()):.3f}, mean {sum(stds.values()) / len(stds):.3f}, "
+              f"median {statistics.median(stds.values()):.3f}; "
               f"BN scale (mean |gamma|) {min(rows[-1]['bn_scale']):.3f} .. {max(rows[-1]['bn_scale']):.3f}")
     if args.out is None:
         from trainers.train import runs_root
 
         args.out = runs_root() / "reproduce"
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"runs": rows}
+    result = {"runs": rows, "residual_vs_plain": _compare_responses(rows)}
+    for c in result["residual_vs_plain"]:
+        print(f"{c['resnet']} has the smaller response at {c['smaller']} of {c['layers']} layer indices than {c['plain']}")
     write_json_atomic(args.out / "figure7.json", result)
     _plot_figure7(rows, args.out / "figure7.png")
     print(f"written: {args.out / 'figure7.png'}, {args.out / 'figure7.json'}")
     return result
+
+
+def _compare_responses(rows: list[dict]) -> list[dict]:
+    """For each depth given both as plainD and resnetD: at how many layer
+    indices the ResNet's response std is the smaller."""
+    by_arch = {row["arch"]: row for row in rows}
+    pairs = []
+    for arch, row in by_arch.items():
+        twin = by_arch.get(str(arch).replace("resnet", "plain", 1)) if str(arch).startswith("resnet") else None
+        if twin is not None and len(twin["std"]) == len(row["std"]):
+            smaller = sum(r < p for r, p in zip(row["std"], twin["std"]))
+            pairs.append({"resnet": arch, "plain": twin["arch"], "smaller": smaller, "layers": len(row["std"])})
+    return pairs
 
 
 def _plot_figure7(rows, path: pathlib.Path) -> None:
@@ -224,10 +237,7 @@ def _plot_figure7(rows, path: pathlib.Path) -> None:
         ax.grid(alpha=0.3)
     by_index.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,8 +274,9 @@ def main(argv=None) -> dict:
         return figure6(args)
     if args.command == "table6":
         return table6(args)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
+    if args.batch_size < 1 or args.max_images < 0:
+        raise UserError(f"--batch-size {args.batch_size} --max-images {args.max_images}; expected a positive "
+                        "batch size and a non-negative number of images")  # fmt: skip
     return figure7(args)
 
 

@@ -36,7 +36,7 @@ if __package__ in (None, ""):
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic  # noqa: E402
-from trainers.common import write_text_atomic  # noqa: E402
+from trainers.common import save_figure_atomic, write_text_atomic  # noqa: E402
 from trainers.compat import make_keras_tuner_saves_atomic  # noqa: E402
 
 FAMILIES = ("cifar", "imagenet")
@@ -306,10 +306,7 @@ def write_results(search_dir: pathlib.Path, rows, title):
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = search_dir / f".pareto.tmp-{os.getpid()}.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, search_dir / "pareto.png")
+    save_figure_atomic(fig, search_dir / "pareto.png")
     return best, front
 
 
