@@ -16,7 +16,7 @@ import zlib
 import keras
 from keras import layers
 
-from resnet_keras.layers import zero_pad_output_shape, zero_pad_shortcut
+from resnet_keras.layers import FusedBatchNormalization, zero_pad_output_shape, zero_pad_shortcut
 
 SHORTCUTS = ("A", "B", "C")
 BOTTLENECK_VERSIONS = ("v1", "v1.5")
@@ -54,8 +54,10 @@ class BlockOptions:
 def bn(options, name, gamma_initializer="ones"):
     """BatchNormalization with the network's settings. ``synchronized_bn``
     computes batch statistics over all replicas of a distribution strategy
-    (Keras' ``synchronized=True``) instead of each replica's share of the batch."""
-    return layers.BatchNormalization(
+    (Keras' ``synchronized=True``) instead of each replica's share of the batch.
+    The layer is :class:`~resnet_keras.layers.FusedBatchNormalization`: Keras'
+    layer computed by TensorFlow's fused kernel where it applies."""
+    return FusedBatchNormalization(
         momentum=options.bn_momentum,
         epsilon=options.bn_epsilon,
         gamma_initializer=gamma_initializer,

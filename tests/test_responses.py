@@ -36,7 +36,7 @@ def test_response_layers_are_the_bns_after_3x3_convolutions(arch, shortcut):
     names = responses.response_layers(model)
     # conv1, then two 3x3 layers in each of the 3 stages' one block; the 1x1 projection's BN is not one.
     assert len(names) == 7 and names[0] == "conv1_bn"
-    assert all(model.get_layer(n).__class__.__name__ == "BatchNormalization" for n in names)
+    assert all(isinstance(model.get_layer(n), keras.layers.BatchNormalization) for n in names)
     assert not any("_0_" in n for n in names)
 
 
