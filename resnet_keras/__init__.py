@@ -8,7 +8,12 @@ loads with ``keras.models.load_model(path)`` in Keras' default safe mode.
 from resnet_keras.applications import copy_applications_weights, from_applications
 from resnet_keras.blocks import BOTTLENECK_VERSIONS, SHORTCUTS
 from resnet_keras.cost import count_flops, count_params
-from resnet_keras.layers import InputNormalization, get_normalization, zero_pad_shortcut
+from resnet_keras.layers import (
+    FusedBatchNormalization,
+    InputNormalization,
+    get_normalization,
+    zero_pad_shortcut,
+)
 from resnet_keras.models import get_model
 from resnet_keras.specs import ARCHITECTURES, PAPER_NUMBERS, ArchSpec, list_models, resolve_spec
 
@@ -28,6 +33,7 @@ __all__ = [
     "PAPER_NUMBERS",
     "SHORTCUTS",
     "ArchSpec",
+    "FusedBatchNormalization",
     "InputNormalization",
     "copy_applications_weights",
     "count_flops",

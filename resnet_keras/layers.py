@@ -19,11 +19,17 @@ def zero_pad_shortcut(x, stride=2, out_channels=None):
     pixel, then append zero channels up to ``out_channels``.
 
     It has no parameters, so a residual net with option A has exactly the
-    parameters of its plain twin (Section 4.2). Strided slicing and padding are
-    TFLite builtins, so models using it convert without Flex ops.
+    parameters of its plain twin (Section 4.2).
+
+    The subsampling is a max pooling with a 1x1 window and stride ``stride``:
+    the same numbers as ``x[:, ::stride, ::stride, :]`` (a 1x1 window selects
+    its one pixel) and the same gradient, but TensorFlow's strided slice and its
+    gradient are generic copies, about 4x slower on a CPU than the pooling
+    kernels (docs/benchmarks.md). Pooling and padding are TFLite builtins, so
+    models using it convert without Flex ops.
     """
     if stride > 1:
-        x = x[:, ::stride, ::stride, :]
+        x = ops.max_pool(x, pool_size=1, strides=stride, padding="valid")
     extra = (out_channels or x.shape[-1]) - x.shape[-1]
     if extra > 0:
         x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
