@@ -153,6 +153,7 @@ def profile(arch, precision, args):
         "op_ms_per_step": 1e3 * total / args.steps,
         "by_op_type": table(by_type),
         "by_layer_kind": table(by_kind),
+        "by_layer": table(by_layer),
     }
     print(f"\n{arch} {precision} batch {batch}: {1e3 * wall:.1f} ms/step wall (profiled), "
           f"{result['op_ms_per_step']:.1f} ms/step of op time")  # fmt: skip
@@ -162,6 +163,10 @@ def profile(arch, precision, args):
         left = f"{types[i]['name']:42s} {types[i]['ms_per_step']:8.2f} {100 * types[i]['share']:5.1f}%" if i < len(types) else " " * 58
         right = f"{kinds[i]['name']:20s} {kinds[i]['ms_per_step']:8.2f} {100 * kinds[i]['share']:5.1f}%" if i < len(kinds) else ""
         print(f"  {left}    {right}")  # fmt: skip
+    if args.top_layers:
+        print(f"  the {args.top_layers} most expensive layers (forward and backward ops):")
+        for row in result["by_layer"][: args.top_layers]:
+            print(f"    {row['name']:40s} {row['ms_per_step']:8.2f} ms {100 * row['share']:5.1f}%")
     return result
 
 
@@ -173,6 +178,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="profiled steps (default 3)")
     p.add_argument("--warmup", type=int, default=3, help="steps before profiling (default 3)")
     p.add_argument("--top", type=int, default=12, help="op types to print (default 12)")
+    p.add_argument("--top-layers", type=int, default=0, help="also print the N most expensive layers")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     for name in ("steps", "warmup", "top", "batch_size"):

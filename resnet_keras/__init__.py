@@ -11,6 +11,7 @@ from resnet_keras.cost import count_flops, count_params
 from resnet_keras.layers import (
     FusedBatchNormalization,
     InputNormalization,
+    MatmulConv2D,
     get_normalization,
     zero_pad_shortcut,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ArchSpec",
     "FusedBatchNormalization",
     "InputNormalization",
+    "MatmulConv2D",
     "copy_applications_weights",
     "count_flops",
     "count_params",

@@ -58,7 +58,7 @@ def copy_applications_weights(source: keras.Model, target: keras.Model, *, head:
         if target_name == _TARGET_HEAD and not head:
             continue
         peer = target_layers.get(target_name)
-        if peer is None or type(peer) is not type(layer):
+        if peer is None or not isinstance(peer, type(layer)):
             raise ValueError(
                 f"target {target.name!r} has no {type(layer).__name__} named {target_name!r} to take "
                 f"source layer {name!r}; is it the same depth, with shortcut 'B' and bottleneck 'v1'?"

@@ -16,7 +16,7 @@ import zlib
 import keras
 from keras import layers
 
-from resnet_keras.layers import FusedBatchNormalization, zero_pad_output_shape, zero_pad_shortcut
+from resnet_keras.layers import FusedBatchNormalization, MatmulConv2D, zero_pad_output_shape, zero_pad_shortcut
 
 SHORTCUTS = ("A", "B", "C")
 BOTTLENECK_VERSIONS = ("v1", "v1.5")
@@ -93,7 +93,9 @@ def conv_bn(x, filters, kernel_size, stride, options, name, relu=True, zero_gamm
         padding = "valid"
     else:
         padding = "same"
-    x = layers.Conv2D(
+    # 1x1 convolutions train as matrix products (MatmulConv2D), the rest are Keras'.
+    conv = MatmulConv2D if kernel_size == 1 else layers.Conv2D
+    x = conv(
         filters,
         kernel_size,
         strides=stride,

@@ -235,3 +235,55 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return tf.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MatmulConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose 1x1 convolutions train as matrix products.
+
+    A 1x1 convolution is a product of the (N*H*W, C_in) pixels by the (C_in,
+    C_out) kernel. In training, on the TensorFlow backend, this layer computes
+    it so (after a 1x1 max pooling of stride ``strides`` when it subsamples,
+    which selects the same pixels as the strided convolution), and its gradients
+    are matrix products too. On CPUs this pays in bf16: oneDNN's backward-weights
+    convolution (``brgconv_bwd_w``) runs 2-4x slower than its forward pass on
+    ResNet-50's 1x1 shapes, the matmuls do not (docs/benchmarks.md). In
+    inference (``training=False``: evaluation, export, TFLite) it is Keras'
+    convolution, unchanged, so converters still fold the following
+    BatchNormalization into it.
+
+    Same constructor, weights (``kernel`` of shape (1, 1, C_in, C_out), ``bias``)
+    and config as ``keras.layers.Conv2D``; every other kernel size, dilation,
+    ``groups``, ``channels_first`` or another backend is Keras' convolution.
+    """
+
+    def _matmul_applies(self, inputs):
+        return (
+            keras.backend.backend() == "tensorflow"
+            and tuple(self.kernel_size) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+            and len(inputs.shape) == 4
+        )
+
+    def call(self, inputs, training=None):
+        if not (training and self._matmul_applies(inputs)):
+            return super().call(inputs)
+        import tensorflow as tf
+
+        x = inputs
+        if tuple(self.strides) != (1, 1):
+            x = ops.max_pool(x, pool_size=1, strides=self.strides, padding="valid")
+        kernel = tf.reshape(self.kernel, (self.kernel.shape[-2], self.filters))
+        y = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel)
+        height, width = x.shape[1], x.shape[2]
+        if height is not None and width is not None:
+            y = tf.reshape(y, (-1, height, width, self.filters))
+        else:
+            y = tf.reshape(y, tf.concat([tf.shape(x)[:3], [self.filters]], axis=0))
+        if self.use_bias:
+            y = tf.nn.bias_add(y, self.bias)
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
