@@ -153,3 +153,29 @@ def test_jpeg_cost_measures_distortion_and_fits_the_runs(tmp_path):
         jpeg_cost.main(["--dataset", "synthetic", "--images", "4", "--runs", runs[0], run("other", 50, 0.3, seed=1)])
     with pytest.raises(UserError, match="not a finished fit.py run"):
         jpeg_cost.main(["--dataset", "synthetic", "--images", "4", "--runs", str(tmp_path)])
+
+
+def test_layer_variants_undo_each_change_and_keep_the_network(tmp_path):
+    from benchmarks import layer_variants
+
+    model = resnet_keras.get_model("resnet50", num_classes=10, input_shape=(64, 64, 3), stage_depths=(1, 1, 1, 1))
+    assert layer_variants.applicable(model) == {"bn", "conv"}
+    assert layer_variants.applicable(resnet_keras.get_model("resnet8", num_classes=10)) == {"bn", "slice"}
+    before = layer_variants.undo(model, {"bn", "conv"})
+    kinds = {type(layer).__name__ for layer in before.layers}
+    assert "FusedBatchNormalization" not in kinds and "MatmulConv2D" not in kinds
+    assert {"BatchNormalization", "Conv2D"} <= kinds
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(before.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+
+    small = resnet_keras.get_model("resnet8", num_classes=10, input_shape=(16, 16, 3))
+    sliced = layer_variants.undo(small, {"slice"})
+    images = images[:, :16, :16]
+    np.testing.assert_array_equal(sliced.predict(images, verbose=0), small.predict(images, verbose=0))
+
+    out = tmp_path / "variants.json"
+    results = layer_variants.main(["--arch", "resnet20", "--precision", "float32", "--batch-size", "2",
+                                   "--rounds", "1", "--steps", "1", "--warmup", "1", "--json", str(out)])  # fmt: skip
+    arch = json.loads(out.read_text())["archs"]["resnet20"]
+    assert set(arch["per_round"]) == {"current|float32", "keras_bn|float32", "strided_slice|float32", "before|float32"}
+    assert arch == json.loads(json.dumps(results["archs"]["resnet20"]))
