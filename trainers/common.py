@@ -146,12 +146,48 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# oneDNN's ONEDNN_MAX_CPU_ISA caps the instruction sets it uses; each value
+# names the best bf16 path it leaves (values as in oneDNN's documentation).
+_ISA_BF16 = {
+    "SSE41": None, "AVX": None, "AVX2": None, "AVX2_VNNI": None, "AVX2_VNNI_2": None,
+    "AVX512_CORE": None, "AVX512_CORE_VNNI": None,
+    "AVX512_CORE_BF16": "avx512_bf16", "AVX10_1_512": "avx512_bf16",
+    "AVX512_CORE_FP16": "avx512_bf16",
+}  # fmt: skip
+
+
+def cpu_bf16_kind(flags=None, environ=None) -> str | None:
+    """The CPU's best bf16 arithmetic, as oneDNN will use it: ``"amx"`` (AMX-BF16
+    tiles), ``"avx512_bf16"`` (AVX-512 BF16 dot products, no AMX) or ``None``
+    (no bf16 instructions: bf16 would be emulated). ``ONEDNN_MAX_CPU_ISA``
+    (or ``DNNL_MAX_CPU_ISA``), when set, caps it as it caps oneDNN."""
+    flags = cpu_flags() if flags is None else set(flags)
+    environ = os.environ if environ is None else environ
+    kind = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
+    cap = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    if kind and cap in _ISA_BF16:
+        capped = _ISA_BF16[cap]
+        kind = None if capped is None else ("avx512_bf16" if kind == "amx" else kind)
+    return kind
+
+
+# What --precision auto picks on a CPU, by its bf16 kind, and why: measured
+# with benchmarks/peer_torch.py (ours, float32 against mixed_bfloat16) on an
+# AMX CPU, and with ONEDNN_MAX_CPU_ISA capping the same CPU to AVX-512 BF16 and
+# to AVX-512 without BF16 (docs/benchmarks.md, "Which precision is fastest").
+CPU_PRECISION_RULE = {
+    "amx": ("mixed_bfloat16", "CPU with AMX-BF16: bf16 measured fastest"),
+    "avx512_bf16": ("mixed_bfloat16", "CPU with AVX-512 BF16 and no AMX: bf16 measured fastest"),
+    None: ("float32", "CPU without bfloat16 instructions: bf16 would be emulated, float32 measured fastest"),
+}
+
+
 def resolve_precision(precision: str) -> tuple[str, str]:
     """The Keras dtype policy for ``--precision``, and why it was chosen.
 
     ``auto``: ``mixed_float16`` on GPUs with tensor cores (compute capability
-    7.0 or more), ``mixed_bfloat16`` on CPUs with AVX-512 BF16 or AMX (measured
-    faster here, docs/training.md), float32 otherwise."""
+    7.0 or more), float32 on other GPUs; on CPUs, by :data:`CPU_PRECISION_RULE`
+    for the CPU's bf16 kind (:func:`cpu_bf16_kind`)."""
     import tensorflow as tf
 
     if precision not in PRECISIONS:
@@ -164,10 +200,7 @@ def resolve_precision(precision: str) -> tuple[str, str]:
         if tuple(capability) >= (7, 0):
             return "mixed_float16", f"GPU with compute capability {capability[0]}.{capability[1]} (tensor cores)"
         return "float32", "GPU without tensor cores"
-    flags = cpu_flags()
-    if flags & {"avx512_bf16", "amx_bf16"}:
-        return "mixed_bfloat16", "CPU with " + " and ".join(sorted(flags & {"avx512_bf16", "amx_bf16"}))
-    return "float32", "CPU without bfloat16 instructions"
+    return CPU_PRECISION_RULE[cpu_bf16_kind()]
 
 
 # -------------------------------------------------------------------- strategy

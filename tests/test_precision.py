@@ -1,0 +1,36 @@
+"""--precision auto on CPUs: the bf16 kind from the CPU's flags, capped by
+ONEDNN_MAX_CPU_ISA as oneDNN caps itself, and the rule docs/benchmarks.md measured."""
+
+import pytest
+
+from trainers import common
+
+AMX = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+AVX512_BF16 = {"avx512f", "avx512_bf16"}
+AVX512 = {"avx512f", "avx2"}
+
+
+@pytest.mark.parametrize(
+    "flags, environ, kind",
+    [(AMX, {}, "amx"), (AVX512_BF16, {}, "avx512_bf16"), (AVX512, {}, None), (set(), {}, None),
+     (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "avx512_bf16"),
+     (AMX, {"ONEDNN_MAX_CPU_ISA": "avx512_core"}, None),
+     (AMX, {"DNNL_MAX_CPU_ISA": "AVX2"}, None),
+     (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "amx"),
+     (AMX, {"ONEDNN_MAX_CPU_ISA": "ALL"}, "amx"),
+     (AVX512, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None)],
+)  # fmt: skip
+def test_bf16_kind_from_flags_and_the_isa_cap(flags, environ, kind):
+    assert common.cpu_bf16_kind(flags, environ) == kind
+
+
+@pytest.mark.parametrize("flags, policy", [(AMX, "mixed_bfloat16"), (AVX512_BF16, "mixed_bfloat16"), (AVX512, "float32")])
+def test_auto_follows_the_rule_on_cpus(monkeypatch, flags, policy):
+    monkeypatch.setattr(common, "cpu_flags", lambda: set(flags))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    chosen, why = common.resolve_precision("auto")
+    assert chosen == policy and why
+    assert common.resolve_precision("float32") == ("float32", "asked for")
+    with pytest.raises(common.UserError, match="expected one of"):
+        common.resolve_precision("bf16")
