@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 import resnet_keras  # noqa: E402
-from benchmarks.model_throughput import describe_cpu  # noqa: E402
+from benchmarks.model_throughput import check_counts, describe_cpu  # noqa: E402
 from resnet_keras.layers import FusedBatchNormalization, MatmulConv2D  # noqa: E402
 from trainers.common import write_json_atomic  # noqa: E402
 
@@ -154,10 +154,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args(argv)
-    for name in ("rounds", "steps", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {value}")
+    check_counts(args, ("rounds", "steps", "batch_size"))
     machine = describe_cpu()
     print(f"keras {keras.__version__}, {machine}", flush=True)
     results = {"machine": machine, "keras": keras.__version__, "archs": {a: run_arch(a, args) for a in args.arch}}

@@ -205,6 +205,14 @@ def describe_cpu():
     return f"{os.cpu_count()} CPUs, {model}" + (f" ({', '.join(extras)})" if extras else "")
 
 
+def check_counts(args, names, minimum=1):
+    """Exits with one line when a count flag (``None`` = its default) is below ``minimum``."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pair", nargs="+", choices=list(PAIRS), default=list(PAIRS), help="which comparisons")
@@ -225,10 +233,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for name in ("rounds", "steps", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {value}")
+    check_counts(args, ("rounds", "steps", "batch_size"))
     machine = describe_cpu()
     print(f"precisions {' '.join(args.precision)}, XLA {' '.join(args.xla)}, keras {keras.__version__}, {machine}")
     results = {

@@ -39,7 +39,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import resnet_keras  # noqa: E402
-from benchmarks.model_throughput import describe_cpu  # noqa: E402
+from benchmarks.model_throughput import check_counts, describe_cpu  # noqa: E402
 from trainers.common import write_json_atomic  # noqa: E402
 
 SETTINGS = {
@@ -181,10 +181,8 @@ def main(argv=None):
     p.add_argument("--top-layers", type=int, default=0, help="also print the N most expensive layers")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    for name in ("steps", "warmup", "top", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "warmup" else 1):
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}, got {value}")
+    check_counts(args, ("steps", "top", "batch_size"))
+    check_counts(args, ("warmup", "top_layers"), minimum=0)
     machine = describe_cpu()
     print(f"keras {keras.__version__}, {machine}")
     results = {"machine": machine, "keras": keras.__version__,

@@ -179,3 +179,23 @@ def test_layer_variants_undo_each_change_and_keep_the_network(tmp_path):
     arch = json.loads(out.read_text())["archs"]["resnet20"]
     assert set(arch["per_round"]) == {"current|float32", "keras_bn|float32", "strided_slice|float32", "before|float32"}
     assert arch == json.loads(json.dumps(results["archs"]["resnet20"]))
+
+
+def test_profile_steps_sums_op_time_by_type_and_layer(tmp_path):
+    from benchmarks import profile_steps
+
+    out = tmp_path / "profile.json"
+    results = profile_steps.main(["--arch", "resnet20", "--precision", "float32", "--batch-size", "4", "--steps", "1",
+                                  "--warmup", "1", "--top-layers", "3", "--json", str(out)])  # fmt: skip
+    profile = json.loads(out.read_text())["profiles"][0]
+    assert profile == json.loads(json.dumps(results["profiles"][0]))
+    types = {row["name"]: row for row in profile["by_op_type"]}
+    assert any("Conv2D" in name for name in types)  # convolutions, forward and backward, are in the trace
+    assert sum(row["share"] for row in profile["by_op_type"]) == pytest.approx(1.0)
+    kinds = {row["name"] for row in profile["by_layer_kind"]}
+    assert {"conv", "batchnorm"} <= kinds
+    assert profile_steps.op_scope("gradient_tape/resnet20_1/conv2_block1_1_bn_1/FusedBatchNormGradV3",
+                                  {"conv2_block1_1_bn"}) == "conv2_block1_1_bn"  # fmt: skip
+    assert profile_steps.layer_kind("conv3_block1_0_zeropad") == "option A shortcut"
+    with pytest.raises(SystemExit, match="--steps must be at least 1"):
+        profile_steps.main(["--steps", "0"])
