@@ -24,9 +24,14 @@ def test_bf16_kind_from_flags_and_the_isa_cap(flags, environ, kind):
     assert common.cpu_bf16_kind(flags, environ) == kind
 
 
-@pytest.mark.parametrize("flags, policy", [(AMX, "mixed_bfloat16"), (AVX512_BF16, "mixed_bfloat16"), (AVX512, "float32")])
-def test_auto_follows_the_rule_on_cpus(monkeypatch, flags, policy):
+@pytest.mark.parametrize(
+    "flags, vendor, policy",
+    [(AMX, "GenuineIntel", "mixed_bfloat16"), (AVX512_BF16, "AuthenticAMD", "mixed_bfloat16"),
+     (AVX512_BF16, "GenuineIntel", "float32"), (AVX512, "AuthenticAMD", "float32"), (set(), "", "float32")],
+)  # fmt: skip
+def test_auto_follows_the_measured_rule_on_cpus(monkeypatch, flags, vendor, policy):
     monkeypatch.setattr(common, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(common, "cpu_vendor", lambda: vendor)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     chosen, why = common.resolve_precision("auto")
@@ -34,3 +39,12 @@ def test_auto_follows_the_rule_on_cpus(monkeypatch, flags, policy):
     assert common.resolve_precision("float32") == ("float32", "asked for")
     with pytest.raises(common.UserError, match="expected one of"):
         common.resolve_precision("bf16")
+
+
+def test_an_isa_cap_below_amx_turns_auto_to_float32_on_this_kind_of_intel_cpu(monkeypatch):
+    monkeypatch.setattr(common, "cpu_flags", lambda: set(AMX))
+    monkeypatch.setattr(common, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert common.resolve_precision("auto")[0] == "float32"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert common.resolve_precision("auto")[0] == "mixed_bfloat16"

@@ -171,23 +171,41 @@ def cpu_bf16_kind(flags=None, environ=None) -> str | None:
     return kind
 
 
-# What --precision auto picks on a CPU, by its bf16 kind, and why: measured
-# with benchmarks/peer_torch.py (ours, float32 against mixed_bfloat16) on an
-# AMX CPU, and with ONEDNN_MAX_CPU_ISA capping the same CPU to AVX-512 BF16 and
-# to AVX-512 without BF16 (docs/benchmarks.md, "Which precision is fastest").
-CPU_PRECISION_RULE = {
-    "amx": ("mixed_bfloat16", "CPU with AMX-BF16: bf16 measured fastest"),
-    "avx512_bf16": ("mixed_bfloat16", "CPU with AVX-512 BF16 and no AMX: bf16 measured fastest"),
-    None: ("float32", "CPU without bfloat16 instructions: bf16 would be emulated, float32 measured fastest"),
-}
+def cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``, ...), or ``""``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_precision(kind, vendor) -> tuple[str, str]:
+    """What ``--precision auto`` picks on a CPU of bf16 ``kind`` and ``vendor``, and
+    why. Measured (docs/benchmarks.md, "Which precision is fastest"): AMX, bf16
+    1.7-1.9x float32; AVX-512 BF16 without AMX on an AMD EPYC, bf16 1.1-1.3x even
+    with Keras' unfused BatchNormalization (issue 15's measurements); AVX-512 BF16
+    without AMX on Intel (an AMX Xeon capped by ONEDNN_MAX_CPU_ISA), bf16
+    0.7-0.9x: oneDNN's bf16 convolutions there run below its float32 ones; no bf16
+    instructions, bf16 emulated and slower still."""
+    if kind == "amx":
+        return "mixed_bfloat16", "CPU with AMX-BF16 (bf16 measured 1.7-1.9x float32)"
+    if kind == "avx512_bf16" and vendor == "AuthenticAMD":
+        return "mixed_bfloat16", "AMD CPU with AVX-512 BF16 (bf16 measured faster than float32)"
+    if kind == "avx512_bf16":
+        return "float32", "CPU with AVX-512 BF16 but no AMX (bf16 measured slower than float32 on Intel)"
+    return "float32", "CPU without bfloat16 instructions (bf16 would be emulated)"
 
 
 def resolve_precision(precision: str) -> tuple[str, str]:
     """The Keras dtype policy for ``--precision``, and why it was chosen.
 
     ``auto``: ``mixed_float16`` on GPUs with tensor cores (compute capability
-    7.0 or more), float32 on other GPUs; on CPUs, by :data:`CPU_PRECISION_RULE`
-    for the CPU's bf16 kind (:func:`cpu_bf16_kind`)."""
+    7.0 or more), float32 on other GPUs; on CPUs, by :func:`cpu_precision` for
+    the CPU's bf16 kind (:func:`cpu_bf16_kind`) and vendor."""
     import tensorflow as tf
 
     if precision not in PRECISIONS:
@@ -200,7 +218,7 @@ def resolve_precision(precision: str) -> tuple[str, str]:
         if tuple(capability) >= (7, 0):
             return "mixed_float16", f"GPU with compute capability {capability[0]}.{capability[1]} (tensor cores)"
         return "float32", "GPU without tensor cores"
-    return CPU_PRECISION_RULE[cpu_bf16_kind()]
+    return cpu_precision(cpu_bf16_kind(), cpu_vendor())
 
 
 # -------------------------------------------------------------------- strategy
