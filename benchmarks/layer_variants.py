@@ -33,11 +33,16 @@ if str(ROOT) not in sys.path:
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import ops  # noqa: E402
 
 import resnet_keras  # noqa: E402
-from benchmarks.model_throughput import check_counts, describe_cpu  # noqa: E402
-from resnet_keras.layers import FusedBatchNormalization, MatmulConv2D  # noqa: E402
+from benchmarks import check_counts  # noqa: E402
+from benchmarks.model_throughput import describe_cpu  # noqa: E402
+from resnet_keras.layers import (  # noqa: E402
+    FusedBatchNormalization,
+    MatmulConv2D,
+    zero_pad_output_shape,
+    zero_pad_shortcut,
+)
 from trainers.common import write_json_atomic  # noqa: E402
 
 SETTINGS = {
@@ -50,13 +55,8 @@ UNDO = {"keras_bn": {"bn"}, "strided_slice": {"slice"}, "conv_1x1": {"conv"}, "b
 
 
 def strided_zero_pad(x, stride=2, out_channels=None):
-    """Option A as it was: strided slicing, then zero channels."""
-    if stride > 1:
-        x = x[:, ::stride, ::stride, :]
-    extra = (out_channels or x.shape[-1]) - x.shape[-1]
-    if extra > 0:
-        x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
-    return x
+    """Option A as it was: strided slicing, then the library's zero channels."""
+    return zero_pad_shortcut(x[:, ::stride, ::stride, :], stride=1, out_channels=out_channels)
 
 
 def undo(model, changes):
@@ -69,7 +69,8 @@ def undo(model, changes):
         if "conv" in changes and isinstance(layer, MatmulConv2D):
             return keras.layers.Conv2D.from_config(config)
         if "slice" in changes and isinstance(layer, keras.layers.Lambda) and layer.name.endswith("_zeropad"):
-            return keras.layers.Lambda(strided_zero_pad, output_shape=layer._output_shape,
+            output_shape = zero_pad_output_shape(layer.input.shape, **layer.arguments)
+            return keras.layers.Lambda(strided_zero_pad, output_shape=output_shape,
                                        arguments=dict(layer.arguments), name=layer.name)  # fmt: skip
         return layer.__class__.from_config(config)
 

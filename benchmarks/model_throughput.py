@@ -45,7 +45,8 @@ import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 import resnet_keras  # noqa: E402
-from trainers.common import write_json_atomic  # noqa: E402
+from benchmarks import check_counts  # noqa: E402
+from trainers.common import cpuinfo, write_json_atomic  # noqa: E402
 
 PAIRS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "steps": 15},
@@ -194,27 +195,11 @@ def run_pair(pair, args):
 
 def describe_cpu():
     """The CPU's model name and the instruction sets that matter for bf16 speed."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
+    info = cpuinfo()
+    model = info.get("model name") or platform.processor() or "unknown CPU"
+    flags = set(info.get("flags", "").split())
     extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return f"{os.cpu_count()} CPUs, {model}" + (f" ({', '.join(extras)})" if extras else "")
-
-
-def check_counts(args, names, minimum=1):
-    """Exits with one line when a count flag (``None`` = its default) is below ``minimum``."""
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < minimum:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least {minimum}, got {value}")
 
 
 def build_parser():

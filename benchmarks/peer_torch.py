@@ -62,6 +62,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import check_counts  # noqa: E402  (standard library only)
+
 # Nothing beyond the standard library at module level: the torch children run
 # this file under an interpreter that has neither TensorFlow nor this project.
 
@@ -522,10 +524,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for name in ("rounds", "steps", "warmup", "batch_size", "ceiling_matmul"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {value}")
+    check_counts(args, ("rounds", "steps", "warmup", "batch_size", "ceiling_matmul"))
     if min(args.ceiling_conv) < 1:
         raise SystemExit(f"error: --ceiling-conv values must be at least 1, got {args.ceiling_conv}")
     if args.child:

@@ -39,7 +39,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import resnet_keras  # noqa: E402
-from benchmarks.model_throughput import check_counts, describe_cpu  # noqa: E402
+from benchmarks import check_counts  # noqa: E402
+from benchmarks.model_throughput import describe_cpu  # noqa: E402
 from trainers.common import write_json_atomic  # noqa: E402
 
 SETTINGS = {
@@ -86,7 +87,7 @@ def parse_trace(logdir, layer_names):
 
     files = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
     if not files:
-        raise RuntimeError(f"the profiler wrote no trace under {logdir}")
+        raise SystemExit(f"error: TensorFlow's profiler wrote no trace (*.xplane.pb) under {logdir}")
     space = xplane_pb2.XSpace()
     space.ParseFromString(pathlib.Path(files[-1]).read_bytes())
     by_type, by_layer = collections.Counter(), collections.Counter()

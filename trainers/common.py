@@ -135,15 +135,23 @@ def load_keras_model(path):
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
-def cpu_flags() -> set[str]:
+def cpuinfo() -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo (``{}`` where it cannot be read)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    return set(cpuinfo().get("flags", "").split())
 
 
 # oneDNN's ONEDNN_MAX_CPU_ISA caps the instruction sets it uses; each value
@@ -173,26 +181,19 @@ def cpu_bf16_kind(flags=None, environ=None) -> str | None:
 
 def cpu_vendor() -> str:
     """``vendor_id`` of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``, ...), or ``""``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo().get("vendor_id", "")
 
 
 def cpu_precision(kind, vendor) -> tuple[str, str]:
     """What ``--precision auto`` picks on a CPU of bf16 ``kind`` and ``vendor``, and
     why. Measured (docs/benchmarks.md, "Which precision is fastest"): AMX, bf16
-    1.7-1.9x float32; AVX-512 BF16 without AMX on an AMD EPYC, bf16 1.1-1.3x even
+    1.7-1.8x float32; AVX-512 BF16 without AMX on an AMD EPYC, bf16 1.1-1.3x even
     with Keras' unfused BatchNormalization (issue 15's measurements); AVX-512 BF16
     without AMX on Intel (an AMX Xeon capped by ONEDNN_MAX_CPU_ISA), bf16
     0.7-0.9x: oneDNN's bf16 convolutions there run below its float32 ones; no bf16
     instructions, bf16 emulated and slower still."""
     if kind == "amx":
-        return "mixed_bfloat16", "CPU with AMX-BF16 (bf16 measured 1.7-1.9x float32)"
+        return "mixed_bfloat16", "CPU with AMX-BF16 (bf16 measured 1.7-1.8x float32)"
     if kind == "avx512_bf16" and vendor == "AuthenticAMD":
         return "mixed_bfloat16", "AMD CPU with AVX-512 BF16 (bf16 measured faster than float32)"
     if kind == "avx512_bf16":
