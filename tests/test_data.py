@@ -115,11 +115,50 @@ def test_imagenet_scale_range_and_colour_noise():
     assert np.all(np.abs(shifts.mean(axis=0)) < 1.0)
 
 
-@pytest.mark.parametrize("name, classes", [("imagenette/160px-v2", 10), ("imagenet2012", 1000)])
-def test_imagenet_style_pipeline_on_tfds_mock_data(name, classes):
+def test_random_resized_crop_takes_35_to_100_percent_at_3_4_to_4_3():
+    """Pixels that encode their own row and column show which box was cut."""
+    rows, cols = np.meshgrid(np.arange(100), np.arange(160), indexing="ij")
+    image = tf.constant(np.stack([rows * 2, cols * 1.5, np.zeros_like(rows)], -1).astype(np.uint8))
+    areas, flips = [], 0
+    for index in range(60):
+        out = data.train_view(image, index, 3, "imagenet", 32, augment="rrc").numpy()
+        assert out.shape == (32, 32, 3) and out.dtype == np.float32
+        np.testing.assert_array_equal(out, data.train_view(image, index, 3, "imagenet", 32, augment="rrc"))
+        # The box's height and width in source pixels, from the extreme rows and columns.
+        h = (out[..., 0].max() - out[..., 0].min()) / 2 + 1
+        w = (out[..., 1].max() - out[..., 1].min()) / 1.5 + 1
+        areas.append(h * w / (100 * 160))
+        assert 0.75 * 0.9 <= w / h <= 4 / 3 * 1.1, (index, h, w)
+        flips += out[0, 0, 1] > out[0, -1, 1]  # columns decreasing: mirrored
+    assert 0.35 * 0.9 <= min(areas) and max(areas) <= 1.0 + 1e-6
+    assert max(areas) - min(areas) > 0.3  # the area varies from crop to crop
+    assert 15 <= flips <= 45
+    with pytest.raises(ValueError, match="augment"):
+        data.train_view(image, 0, 3, "imagenet", 32, augment="mixup")
+
+
+def test_decoded_size_estimate_decides_the_in_memory_cache():
+    from types import SimpleNamespace
+
+    def builder(shape, num_bytes=0, examples=0):
+        split = SimpleNamespace(num_bytes=num_bytes, num_examples=examples)
+        return SimpleNamespace(info=SimpleNamespace(features={"image": SimpleNamespace(shape=shape)},
+                                                    splits={"train": split}))  # fmt: skip
+
+    assert data.decoded_bytes(builder((32, 32, 3)), 50_000) == 50_000 * 32 * 32 * 3
+    # Imagenette 160 px: 75.7 MB of JPEG for 9,469 images -> about 1.2 GB estimated, cached.
+    imagenette = builder((None, None, 3), 75_662_887, 9469)
+    assert 1.1e9 < data.decoded_bytes(imagenette, 9469) < data.CACHE_LIMIT_BYTES
+    # ImageNet (about 140 GB of JPEG): not cached; nothing known: not cached.
+    assert data.decoded_bytes(builder((None, None, 3), 140 * 10**9, 1_281_167), 1_281_167) > data.CACHE_LIMIT_BYTES
+    assert data.decoded_bytes(builder((None, None, 3)), 10) == float("inf")
+
+
+@pytest.mark.parametrize("name, classes, augment", [("imagenette/160px-v2", 10, "rrc"), ("imagenet2012", 1000, "scale")])
+def test_imagenet_style_pipeline_on_tfds_mock_data(name, classes, augment):
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
         info = _info(name, "imagenet", 64, classes, train=6, test=6)
-        images, labels = next(iter(data.train_pipeline(info, batch_size=3, seed=0)))
+        images, labels = next(iter(data.train_pipeline(info, batch_size=3, seed=0, augment=augment)))
         assert images.shape == (3, 64, 64, 3) and images.dtype == tf.float32
         assert 0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255
         assert labels.dtype == tf.int64 and all(0 <= int(y) < classes for y in labels)

@@ -238,7 +238,7 @@ def test_evaluate_refuses_corrupt_and_missing_models(tmp_path, finished_run):
 
 def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop(tmp_path, capsys):
     """ResNet-18 at 64x64 on synthetic images through the ImageNet-style
-    pipeline (scale, crop, flip, colour), with the plateau schedule."""
+    pipeline (scale, crop, flip, colour), with the ImageNet paper recipe shortened."""
     run_dir = tmp_path / "run"
     code, _, err = _fit(
         ["--arch", "resnet18", "--dataset", "synthetic", "--image-size", "64", "--synthetic-train", "64",
@@ -247,9 +247,18 @@ def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop
     )  # fmt: skip
     assert code == 0, err[-3000:]
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["family"] == "imagenet" and config["schedule"]["kind"] == "plateau"
-    assert config["schedule"]["lr"] == pytest.approx(0.1 * 16 / 256)
+    # Shortened from 120 epochs: the plateau rule becomes the paper's milestones.
+    schedule = config["schedule"]
+    assert config["family"] == "imagenet" and schedule["kind"] == "step" and schedule["shortened_from"] == "plateau"
+    assert schedule["boundaries"] == [2, 4] and schedule["augment"] == "scale"
+    assert schedule["lr"] == pytest.approx(0.1 * 16 / 256)
     assert json.loads((run_dir / "metrics.json").read_text())["iterations"] == 8
     result = evaluate.main([str(run_dir), "--ten-crop", "--batch-size", "32"])
     assert result["view"] == "10-crop" and result["images"] == 1024
     assert (run_dir / "eval-final-test-10crop.json").exists()
+    both = evaluate.main([str(run_dir), "--all-views", "--batch-size", "32"])
+    assert set(both["views"]) == {"centre crop", "10-crop"}
+    assert both["views"]["10-crop"] == {k: result[k] for k in ("images", "top1_error", "top5_error")}
+    assert json.loads((run_dir / "eval-final-test-views.json").read_text()) == both
+    out = capsys.readouterr().out
+    assert "centre crop at 64px" in out and "10-crop at 64px" in out

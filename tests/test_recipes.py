@@ -101,8 +101,44 @@ def test_fast_recipe_warms_up_then_decays_by_cosine_to_zero():
     # Shorter runs keep the shape; another batch scales the peak.
     s = recipes.resolve_schedule(recipe, batch_size=256, steps_per_epoch=195, epochs=3)
     assert s["total_steps"] == 585 and s["warmup_steps"] == 39 and s["lr"] == 0.4
-    with pytest.raises(UserError, match="CIFAR networks only"):
-        recipes.get_recipe("fast", "imagenet", 50)
+    with pytest.raises(UserError, match="ImageNet networks only"):
+        recipes.resolve_schedule(recipe, batch_size=128, steps_per_epoch=390, augment="rrc")
+
+
+def test_fast_imagenet_recipe_for_short_runs():
+    """Imagenette: 147 steps of batch 64 per epoch; 5 epochs of a 20-epoch recipe."""
+    recipe = recipes.get_recipe("fast", "imagenet", 34)
+    s = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, epochs=5)
+    assert s["kind"] == "cosine" and s["total_steps"] == 735 and s["warmup_steps"] == round(147 * 5 / 20)
+    assert s["augment"] == "rrc" and s["label_smoothing"] == 0.1 and s["nesterov"]
+    assert s["weight_decay"] == 5e-5 and s["weight_decay_on"] == "kernels"
+    lr = recipes.learning_rate(s)
+    np.testing.assert_allclose(float(lr(s["warmup_steps"])), recipes.FAST_IMAGENET_LR, rtol=1e-5)
+    assert float(lr(735)) < 1e-6
+    full = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147)
+    assert full["total_steps"] == 20 * 147 and full["warmup_steps"] == 147
+    # Overrides: the paper's augmentation, no smoothing; bad values are refused.
+    s = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, augment="scale", label_smoothing=0.0)
+    assert s["augment"] == "scale" and s["label_smoothing"] == 0.0
+    for kwargs, match in (({"augment": "mixup"}, "--augment 'mixup'"), ({"label_smoothing": 1.0}, "--label-smoothing")):
+        with pytest.raises(UserError, match=match):
+            recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, **kwargs)
+    assert "random-resized crops" in recipes.describe_schedule(s.copy() | {"augment": "rrc"})
+
+
+def test_shortened_imagenet_paper_recipe_steps_at_the_papers_milestones():
+    """Below its 120 epochs the plateau rule becomes drops at 25% and 50% of
+    the run (Figure 4's drops near 15e4 and 30e4 of 60e4 iterations)."""
+    s = _schedule(34, "imagenet", steps_per_epoch=36, epochs=20)
+    assert s["kind"] == "step" and s["shortened_from"] == "plateau" and s["total_steps"] == 720
+    assert s["boundaries"] == [180, 360]
+    np.testing.assert_allclose(s["values"], [0.1, 0.01, 0.001])
+    lr = recipes.learning_rate(s)
+    np.testing.assert_allclose([float(lr(179)), float(lr(181)), float(lr(361))], [0.1, 0.01, 0.001], rtol=1e-6)
+    assert "25% and 50%" in recipes.describe_schedule(s)
+    # At its full length (or longer) it stays the plateau rule.
+    assert _schedule(34, "imagenet", steps_per_epoch=36, epochs=120)["kind"] == "plateau"
+    assert _schedule(34, "imagenet", steps_per_epoch=36)["augment"] == "scale"
 
 
 def test_kernels_only_weight_decay_leaves_vectors_alone():

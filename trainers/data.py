@@ -27,6 +27,11 @@ AUTOTUNE = tf.data.AUTOTUNE
 # autotuner off, unless this is set to True (the benchmark compares both).
 USE_AUTOTUNE = False
 PREFETCH_BATCHES = 2
+# Threads one op of the input pipeline may use (0: TensorFlow's default, the
+# shared intra-op pool that the training step's kernels also use). With 1 the
+# pipeline's ops stop queueing work in front of the step's: fit.py end to end
+# went from 0.914 to 0.959 of model-only steps (docs/benchmarks.md).
+PIPELINE_INTRA_OP_THREADS = 1
 # CIFAR-style augmentation on whole batches (random draws still per element).
 BATCHED_CIFAR_AUGMENTATION = True
 
@@ -40,13 +45,16 @@ def _prefetch():
 
 
 def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """The last step of every pipeline: prefetch, and the autotuner's setting."""
+    """The last step of every pipeline: prefetch, the autotuner's setting, and
+    (``PIPELINE_INTRA_OP_THREADS``) how many threads each of the pipeline's ops
+    may use."""
     ds = ds.prefetch(_prefetch())
+    options = tf.data.Options()
     if not USE_AUTOTUNE:
-        options = tf.data.Options()
         options.autotune.enabled = False
-        ds = ds.with_options(options)
-    return ds
+    if PIPELINE_INTRA_OP_THREADS:
+        options.threading.max_intra_op_parallelism = PIPELINE_INTRA_OP_THREADS
+    return ds.with_options(options)
 
 # AlexNet-style "PCA" colour augmentation (Krizhevsky et al. 2012), with the
 # eigenvalues and eigenvectors of ImageNet RGB pixels in [0, 1] as published
@@ -62,6 +70,9 @@ SCALE_RANGE = (256, 480)
 EVAL_RESIZE = 256
 # Decoded images are cached in memory when they fit in this many bytes.
 CACHE_LIMIT_BYTES = 4 * 2**30
+# Decoded RGB over JPEG bytes: about 13 for Imagenette's 160 px photographs
+# (76 MB of JPEG, 1.0 GB decoded); 16 leaves a margin.
+JPEG_EXPANSION = 16
 
 
 @dataclasses.dataclass
@@ -263,10 +274,26 @@ def _source(info: DataInfo, which: str, seed: int):
     if info.jpeg_quality is not None:
         decode = functools.partial(_decode_recompressed, quality=info.jpeg_quality)
     count = {"train": info.num_train, "val": info.num_val, "test": info.num_test}[which]
-    image_shape = tfds.builder(info.name, data_dir=info.data_dir).info.features["image"].shape
-    if None not in image_shape and count * math.prod(image_shape) <= CACHE_LIMIT_BYTES:
+    builder = tfds.builder(info.name, data_dir=info.data_dir)
+    if decoded_bytes(builder, count) <= CACHE_LIMIT_BYTES:
         return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
     return ds, decode
+
+
+def decoded_bytes(builder, count: int) -> float:
+    """An upper estimate of ``count`` decoded images of a TFDS dataset: exact
+    for a fixed image shape; for images of varying size (Imagenette, ImageNet),
+    ``JPEG_EXPANSION`` times the encoded bytes per image of its train split."""
+    shape = builder.info.features["image"].shape
+    if None not in shape:
+        return count * math.prod(shape)
+    try:
+        split = builder.info.splits["train"]
+    except KeyError:  # no split information (TFDS' mock data)
+        return math.inf
+    if not split.num_examples or not split.num_bytes:
+        return math.inf
+    return count * JPEG_EXPANSION * split.num_bytes / split.num_examples
 
 
 def _recompress_pair(image, label, quality):
@@ -302,19 +329,28 @@ def scale_range(image_size: int) -> tuple[int, int]:
     return _scaled(SCALE_RANGE[0], image_size), _scaled(SCALE_RANGE[1], image_size)
 
 
-def train_view(image, index, seed, style, image_size):
-    """The paper's training augmentation, as float32 pixels in [0, 255].
+def train_view(image, index, seed, style, image_size, augment="scale"):
+    """The training augmentation, as float32 pixels in [0, 255].
 
     cifar: pad 4 pixels on every side (zeros), random crop back to the image
     size, random horizontal flip (Section 4.2).
-    imagenet: shorter side random in [256, 480] (scaled by image_size / 224),
-    random image_size crop, random flip, PCA colour noise (Section 3.4)."""
+    imagenet, ``augment="scale"`` (the paper's): shorter side random in
+    [256, 480] (scaled by image_size / 224), random image_size crop, random
+    flip, PCA colour noise (Section 3.4).
+    imagenet, ``augment="rrc"`` (not the paper's): a random crop of 35-100% of
+    the image's area and aspect ratio in [3/4, 4/3], resized to image_size,
+    random flip."""
     crop_seed, flip_seed, scale_seed, colour_seed = tf.unstack(_seeds(seed, index, 4))
     if style == "cifar":
         image = tf.image.resize_with_crop_or_pad(image, image_size + 8, image_size + 8)
         image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
         return tf.cast(image, tf.float32)
+    if augment == "rrc":
+        image = random_resized_crop(image, image_size, crop_seed)
+        return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    if augment != "scale":
+        raise ValueError(f"augment {augment!r}; expected 'scale' or 'rrc'")
     low, high = scale_range(image_size)
     shorter = tf.random.stateless_uniform([], scale_seed, minval=low, maxval=high + 1, dtype=tf.int32)
     image = _resize_shorter(image, shorter)
@@ -323,6 +359,24 @@ def train_view(image, index, seed, style, image_size):
     alpha = tf.random.stateless_normal([3], colour_seed, stddev=PCA_STD)
     shift = tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * PCA_EIGVAL) * 255.0
     return tf.clip_by_value(image + shift, 0.0, 255.0)
+
+
+RRC_AREA = (0.35, 1.0)
+RRC_ASPECT = (3 / 4, 4 / 3)
+
+
+def random_resized_crop(image, image_size, seed):
+    """A box of ``RRC_AREA`` of the image's area and aspect ratio in
+    ``RRC_ASPECT`` (the whole image when ten draws all fail), resized to
+    ``image_size`` square: float32."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+        min_object_covered=0.0, aspect_ratio_range=RRC_ASPECT, area_range=RRC_AREA, max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )  # fmt: skip
+    crop = tf.slice(image, begin, size)
+    crop = tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size], method="bilinear", antialias=True)
+    return tf.ensure_shape(crop, [image_size, image_size, 3])
 
 
 def eval_view(image, style, image_size):
@@ -356,7 +410,7 @@ def ten_crop_views(image, image_size):
 
 # ----------------------------------------------------------------- pipelines
 def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1),
-                   chunks: int = 1) -> tf.data.Dataset:
+                   chunks: int = 1, augment: str = "scale") -> tf.data.Dataset:
     """Endless shuffled, augmented, batched training data.
 
     Under a strategy with several replicas, build it inside
@@ -396,7 +450,7 @@ def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int,
 
     def view(i, example):
         image, label = decode(example)
-        return train_view(image, i, seed, info.style, info.image_size), label
+        return train_view(image, i, seed, info.style, info.image_size, augment), label
 
     ds = ds.map(view, num_parallel_calls=_parallel())
     return _finish(ds.batch(batch_size, drop_remainder=True))
@@ -454,7 +508,7 @@ def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarra
     return total / count
 
 
-def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: int):
+def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: int, augment: str = "scale"):
     """Training data for ``strategy``: the plain pipeline with one replica;
     otherwise one pipeline per input worker (its own shard, see
     :func:`train_pipeline`), built fresh by
@@ -463,13 +517,13 @@ def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: in
     it, which re-creates the shuffle's seed generator: the order of the images
     would then depend on the strategy.)"""
     if strategy.num_replicas_in_sync == 1:
-        return train_pipeline(info, global_batch, seed)
+        return train_pipeline(info, global_batch, seed, augment=augment)
     replicas = strategy.num_replicas_in_sync
 
     def dataset_fn(context):
         return train_pipeline(
             info, context.get_per_replica_batch_size(global_batch), seed,
-            shard=(context.input_pipeline_id, context.num_input_pipelines), chunks=replicas,
+            shard=(context.input_pipeline_id, context.num_input_pipelines), chunks=replicas, augment=augment,
         )  # fmt: skip
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -3,10 +3,16 @@
     python trainers/evaluate.py saved_models/resnet20-cifar10-20261124-101500
     python trainers/evaluate.py RUN_DIR --which best
     python trainers/evaluate.py model.keras --dataset imagenette/160px-v2 --ten-crop
+    python trainers/evaluate.py RUN_DIR --all-views     # centre crop and 10-crop side by side
 
 A run directory supplies the dataset, image size and seed from its config.json
 (the synthetic dataset included); a bare .keras file needs --dataset. Results
-are printed and written as JSON (default: RUN_DIR/eval-<which>-<split>[-10crop].json).
+are printed and written as JSON (default: RUN_DIR/eval-<which>-<split>[-10crop|-views].json).
+
+Views: the single centre crop at the training size (CIFAR: the image itself),
+which is what fast.ai's Imagenette leaderboard reports, and the paper's 10-crop
+(Tables 2-4): four corners and the centre of the image resized to shorter side
+256 (scaled to the training size), and their flips, softmax averaged.
 """
 
 from __future__ import annotations
@@ -37,15 +43,14 @@ def build_parser():
     p.add_argument("--ten-crop", action="store_true",
                    help="average the softmax over the paper's 10 crops (corners, centre, flips) of the image "
                    "resized to shorter side 256 (scaled to the model's input size)")
+    p.add_argument("--all-views", action="store_true",
+                   help="report the centre crop (or CIFAR's original view) and the 10-crop side by side")
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     p.add_argument("--output", help="JSON file to write (default: in the run directory, or next to the model)")
     return p
 
 
 def evaluate(args) -> dict:
-    import keras
-    import numpy as np
-
     from trainers import data as data_lib
 
     target = pathlib.Path(args.model).expanduser().resolve()
@@ -82,13 +87,54 @@ def evaluate(args) -> dict:
         raise UserError(f"the model has {model.output_shape[-1]} outputs but {dataset!r} has {info.num_classes} classes")
 
     k = min(5, info.num_classes)
-    top1 = topk = count = 0
-    if args.ten_crop:
-        ds = data_lib.ten_crop_pipeline(info, args.split, args.batch_size)
+    if args.ten_crop and args.all_views:
+        raise UserError("give --ten-crop or --all-views, not both")
+    single = "original" if info.style == "cifar" else "centre crop"
+    views = [single, "10-crop"] if args.all_views else ["10-crop" if args.ten_crop else single]
+    scores = {}
+    for view in views:
+        if view == "10-crop":
+            ds = data_lib.ten_crop_pipeline(info, args.split, args.batch_size)
+        else:
+            ds = data_lib.eval_pipeline(info, args.split, args.batch_size, seed=config.get("seed", 0))
+        top1, topk, count = _score(model, ds, ten_crop=view == "10-crop", k=k)
+        if count == 0:
+            raise UserError(f"the {args.split} split of {dataset!r} is empty")
+        scores[view] = {"images": count, "top1_error": 1 - top1 / count, f"top{k}_error": 1 - topk / count}
+    result = {
+        "model": str(model_path),
+        "dataset": info.name,
+        "synthetic": info.synthetic,
+        "split": info.test_split if args.split == "test" else "val",
+        "image_size": image_size,
+    }
+    if args.all_views:
+        result["views"] = scores
     else:
-        ds = data_lib.eval_pipeline(info, args.split, args.batch_size, seed=config.get("seed", 0))
+        result.update(view=views[0], **scores[views[0]])
+    suffix = "-views" if args.all_views else "-10crop" if args.ten_crop else ""
+    name = f"eval-{args.which if config else model_path.stem}-{args.split}{suffix}.json"
+    output = pathlib.Path(args.output) if args.output else out_dir / name
+    write_json_atomic(output, result)
+    tag = " [SYNTHETIC DATA]" if info.synthetic else ""
+    for view, score in scores.items():
+        print(
+            f"{model_path.name} on {info.name} {result['split']} ({view} at {image_size}px, {score['images']} "
+            f"images){tag}: top-1 error {100 * score['top1_error']:.2f}% (accuracy "
+            f"{100 * (1 - score['top1_error']):.2f}%), top-{k} error {100 * score[f'top{k}_error']:.2f}%"
+        )  # fmt: skip
+    print(f"written: {output}")
+    return result
+
+
+def _score(model, ds, *, ten_crop: bool, k: int) -> tuple[int, int, int]:
+    """Top-1 hits, top-k hits and images of ``model`` on ``ds``."""
+    import keras
+    import numpy as np
+
+    top1 = topk = count = 0
     for images, labels in ds.as_numpy_iterator():
-        if args.ten_crop:
+        if ten_crop:
             n = images.shape[0]
             logits = model.predict_on_batch(images.reshape((-1,) + images.shape[2:]))
             probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits)).reshape(n, 10, -1).mean(axis=1)
@@ -98,28 +144,7 @@ def evaluate(args) -> dict:
         top1 += int(np.sum(ranked[:, 0] == labels))
         topk += int(np.sum(np.any(ranked == labels[:, None], axis=-1)))
         count += len(labels)
-    if count == 0:
-        raise UserError(f"the {args.split} split of {dataset!r} is empty")
-    result = {
-        "model": str(model_path),
-        "dataset": info.name,
-        "synthetic": info.synthetic,
-        "split": info.test_split if args.split == "test" else "val",
-        "view": "10-crop" if args.ten_crop else ("original" if info.style == "cifar" else "centre crop"),
-        "images": count,
-        "top1_error": 1 - top1 / count,
-        f"top{k}_error": 1 - topk / count,
-    }
-    name = f"eval-{args.which if config else model_path.stem}-{args.split}{'-10crop' if args.ten_crop else ''}.json"
-    output = pathlib.Path(args.output) if args.output else out_dir / name
-    write_json_atomic(output, result)
-    tag = " [SYNTHETIC DATA]" if info.synthetic else ""
-    print(
-        f"{model_path.name} on {info.name} {result['split']} ({result['view']}, {count} images){tag}: "
-        f"top-1 error {100 * result['top1_error']:.2f}%, top-{k} error {100 * result[f'top{k}_error']:.2f}%"
-    )
-    print(f"written: {output}")
-    return result
+    return top1, topk, count
 
 
 def main(argv=None):

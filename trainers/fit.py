@@ -3,6 +3,7 @@
     python trainers/fit.py --arch resnet20 --dataset synthetic --epochs 3
     python trainers/fit.py --arch resnet20 --data-dir ../shared/tensorflow_datasets --epochs 3
     python trainers/fit.py --arch resnet34            # imagenette/160px-v2, paper recipe
+    python trainers/fit.py --arch resnet34 --recipe fast --image-size 128 --epochs 5
 
 The run directory (default saved_models/<arch>-<dataset>-<timestamp>/) gets
 model.keras, best.keras, config.json, history.csv, steps.csv, metrics.json,
@@ -23,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import resnet_keras  # noqa: E402
 from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu  # noqa: E402
-from trainers.recipes import RECIPES  # noqa: E402
+from trainers.recipes import AUGMENTS, RECIPES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="paper", choices=RECIPES, help="training recipe (default: paper)")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's, scaled to the batch)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay, Caffe meaning (default: recipe's, 1e-4)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default: the "
+                   "recipe's, 0 paper, 0.1 fast ImageNet)")
+    p.add_argument("--augment", choices=AUGMENTS, help="ImageNet networks' training crops: scale (the paper's "
+                   "shorter side in [256, 480], scaled) or rrc (random-resized crops); default: the recipe's")
     p.add_argument("--shortcut", choices=("A", "B", "C"), help="shortcut option (default A CIFAR, B ImageNet)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 on CPUs with "

@@ -6,15 +6,26 @@ momentum update, which is not Keras' decoupled ``weight_decay``), batch 128,
 learning rate 0.1 divided by 10 at 32k and 48k iterations, 64k iterations; for
 ResNet-110 and deeper a warm-up at 0.01 for the first 400 iterations.
 ImageNet: batch 256, learning rate 0.1 divided by 10 when the validation error
-plateaus, 60e4 iterations of batch 256 (120 epochs of ImageNet's 1.28M images).
+plateaus, 60e4 iterations of batch 256 (120 epochs of ImageNet's 1.28M images),
+the scale augmentation. Shortened (``--epochs``/``--steps`` below its 120
+epochs), the plateau rule becomes the step milestones the paper's runs ended
+up with: the drops of its Figure 4 fall near 15e4 and 30e4 of 60e4 iterations,
+so at 25% and 50% of the run's length. A patience scaled with the length would
+be 0 epochs below 24 epochs, and the plateau rule reads the validation split,
+which here is the split reported.
 
-``fast`` (CIFAR only, *not the paper's*): 30 epochs of batch 128, SGD with
+``fast`` (*not the paper's*). CIFAR: 30 epochs of batch 128, SGD with
 Nesterov momentum 0.9, a linear warm-up over 2 epochs to 0.2 then cosine decay
 to 0, weight decay 5e-4 (Caffe meaning) on convolution and dense kernels only
 (not on BN scales and offsets or biases). Label smoothing and a zero-initialized
 last BN per residual branch (Goyal et al. 2017) are supported by the Recipe but
 off: with them ResNet-20 underfit in 30 epochs. Its measured accuracy and wall
-time are in docs/benchmarks.md.
+time are in docs/benchmarks.md. ImageNet family (for short runs at 128 px on
+Imagenette; docs/imagenet.md has what was measured): 20 epochs of batch 64,
+SGD with Nesterov momentum 0.9, a linear warm-up over 1 epoch (scaled with the
+length) then cosine decay to 0, weight decay 5e-5 on kernels, label smoothing
+0.1, random-resized crops (area 35-100%, aspect 3/4-4/3) instead of the scale
+augmentation.
 """
 
 from __future__ import annotations
@@ -27,6 +38,10 @@ import keras
 from trainers.common import UserError
 
 RECIPES = ("paper", "fast")
+AUGMENTS = ("scale", "rrc")
+FAST_IMAGENET_LR = 0.2
+AUGMENT_NAMES = {"scale": "scale (shorter side in [256, 480] for 224, scaled; crop, flip, PCA colour)",
+                 "rrc": "random-resized crops (area 35-100%, aspect 3/4-4/3; flip)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +67,12 @@ class Recipe:
     label_smoothing: float = 0.0
     decay_kernels_only: bool = False  # weight decay on conv/dense kernels only
     zero_init_residual: bool = False  # the last BN of each residual branch starts at gamma = 0
+    # ImageNet family: "scale" (the paper's shorter side in [256, 480], scaled)
+    # or "rrc" (random-resized crops); None for CIFAR (pad, crop, flip).
+    augment: str | None = None
+    # "plateau" schedules shortened below the recipe's length: step milestones
+    # at these fractions of the run.
+    shortened_milestones: tuple[float, ...] = ()
 
 
 def paper_recipe(family: str, depth: int) -> Recipe:
@@ -65,13 +86,17 @@ def paper_recipe(family: str, depth: int) -> Recipe:
     # The paper gives no patience; 5 epochs is a common reading of "plateaus".
     return Recipe(
         name="paper", batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="plateau",
-        total_epochs=120, plateau_patience=5,
+        total_epochs=120, plateau_patience=5, augment="scale", shortened_milestones=(0.25, 0.5),
     )  # fmt: skip
 
 
 def fast_recipe(family: str, depth: int) -> Recipe:
     if family != "cifar":
-        raise UserError("--recipe fast is defined (and measured) for the CIFAR networks only; use --recipe paper")
+        return Recipe(
+            name="fast", batch_size=64, lr=FAST_IMAGENET_LR, momentum=0.9, weight_decay=5e-5, schedule="cosine",
+            total_epochs=20, warmup_epochs=1, warmup_lr=0.1, nesterov=True, label_smoothing=0.1,
+            decay_kernels_only=True, augment="rrc",
+        )  # fmt: skip
     return Recipe(
         name="fast", batch_size=128, lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="cosine", total_epochs=30,
         warmup_epochs=2, warmup_lr=0.1, nesterov=True, label_smoothing=0.0, decay_kernels_only=True,
@@ -88,13 +113,16 @@ def get_recipe(name: str, family: str, depth: int) -> Recipe:
 
 
 def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, epochs=None, steps=None,
-                     lr=None, weight_decay=None) -> dict:
+                     lr=None, weight_decay=None, label_smoothing=None, augment=None) -> dict:
     """The run's concrete schedule, in iterations of the run's batch.
 
     The recipe's length is kept in epochs when the batch differs from the
     recipe's, and the learning rate scales linearly with the batch (Goyal et
     al. 2017) unless ``lr`` is given. ``epochs`` or ``steps`` shortens (or
-    lengthens) the run, and every milestone moves in proportion."""
+    lengthens) the run, and every milestone moves in proportion; a plateau
+    schedule shortened below its length becomes the recipe's
+    ``shortened_milestones``. ``label_smoothing`` and ``augment`` override
+    the recipe's."""
     if epochs is not None and steps is not None:
         raise UserError("give --epochs or --steps, not both")
     for flag, value in (("--epochs", epochs), ("--steps", steps)):
@@ -106,6 +134,13 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
     wd = recipe.weight_decay if weight_decay is None else weight_decay
     if not wd >= 0:
         raise UserError(f"--weight-decay {weight_decay}; expected a number >= 0")
+    smoothing = recipe.label_smoothing if label_smoothing is None else label_smoothing
+    if not 0 <= smoothing < 1:
+        raise UserError(f"--label-smoothing {label_smoothing}; expected a number in [0, 1)")
+    if augment is not None and recipe.augment is None:
+        raise UserError("--augment applies to the ImageNet networks only (the CIFAR ones pad, crop and flip)")
+    if augment is not None and augment not in AUGMENTS:
+        raise UserError(f"--augment {augment!r}; expected one of {', '.join(AUGMENTS)}")
 
     # The recipe's own length, in this run's iterations.
     if recipe.total_steps is not None:
@@ -132,7 +167,8 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
         "weight_decay": wd,
         "weight_decay_meaning": "Caffe/L2: gradient += weight_decay * w, before momentum",
         "weight_decay_on": "kernels" if recipe.decay_kernels_only else "all trainable weights",
-        "label_smoothing": recipe.label_smoothing,
+        "label_smoothing": smoothing,
+        "augment": augment or recipe.augment,
         "zero_init_residual": recipe.zero_init_residual,
         "scaled_by": ratio,
     }
@@ -152,6 +188,11 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
     elif recipe.schedule == "cosine":
         warmup = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch * ratio))
         schedule.update(warmup_steps=max(0, warmup), warmup_start=recipe.warmup_lr * base_lr)
+    elif total < recipe_steps and recipe.shortened_milestones:
+        # Shortened: the milestones the paper's plateau runs ended up with.
+        boundaries = [max(1, round(f * total)) for f in recipe.shortened_milestones]
+        schedule.update(kind="step", shortened_from="plateau", boundaries=boundaries,
+                        values=[base_lr / 10**i for i in range(len(boundaries) + 1)])  # fmt: skip
     else:
         schedule.update(plateau_factor=0.1, plateau_patience=recipe.plateau_patience)
     return schedule
@@ -178,6 +219,7 @@ def describe_schedule(schedule: dict) -> str:
         f"  SGD {'Nesterov ' if schedule.get('nesterov') else ''}momentum {schedule['momentum']}, weight decay "
         f"{schedule['weight_decay']:g} (Caffe meaning) on {schedule.get('weight_decay_on', 'all trainable weights')}"
         + (f", label smoothing {schedule['label_smoothing']:g}" if schedule.get("label_smoothing") else "")
+        + (f", augmentation {AUGMENT_NAMES[schedule['augment']]}" if schedule.get("augment") else "")
         + (", residual branches' last BN gamma = 0 at start" if schedule.get("zero_init_residual") else ""),
     ]
     if schedule["kind"] == "cosine":
@@ -187,6 +229,10 @@ def describe_schedule(schedule: dict) -> str:
         lines.append(f"  lr {schedule['lr']:g} -> 0 by cosine over iterations [{schedule['warmup_steps']}, "
                      f"{schedule['total_steps']})")  # fmt: skip
     elif schedule["kind"] == "step":
+        if schedule.get("shortened_from") == "plateau":
+            lines.append("  the plateau rule, shortened: step milestones at "
+                         + " and ".join(f"{b / schedule['total_steps']:.0%}" for b in schedule["boundaries"])
+                         + " of the run (where the paper's ImageNet runs dropped)")  # fmt: skip
         start = 0
         for boundary, value in zip([*schedule["boundaries"], schedule["total_steps"]], schedule["values"]):
             lines.append(f"  lr {value:g} for iterations [{start}, {boundary})")

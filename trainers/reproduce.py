@@ -1,5 +1,6 @@
-"""Reproduce the paper's CIFAR-10 findings on this project's networks.
+"""Reproduce the paper's findings on this project's networks.
 
+    python trainers/reproduce.py figure4 [--recipe fast] [--epochs E] [--image-size 128] [--root DIR]
     python trainers/reproduce.py figure6 [--epochs E] [--depths 20,32,44,56] [--root DIR]
     python trainers/reproduce.py table6 [--root DIR]
     python trainers/reproduce.py figure7 RUN_DIR [RUN_DIR ...] [--out DIR]
@@ -9,6 +10,13 @@ budget (the paper's recipe, its milestones scaled to ``--epochs``), one run
 directory each under ``--root``; started again, finished runs are skipped and
 unfinished ones resume. Draws ``figure6.png``: training error (thin) and test
 error (bold) against iterations, plain left, residual right.
+
+``figure4``: the same for the ImageNet networks plain-18, plain-34, ResNet-18
+and ResNet-34 (Imagenette by default), one recipe and budget; draws
+``figure4.png``: training error (thin, the epoch's mean over its augmented
+batches) and validation error (bold, centre crop) against epochs, plain left,
+residual right, and writes ``figure4.json`` with each run's final errors and
+whether the deeper plain network is worse and the deeper ResNet better.
 
 ``table6``: depth, parameters, FLOPs, our test error and the paper's, for the
 runs under ``--root``; printed and written as ``table6.csv``.
@@ -36,6 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from trainers.common import PRECISIONS, UserError, load_keras_model, read_csv_rows, run_main  # noqa: E402
 from trainers.common import save_figure_atomic, write_csv_atomic, write_json_atomic  # noqa: E402
+from trainers.recipes import RECIPES  # noqa: E402
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -67,29 +76,100 @@ def _depths(text: str) -> list[int]:
 
 
 def figure6(args) -> dict:
-    from trainers.train import runs_root, train
+    from trainers.train import runs_root
 
     depths = _depths(args.depths)
     root = args.root or runs_root() / "reproduce" / f"figure6-{args.dataset.replace('/', '_')}-e{args.epochs:g}"
-    runs = {}
-    for kind in ("plain", "resnet"):
-        for depth in depths:
-            arch = f"{kind}{depth}"
-            run_dir = root / arch
-            runs[arch] = run_dir
-            if (run_dir / "metrics.json").exists():
-                print(f"{arch}: finished, skipped ({run_dir})")
-                continue
-            print(f"{arch}: {'resuming' if (run_dir / 'config.json').exists() else 'training'} ({run_dir})", flush=True)
-            config = {"arch": arch, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
-                      "precision": args.precision, "seed": args.seed, "output_dir": str(run_dir), "verbose": 0,
-                      "synthetic_train": args.synthetic_train, "backup_every": args.backup_every}  # fmt: skip
-            if args.image_size:
-                config["image_size"] = args.image_size
-            train(config)
+    common = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "precision": args.precision,
+              "seed": args.seed, "verbose": 0, "synthetic_train": args.synthetic_train,
+              "backup_every": args.backup_every}  # fmt: skip
+    if args.image_size:
+        common["image_size"] = args.image_size
+    runs = _train_runs([f"{kind}{depth}" for kind in ("plain", "resnet") for depth in depths], root, common)
     _plot_figure6(runs, root / "figure6.png")
     print(f"written: {root / 'figure6.png'}")
     return {"root": str(root), "runs": {arch: str(d) for arch, d in runs.items()}}
+
+
+FIGURE4_ARCHS = ("resnet18", "resnet34", "plain18", "plain34")  # the residual ones first: they are reported alone too
+
+
+def _train_runs(archs, root: pathlib.Path, common: dict) -> dict:
+    """Trains each network into root/<arch> (finished runs skipped, unfinished
+    ones resumed); returns {arch: run_dir}."""
+    from trainers.train import train
+
+    runs = {}
+    for arch in archs:
+        run_dir = root / arch
+        runs[arch] = run_dir
+        if (run_dir / "metrics.json").exists():
+            print(f"{arch}: finished, skipped ({run_dir})")
+            continue
+        print(f"{arch}: {'resuming' if (run_dir / 'config.json').exists() else 'training'} ({run_dir})", flush=True)
+        train({**common, "arch": arch, "output_dir": str(run_dir)})
+    return runs
+
+
+def figure4(args) -> dict:
+    from trainers.train import runs_root
+
+    root = args.root or runs_root() / "reproduce" / (
+        f"figure4-{args.dataset.replace('/', '_')}-{args.recipe}-{args.image_size}px-e{args.epochs:g}")
+    common = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "recipe": args.recipe,
+              "image_size": args.image_size, "precision": args.precision, "seed": args.seed, "verbose": 0,
+              "synthetic_train": args.synthetic_train, "backup_every": args.backup_every}  # fmt: skip
+    runs = _train_runs(FIGURE4_ARCHS, root, common)
+    summary = {}
+    for arch, run_dir in runs.items():
+        rows = read_csv_rows(run_dir / "history.csv")
+        if not rows:
+            raise UserError(f"{run_dir} has no history.csv rows")
+        summary[arch] = {"epochs": len(rows), "train_error": float(rows[-1]["error"]),
+                         "val_error": float(rows[-1]["test_error"]),
+                         "best_val_error": min(float(r["test_error"]) for r in rows)}  # fmt: skip
+    result = {
+        "root": str(root), "recipe": args.recipe, "image_size": args.image_size, "epochs": args.epochs,
+        "dataset": args.dataset, "runs": summary,
+        "plain34_worse_than_plain18": summary["plain34"]["val_error"] > summary["plain18"]["val_error"],
+        "plain34_trains_worse_than_plain18": summary["plain34"]["train_error"] > summary["plain18"]["train_error"],
+        "resnet34_better_than_resnet18": summary["resnet34"]["val_error"] < summary["resnet18"]["val_error"],
+    }  # fmt: skip
+    _plot_figure4(runs, root / "figure4.png", f"{args.dataset}, {args.recipe} recipe, {args.image_size}px")
+    write_json_atomic(root / "figure4.json", result)
+    print(f"{'network':10s} {'epochs':>6s} {'train err':>9s} {'val err':>8s} {'best val':>8s}")
+    for arch, r in summary.items():
+        print(f"{arch:10s} {r['epochs']:6d} {100 * r['train_error']:8.2f}% {100 * r['val_error']:7.2f}% "
+              f"{100 * r['best_val_error']:7.2f}%")  # fmt: skip
+    for key in ("plain34_trains_worse_than_plain18", "plain34_worse_than_plain18", "resnet34_better_than_resnet18"):
+        print(f"{key.replace('_', ' ')}: {'yes' if result[key] else 'no'}")
+    print(f"written: {root / 'figure4.png'}, {root / 'figure4.json'}")
+    return result
+
+
+def _plot_figure4(runs: dict, path: pathlib.Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    for ax, kind, name in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
+        for i, arch in enumerate(a for a in runs if a.startswith(kind)):
+            rows = read_csv_rows(runs[arch] / "history.csv")
+            epochs = [int(r["epoch"]) for r in rows]
+            label = arch.replace("resnet", "ResNet-").replace("plain", "plain-")
+            ax.plot(epochs, [100 * float(r["error"]) for r in rows], color=f"C{i}", lw=0.8, ls="--")
+            ax.plot(epochs, [100 * float(r["test_error"]) for r in rows], color=f"C{i}", lw=2.2, marker="o", ms=3,
+                    label=label)  # fmt: skip
+        ax.set_title(f"{name} ({title})", fontsize=9)
+        ax.set_xlabel("epochs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("error (%): training thin dashed, validation bold")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure_atomic(fig, path)
 
 
 def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) -> tuple[list, list]:
@@ -256,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     f6.add_argument("--seed", type=int, default=0)
     f6.add_argument("--image-size", type=int)
     f6.add_argument("--synthetic-train", type=int, default=4096)
+    f4 = sub.add_parser("figure4", help="train plain-18/34 and ResNet-18/34; plot their errors against epochs")
+    f4.add_argument("--recipe", default="fast", choices=RECIPES, help="one recipe for all four (default fast)")
+    f4.add_argument("--epochs", type=float, default=10, help="budget per run (default 10)")
+    f4.add_argument("--image-size", type=int, default=128, help="training crop size (default 128)")
+    f4.add_argument("--root", type=pathlib.Path, help="where the runs go (default saved_models/reproduce/figure4-...)")
+    f4.add_argument("--dataset", default="imagenette/160px-v2", help="TFDS name, or 'synthetic' (tests)")
+    f4.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR)")
+    f4.add_argument("--precision", default="auto", choices=PRECISIONS)
+    f4.add_argument("--backup-every", type=int, default=200)
+    f4.add_argument("--seed", type=int, default=0)
+    f4.add_argument("--synthetic-train", type=int, default=4096)
     t6 = sub.add_parser("table6", help="depth, parameters, FLOPs, our and the paper's test error")
     t6.add_argument("--root", type=pathlib.Path, required=True, help="the figure6 command's --root")
     f7 = sub.add_parser("figure7", help="response std of each 3x3 layer of trained runs")
@@ -270,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.command == "figure4":
+        return figure4(args)
     if args.command == "figure6":
         return figure6(args)
     if args.command == "table6":

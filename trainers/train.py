@@ -54,6 +54,7 @@ SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers
 IDENTITY_KEYS = (
     "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
     "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split", "jpeg_quality",
+    "augment", "label_smoothing",
 )  # fmt: skip
 
 
@@ -93,6 +94,8 @@ DEFAULTS = {
     "synthetic_test": 1024,
     "synthetic_classes": 10,
     "jpeg_quality": None,
+    "augment": None,
+    "label_smoothing": None,
 }
 
 
@@ -236,7 +239,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
         raise UserError(f"--batch-size {batch} is larger than the training split ({info.num_train} images)")
     schedule = recipes.resolve_schedule(
         recipe, batch_size=batch, steps_per_epoch=steps_per_epoch, epochs=c["epochs"], steps=c["steps"],
-        lr=c["lr"], weight_decay=c["weight_decay"],
+        lr=c["lr"], weight_decay=c["weight_decay"], label_smoothing=c["label_smoothing"], augment=c["augment"],
     )  # fmt: skip
 
     if role.multi_worker:
@@ -275,7 +278,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
          + f"; global batch {batch} = {batch // replicas} per replica", c)  # fmt: skip
     _log(recipes.describe_schedule(schedule), c)
 
-    train_ds = data_lib.distributed_train_data(strategy, info, batch, c["seed"])
+    train_ds = data_lib.distributed_train_data(strategy, info, batch, c["seed"], augment=schedule["augment"])
     eval_batch = max(batch, 256 // replicas * replicas)
     test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
     val_ds = data_lib.eval_pipeline(info, "val", eval_batch) if info.num_val else test_ds

@@ -1,0 +1,42 @@
+"""reproduce.py figure4: the paper's Figure 4 (plain-18/34, ResNet-18/34 on
+ImageNet photographs) drawn and judged from finished runs."""
+
+import csv
+import json
+
+from trainers import reproduce
+
+
+def _finished_run(run_dir, train_errors, val_errors):
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text("{}")
+    with open(run_dir / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["epoch", "iterations", "error", "test_error"])
+        writer.writeheader()
+        for epoch, (train, val) in enumerate(zip(train_errors, val_errors), 1):
+            writer.writerow({"epoch": epoch, "iterations": 100 * epoch, "error": train, "test_error": val})
+
+
+def test_figure4_skips_finished_runs_and_says_whether_depth_pays(tmp_path, capsys):
+    root = tmp_path / "fig4"
+    # The paper's pattern: plain-34 worse than plain-18, ResNet-34 better than ResNet-18.
+    _finished_run(root / "plain18", [0.8, 0.5, 0.30], [0.7, 0.5, 0.35])
+    _finished_run(root / "plain34", [0.8, 0.6, 0.40], [0.75, 0.55, 0.42])
+    _finished_run(root / "resnet18", [0.7, 0.4, 0.25], [0.6, 0.4, 0.30])
+    _finished_run(root / "resnet34", [0.7, 0.35, 0.20], [0.6, 0.35, 0.26])
+    result = reproduce.main(["figure4", "--root", str(root), "--epochs", "3"])
+    assert result["plain34_worse_than_plain18"] and result["plain34_trains_worse_than_plain18"]
+    assert result["resnet34_better_than_resnet18"]
+    assert result["runs"]["plain34"] == {"epochs": 3, "train_error": 0.40, "val_error": 0.42, "best_val_error": 0.42}
+    assert (root / "figure4.png").stat().st_size > 10_000
+    assert json.loads((root / "figure4.json").read_text()) == result
+    out = capsys.readouterr().out
+    assert out.count("finished, skipped") == 4 and "resnet34 better than resnet18: yes" in out
+
+    # The other way round is reported as it is.
+    _finished_run(tmp_path / "other" / "plain18", [0.5], [0.5])
+    _finished_run(tmp_path / "other" / "plain34", [0.4], [0.45])
+    _finished_run(tmp_path / "other" / "resnet18", [0.3], [0.3])
+    _finished_run(tmp_path / "other" / "resnet34", [0.35], [0.32])
+    result = reproduce.main(["figure4", "--root", str(tmp_path / "other")])
+    assert not result["plain34_worse_than_plain18"] and not result["resnet34_better_than_resnet18"]
