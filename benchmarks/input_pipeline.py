@@ -12,7 +12,11 @@ over rounds in one process:
    callback; timed inside the run, from the 6th to the last step of its second
    epoch, after the first has filled the cache of decoded images) against the
    same network, optimizer, loss, metrics and precision fed one constant batch
-   already in memory (timed the same way, no other callback).
+   already in memory (timed the same way, no other callback). With
+   ``--pipeline-threads 0 1`` the end-to-end run is repeated per value of
+   ``trainers.data.PIPELINE_INTRA_OP_THREADS`` (threads one pipeline op may
+   use; 0 is TensorFlow's default, the intra-op pool the step also uses), all
+   alternated.
 
     python benchmarks/input_pipeline.py --data-dir ../shared/tensorflow_datasets
     python benchmarks/input_pipeline.py --dataset synthetic --rounds 2 --steps 60
@@ -161,10 +165,30 @@ def build_parser():
                    help="timed training steps per round (end to end: after one whole epoch)")  # fmt: skip
     p.add_argument("--steps-per-execution", type=int, default=1)
     p.add_argument("--pipeline-batches", type=int, default=200, help="batches timed per pipeline round")
+    p.add_argument("--pipeline-threads", type=int, nargs="+", default=[data_lib.PIPELINE_INTRA_OP_THREADS],
+                   help="end to end once per value of trainers.data.PIPELINE_INTRA_OP_THREADS "
+                   f"(default: the project's, {data_lib.PIPELINE_INTRA_OP_THREADS})")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "end-to-end"])
     p.add_argument("--json", help="also write the results here")
     return p
+
+
+def _e2e_name(threads, args):
+    """end_to_end, or end_to_end_threadsN when several values are compared."""
+    return "end_to_end" if len(args.pipeline_threads) == 1 else f"end_to_end_threads{threads}"
+
+
+def _with_pipeline_threads(run, threads):
+    def wrapped():
+        saved = data_lib.PIPELINE_INTRA_OP_THREADS
+        data_lib.PIPELINE_INTRA_OP_THREADS = threads
+        try:
+            return run()
+        finally:
+            data_lib.PIPELINE_INTRA_OP_THREADS = saved
+
+    return wrapped
 
 
 def _spread(values):
@@ -189,17 +213,21 @@ def main(argv=None):
                   f"{', '.join(f'{v:.2f}' for v in stall)} s", flush=True)  # fmt: skip
     if "end-to-end" not in args.skip:
         with tempfile.TemporaryDirectory() as runs_dir:
-            runs = {"end_to_end": end_to_end(args, runs_dir, info), "model_only": model_only(args, info, policy)}
+            e2e = end_to_end(args, runs_dir, info)
+            runs = {_e2e_name(n, args): _with_pipeline_threads(e2e, n) for n in args.pipeline_threads}
+            runs["model_only"] = model_only(args, info, policy)
             speeds = {k: [] for k in runs}
             for r in range(args.rounds):
                 for name in list(runs)[:: 1 if r % 2 == 0 else -1]:
                     speeds[name].append(runs[name]())
-        ratio = [e / m for e, m in zip(speeds["end_to_end"], speeds["model_only"])]
-        results["fit"] = {"images_per_second": speeds, "ratio_end_to_end_over_model_only": _spread(ratio)}
+        results["fit"] = {"images_per_second": speeds}
         for name, v in speeds.items():
             print(f"{name:10s}: median {statistics.median(v):7.1f} img/s (rounds {', '.join(f'{x:.1f}' for x in v)})")
-        r = results["fit"]["ratio_end_to_end_over_model_only"]
-        print(f"end to end / model only: {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]", flush=True)
+        for n in args.pipeline_threads:
+            name = _e2e_name(n, args)
+            ratio = _spread([e / m for e, m in zip(speeds[name], speeds["model_only"])])
+            results["fit"][f"ratio_{name}_over_model_only"] = ratio
+            print(f"{name} / model only: {ratio['median']:.3f} [{ratio['min']:.3f}, {ratio['max']:.3f}]", flush=True)
     if args.json:
         write_json_atomic(args.json, results)
     return results

@@ -74,6 +74,16 @@ def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float3
     assert ratio["min"] <= ratio["median"] <= ratio["max"]
     assert data.USE_AUTOTUNE is False and data.BATCHED_CIFAR_AUGMENTATION  # the project's settings are restored
 
+    # --pipeline-threads: one end-to-end variant per value, each built with its value.
+    seen, finish = [], data._finish
+    monkeypatch.setattr(data, "_finish", lambda ds: seen.append(data.PIPELINE_INTRA_OP_THREADS) or finish(ds))
+    results = input_pipeline.main(["--dataset", "synthetic", "--synthetic-train", "320", "--arch", "resnet8",
+                                   "--batch-size", "16", "--steps", "12", "--rounds", "1", "--skip", "pipeline",
+                                   "--precision", "float32", "--pipeline-threads", "0", "2"])  # fmt: skip
+    assert set(results["fit"]["images_per_second"]) == {"end_to_end_threads0", "end_to_end_threads2", "model_only"}
+    assert {"ratio_end_to_end_threads0_over_model_only", "ratio_end_to_end_threads2_over_model_only"} <= set(results["fit"])
+    assert 0 in seen and 2 in seen and data.PIPELINE_INTRA_OP_THREADS == 1
+
 
 def test_tflite_latency_benchmark_times_every_format(tmp_path, float32_policy):
     from benchmarks import tflite_latency
