@@ -16,6 +16,7 @@ from resnet_keras.layers import (
     zero_pad_shortcut,
 )
 from resnet_keras.models import get_model
+from resnet_keras.pretrained import list_weights
 from resnet_keras.specs import ARCHITECTURES, PAPER_NUMBERS, ArchSpec, list_models, resolve_spec
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "get_model",
     "get_normalization",
     "list_models",
+    "list_weights",
     "resolve_spec",
     "zero_pad_shortcut",
 ]

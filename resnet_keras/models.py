@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from resnet_keras import pretrained
 from resnet_keras.blocks import (
     BOTTLENECK_VERSIONS,
     SHORTCUTS,
@@ -54,6 +55,7 @@ def get_model(
     bn_epsilon: float = 1e-5,
     synchronized_bn: bool = False,
     seed: int | None = None,
+    weights: str | None = None,
 ) -> keras.Model:
     """A network of the paper by name, as a functional ``keras.Model`` that maps
     raw RGB pixels in [0, 255] to logits (no softmax: use ``from_logits=True``).
@@ -76,6 +78,13 @@ def get_model(
             distribution strategy (the same network; only training differs).
         seed: an integer makes the initial weights a function of it and of
             each layer's name alone, the same under any distribution strategy.
+        weights: ``None`` (random initial weights) or the name of trained
+            weights shipped with the package for this network, e.g.
+            ``get_model("resnet20", num_classes=10, weights="cifar10")``;
+            :func:`resnet_keras.list_weights` lists them with their accuracy.
+            The file's SHA-256 is checked against the manifest before loading,
+            and the other arguments must match those the weights were trained
+            with (class count, input shape, shortcut, width, depths).
 
     Raises:
         ValueError: naming the bad value and the valid choices.
@@ -120,7 +129,16 @@ def get_model(
         synchronized_bn=synchronized_bn,
         seed=seed,
     )
-    return build_network(
+    entry = None
+    if weights is not None:
+        if not isinstance(weights, str):
+            raise ValueError(f"weights={weights!r}; expected None or the name of shipped weights")
+        entry = pretrained.find_weights(name, weights)
+        pretrained.check_request(entry, build_settings(
+            num_classes=num_classes, input_shape=input_shape, shortcut=shortcut, width=width,
+            stage_depths=spec.stage_depths, bottleneck_version=bottleneck_version, normalization=normalization,
+        ))  # fmt: skip
+    model = build_network(
         spec,
         options,
         num_classes=num_classes,
@@ -129,6 +147,22 @@ def get_model(
         normalization=normalization,
         model_name=name,
     )
+    if entry is not None:
+        model.load_weights(pretrained.verified_path(entry))
+    return model
+
+
+def build_settings(*, num_classes, input_shape, shortcut, width, stage_depths, bottleneck_version, normalization):
+    """The settings that decide a network's weights (``pretrained.BUILD_KEYS``), as a manifest records them."""
+    return {
+        "num_classes": int(num_classes),
+        "input_shape": [None if d is None else int(d) for d in input_shape],
+        "shortcut": shortcut,
+        "width": float(width),
+        "stage_depths": [int(d) for d in stage_depths],
+        "bottleneck_version": bottleneck_version,
+        "normalization": normalization,
+    }
 
 
 def _check_shortcut(spec: ArchSpec, name: str, shortcut):

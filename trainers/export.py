@@ -4,6 +4,7 @@ gives the Keras model's answers.
     python trainers/export.py saved_models/resnet20-cifar10-<timestamp> --format all
     python trainers/export.py RUN_DIR --format tflite-int8 --int8-io int8 --check-samples 500
     python trainers/export.py RUN_DIR/best.keras --format savedmodel --output exported/
+    python trainers/export.py weights:resnet20/cifar10 --format tflite    # weights shipped with the package
 
 Formats:
   savedmodel      TensorFlow SavedModel; serving_default takes uint8 images (any batch size) and returns
@@ -54,7 +55,8 @@ FILENAMES = {
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a run directory (uses its model.keras) or a .keras file inside a run directory")
+    p.add_argument("model", help="a run directory (uses its model.keras), a .keras file inside a run directory, "
+                   "or weights:ARCH/NAME for weights shipped with the package (resnet_keras.list_weights())")
     p.add_argument("--format", required=True, choices=(*FORMATS, "all"), help="what to export")
     p.add_argument("--which", choices=("final", "best"), default="final", help="in a run directory: model.keras or best.keras")
     p.add_argument("--output", help="export directory (default: RUN_DIR/export)")
@@ -70,10 +72,41 @@ def build_parser():
 
 
 # ------------------------------------------------------------------ sources
+SHIPPED_PREFIX = "weights:"
+
+
+def load_shipped(spec: str):
+    """(keras model, config, weights file) for ``weights:ARCH/NAME``: the
+    network ``get_model`` builds with the package's shipped weights, and the
+    class names and dataset from their manifest entry."""
+    import resnet_keras
+    from resnet_keras import pretrained
+
+    arch, _, name = spec[len(SHIPPED_PREFIX):].partition("/")
+    if not arch or not name:
+        raise UserError(f"{spec!r}: shipped weights are named weights:ARCH/NAME, e.g. weights:resnet20/cifar10")
+    try:
+        entry = pretrained.find_weights(arch, name)
+        build = entry["build"]
+        model = resnet_keras.get_model(
+            arch, num_classes=build["num_classes"], input_shape=tuple(build["input_shape"]),
+            shortcut=build["shortcut"], width=build["width"], stage_depths=tuple(build["stage_depths"]),
+            bottleneck_version=build["bottleneck_version"], normalization=build["normalization"], weights=name,
+        )  # fmt: skip
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    config = {"arch": arch, "dataset": entry["tfds_name"], "family": entry["family"],
+              "class_names": entry["class_names"], "image_size": build["input_shape"][0], "shipped": f"{arch}/{name}"}  # fmt: skip
+    return model, config, pretrained.verified_path(entry)
+
+
 def load_run(path: pathlib.Path, which: str):
     """(keras model, run config, model path) for a run directory or a .keras
-    file in one. Class names come from the run's config.json."""
-    path = path.expanduser().resolve()
+    file in one (class names from the run's config.json), or for shipped
+    weights, ``weights:ARCH/NAME``."""
+    if str(path).startswith(SHIPPED_PREFIX):
+        return load_shipped(str(path))
+    path = pathlib.Path(path).expanduser().resolve()
     if path.is_dir():
         run_dir = path
         model_path = run_dir / ("best.keras" if which == "best" else "model.keras")
@@ -298,11 +331,18 @@ def export(args) -> dict:
     if args.check_samples < 0 or args.calibration_samples < 1 or args.latency_samples < 0:
         raise UserError("--check-samples and --latency-samples must be >= 0, --calibration-samples >= 1")
     formats = list(FORMATS) if args.format == "all" else [args.format]
-    model, config, model_path = load_run(pathlib.Path(args.model), args.which)
+    model, config, model_path = load_run(args.model, args.which)
     model = float32_copy(model)
     class_names = list(config["class_names"])
     size = model.input_shape[1]
-    out_dir = pathlib.Path(args.output).expanduser().resolve() if args.output else model_path.parent / "export"
+    if args.output:
+        out_dir = pathlib.Path(args.output).expanduser().resolve()
+    elif config.get("shipped"):  # never into the package: saved_models/<arch>-<name>-export
+        from trainers.train import runs_root
+
+        out_dir = runs_root() / (config["shipped"].replace("/", "-") + "-export")
+    else:
+        out_dir = model_path.parent / "export"
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
