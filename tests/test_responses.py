@@ -147,7 +147,12 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     assert rows[0]["params"] == rows[2]["params"]  # option A: plain and residual have the same parameters
     assert rows[3]["paper_error"] is None and (root / "table6.csv").exists()
     with open(root / "plain8" / "history.csv") as f:
-        assert rows[0]["train_error"] == pytest.approx(100 * float(list(csv.DictReader(f))[-1]["error"]))
+        history = list(csv.DictReader(f))
+    assert rows[0]["train_error"] == pytest.approx(100 * float(history[-1]["error"]))
+    best = min(history, key=lambda r: float(r["test_error"]))
+    assert rows[0]["best_test_error"] == pytest.approx(100 * float(best["test_error"]))
+    assert rows[0]["best_epoch"] == int(best["epoch"]) and rows[0]["best_test_error"] <= rows[0]["test_error"] + 1e-9
+    assert rows[0]["akamaster_best_error"] is None and rows[2]["iterations"] == 32
     (root / "resnet14" / "metrics.json").write_text("{}")  # corrupt: one line, not a traceback
     with pytest.raises(UserError, match="resnet14 is not a finished fit.py run"):
         reproduce.main(["table6", "--root", str(root)])

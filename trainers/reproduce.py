@@ -62,6 +62,8 @@ def _run_model(run_dir: pathlib.Path):
 
 
 PAPER_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}  # Table 6, ResNets (%)
+# akamaster/pytorch_resnet_cifar10 (PyTorch, option A, 200 epochs): its best epoch's test error (%).
+AKAMASTER_BEST_ERROR = {20: 8.27, 32: 7.37, 44: 6.90, 56: 6.61, 110: 6.32, 1202: 6.18}
 
 
 def _depths(text: str) -> list[int]:
@@ -229,22 +231,32 @@ def table6(args) -> list[dict]:
                                            input_shape=(config["image_size"],) * 2 + (3,))  # fmt: skip
             test_error = 100 * metrics["test_top1_error"]
             train_error = 100 * float(history[-1]["error"]) if history else None
+            tested = [(int(r["epoch"]), 100 * float(r["test_error"])) for r in history if r.get("test_error")]
+            best_epoch, best_error = min(tested, key=lambda t: t[1]) if tested else (None, None)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"{run_dir} is not a finished fit.py run ({type(error).__name__}: {error})") from None
         depth = resnet_keras.resolve_spec(arch).depth
         rows.append({"arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
                      "flops": resnet_keras.count_flops(model), "epochs": config.get("epochs"),
-                     "train_error": train_error, "test_error": test_error,
-                     "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None})  # fmt: skip
+                     "iterations": metrics.get("iterations"), "train_error": train_error, "test_error": test_error,
+                     "best_test_error": best_error, "best_epoch": best_epoch,
+                     "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None,
+                     "akamaster_best_error": AKAMASTER_BEST_ERROR.get(depth) if arch.startswith("resnet") else None})  # fmt: skip
     if not rows:
         raise UserError(f"no finished runs under {root}")
     rows.sort(key=lambda r: (not r["arch"].startswith("plain"), r["depth"]))
-    print(f"{'network':12s} {'params':>9s} {'FLOPs':>12s} {'epochs':>6s} {'train err':>9s} {'our error':>9s} {'paper':>6s}")
+    print(f"{'network':12s} {'params':>9s} {'FLOPs':>12s} {'epochs':>7s} {'train err':>9s} {'final err':>9s} "
+          f"{'best err (epoch)':>16s} {'paper':>6s} {'akamaster best':>14s}")  # fmt: skip
+
+    def pct(value):
+        return "n/a" if value is None else f"{value:.2f}%"
+
     for r in rows:
-        paper = "" if r["paper_error"] is None else f"{r['paper_error']:.2f}"
-        train = "" if r["train_error"] is None else f"{r['train_error']:8.2f}%"
-        print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['epochs'] or '':>6} {train:>9s} "
-              f"{r['test_error']:8.2f}% {paper:>6s}")
+        best = "n/a" if r["best_test_error"] is None else f"{r['best_test_error']:.2f}% ({r['best_epoch']})"
+        epochs = "n/a" if r["epochs"] is None else f"{r['epochs']:g}"
+        print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {epochs:>7s} {pct(r['train_error']):>9s} "
+              f"{pct(r['test_error']):>9s} {best:>16s} {pct(r['paper_error']):>6s} "
+              f"{pct(r['akamaster_best_error']):>14s}")  # fmt: skip
     write_csv_atomic(root / "table6.csv", rows)
     print(f"written: {root / 'table6.csv'}")
     return rows
