@@ -119,7 +119,8 @@ def test_fast_imagenet_recipe_for_short_runs():
     assert full["total_steps"] == 20 * 147 and full["warmup_steps"] == 147
     # Overrides: the paper's augmentation, no smoothing; bad values are refused.
     s = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, augment="scale", label_smoothing=0.0)
-    assert s["augment"] == "scale" and s["label_smoothing"] == 0.0
+    assert s["augment"] == "scale" and s["label_smoothing"] == 0.0 and not s["zero_init_residual"]
+    assert recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, zero_init_residual=True)["zero_init_residual"]
     for kwargs, match in (({"augment": "mixup"}, "--augment 'mixup'"), ({"label_smoothing": 1.0}, "--label-smoothing")):
         with pytest.raises(UserError, match=match):
             recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, **kwargs)

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "recipe's, 0 paper, 0.1 fast ImageNet)")
     p.add_argument("--augment", choices=AUGMENTS, help="ImageNet networks' training crops: scale (the paper's "
                    "shorter side in [256, 480], scaled) or rrc (random-resized crops); default: the recipe's")
+    p.add_argument("--zero-init-residual", choices=("on", "off"), help="start the last BN scale of every residual "
+                   "branch at 0 (Goyal et al. 2017); default: the recipe's (off)")
     p.add_argument("--shortcut", choices=("A", "B", "C"), help="shortcut option (default A CIFAR, B ImageNet)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 on CPUs with "
@@ -88,6 +90,8 @@ def main(argv=None) -> dict:
 
     config = vars(args).copy()
     config.pop("cpu_replicas")
+    if config["zero_init_residual"] is not None:
+        config["zero_init_residual"] = config["zero_init_residual"] == "on"
     return train(config)
 
 

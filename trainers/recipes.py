@@ -113,7 +113,7 @@ def get_recipe(name: str, family: str, depth: int) -> Recipe:
 
 
 def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, epochs=None, steps=None,
-                     lr=None, weight_decay=None, label_smoothing=None, augment=None) -> dict:
+                     lr=None, weight_decay=None, label_smoothing=None, augment=None, zero_init_residual=None) -> dict:
     """The run's concrete schedule, in iterations of the run's batch.
 
     The recipe's length is kept in epochs when the batch differs from the
@@ -121,8 +121,8 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
     al. 2017) unless ``lr`` is given. ``epochs`` or ``steps`` shortens (or
     lengthens) the run, and every milestone moves in proportion; a plateau
     schedule shortened below its length becomes the recipe's
-    ``shortened_milestones``. ``label_smoothing`` and ``augment`` override
-    the recipe's."""
+    ``shortened_milestones``. ``label_smoothing``, ``augment`` and
+    ``zero_init_residual`` override the recipe's."""
     if epochs is not None and steps is not None:
         raise UserError("give --epochs or --steps, not both")
     for flag, value in (("--epochs", epochs), ("--steps", steps)):
@@ -169,7 +169,7 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
         "weight_decay_on": "kernels" if recipe.decay_kernels_only else "all trainable weights",
         "label_smoothing": smoothing,
         "augment": augment or recipe.augment,
-        "zero_init_residual": recipe.zero_init_residual,
+        "zero_init_residual": recipe.zero_init_residual if zero_init_residual is None else bool(zero_init_residual),
         "scaled_by": ratio,
     }
     if recipe.schedule == "step":

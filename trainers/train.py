@@ -54,7 +54,7 @@ SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers
 IDENTITY_KEYS = (
     "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
     "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split", "jpeg_quality",
-    "augment", "label_smoothing",
+    "augment", "label_smoothing", "zero_init_residual",
 )  # fmt: skip
 
 
@@ -96,6 +96,7 @@ DEFAULTS = {
     "jpeg_quality": None,
     "augment": None,
     "label_smoothing": None,
+    "zero_init_residual": None,
 }
 
 
@@ -240,6 +241,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
     schedule = recipes.resolve_schedule(
         recipe, batch_size=batch, steps_per_epoch=steps_per_epoch, epochs=c["epochs"], steps=c["steps"],
         lr=c["lr"], weight_decay=c["weight_decay"], label_smoothing=c["label_smoothing"], augment=c["augment"],
+        zero_init_residual=c["zero_init_residual"],
     )  # fmt: skip
 
     if role.multi_worker:
