@@ -95,18 +95,36 @@ def save_figure_atomic(fig, path) -> None:
     os.replace(tmp, path)
 
 
+def float32_clone(model):
+    """``model`` rebuilt with float32 layers (every layer's dtype policy
+    dropped, built under the float32 policy) and the same weights. Mixed
+    precision keeps float32 weights, so nothing is rounded: only the
+    computation of the copy changes."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        config = model.get_config()
+        for layer in config["layers"]:
+            layer["config"].pop("dtype", None)
+        clone = keras.Model.from_config(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def save_model_atomic(model, path) -> None:
     """Saves ``model`` as a ``.keras`` file under a temporary name, then renames.
 
     What is saved is the network alone (architecture and weights, no optimizer
-    or compile state), so the file loads anywhere ``resnet_keras`` is imported,
-    without the trainers' optimizer class."""
-    import keras
-
+    or compile state), with float32 layers whatever precision trained it
+    (:func:`float32_clone`), so the file loads and runs at full speed anywhere
+    ``resnet_keras`` is imported, without the trainers' optimizer class."""
     path = pathlib.Path(path)
     tmp = _tmp_name(path)
-    clone = keras.Model.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
+    clone = float32_clone(model)
     try:
         clone.save(tmp)
         os.replace(tmp, path)

@@ -41,7 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainers.common import UserError, load_keras_model, run_main, write_json_atomic, write_text_atomic  # noqa: E402
+from trainers.common import UserError, float32_clone, load_keras_model, run_main, write_json_atomic  # noqa: E402
+from trainers.common import write_text_atomic  # noqa: E402
 
 FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 FILENAMES = {
@@ -130,20 +131,9 @@ def load_run(path: pathlib.Path, which: str):
 
 def float32_copy(model):
     """The model rebuilt under the float32 policy with the same weights: exports
-    and the reference outputs are float32 whatever precision trained it."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        config = model.get_config()
-        for layer in config["layers"]:
-            layer["config"].pop("dtype", None)
-        clone = keras.Model.from_config(config)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    clone.set_weights(model.get_weights())
-    return clone
+    and the reference outputs are float32 whatever precision trained it (models
+    saved before the trainer saved float32 layers still carry a mixed policy)."""
+    return float32_clone(model)
 
 
 def serving_function(model):
