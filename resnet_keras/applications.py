@@ -55,8 +55,8 @@ def copy_applications_weights(source: keras.Model, target: keras.Model, *, head:
         if not layer.weights or isinstance(layer, keras.layers.BatchNormalization):
             continue
         target_name = _TARGET_HEAD if name == _SOURCE_HEAD else name
-        if target_name == _TARGET_HEAD and not head:
-            continue
+        if target_name == _TARGET_HEAD and (not head or _TARGET_HEAD not in target_layers):
+            continue  # the target keeps its classifier, or has none (include_top=False)
         peer = target_layers.get(target_name)
         if peer is None or not isinstance(peer, type(layer)):
             raise ValueError(

@@ -43,8 +43,10 @@ def scaled_filters(filters: int, width: float) -> int:
 def get_model(
     name: str,
     *,
-    num_classes: int,
+    num_classes: int | None = None,
     input_shape=None,
+    include_top: bool = True,
+    pooling: str | None = None,
     shortcut: str | None = None,
     width: float = 1.0,
     stage_depths=None,
@@ -62,9 +64,15 @@ def get_model(
 
     Args:
         name: one of :func:`list_models`, or ``resnet<6n+2>`` / ``plain<6n+2>``.
-        num_classes: size of the final dense layer.
+        num_classes: size of the final dense layer (required with the
+            classifier; leave it out with ``include_top=False``).
         input_shape: ``(H, W, C)``; default 32x32x3 (CIFAR) or 224x224x3
             (ImageNet). H and W may be ``None`` with ``normalization="channel"``.
+        include_top: ``False`` builds the headless backbone (no global pooling
+            and classifier), as ``keras.applications`` does: the last stage's
+            feature map, or its pooled vector with ``pooling``.
+        pooling: with ``include_top=False``: ``None`` (the 4D feature map of
+            the last stage), ``"avg"`` or ``"max"`` (global pooling, 2D).
         shortcut: ``"A"``, ``"B"`` or ``"C"``; default the paper's choice (A for
             CIFAR, B for ImageNet). Plain networks take none.
         width: multiplier of every layer's filters (stem included).
@@ -93,7 +101,19 @@ def get_model(
     if stage_depths is not None:
         spec = spec.with_stage_depths(check_stage_depths(spec.family, stage_depths))
 
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+    if not isinstance(include_top, bool):
+        raise ValueError(f"include_top={include_top!r}; expected True or False")
+    if include_top:
+        if num_classes is None:
+            raise ValueError("num_classes is required with the classifier (include_top=True)")
+        if pooling is not None:
+            raise ValueError(f"pooling={pooling!r} applies to include_top=False only (the classifier averages)")
+    else:
+        if num_classes is not None and weights is None:
+            raise ValueError(f"num_classes={num_classes!r} sizes the classifier; include_top=False has none")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r}; expected one of {POOLINGS}")
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
         raise ValueError(f"num_classes={num_classes!r}; expected a positive integer")
     if not _is_number(width) or not 0 < width <= 64:
         raise ValueError(f"width={width!r}; expected a number in (0, 64]")
@@ -134,6 +154,8 @@ def get_model(
         if not isinstance(weights, str):
             raise ValueError(f"weights={weights!r}; expected None or the name of shipped weights")
         entry = pretrained.find_weights(name, weights)
+        if num_classes is None:  # a headless backbone of shipped weights: the classifier is dropped
+            num_classes = entry["build"]["num_classes"]
         pretrained.check_request(entry, build_settings(
             num_classes=num_classes, input_shape=input_shape, shortcut=shortcut, width=width,
             stage_depths=spec.stage_depths, bottleneck_version=bottleneck_version, normalization=normalization,
@@ -141,7 +163,7 @@ def get_model(
     model = build_network(
         spec,
         options,
-        num_classes=num_classes,
+        num_classes=1 if num_classes is None else num_classes,  # headless: the classifier is cut off below
         input_shape=input_shape,
         width=float(width),
         normalization=normalization,
@@ -149,7 +171,24 @@ def get_model(
     )
     if entry is not None:
         model.load_weights(pretrained.verified_path(entry))
+    if not include_top:
+        model = headless(model, pooling)
     return model
+
+
+POOLINGS = (None, "avg", "max")
+
+
+def headless(model: keras.Model, pooling: str | None = None) -> keras.Model:
+    """The backbone of a network built by :func:`get_model`: its layers up to
+    the last stage's output (the same layer objects and weights), then global
+    pooling when ``pooling`` is ``"avg"`` or ``"max"``."""
+    features = model.get_layer("avg_pool").input
+    if pooling == "avg":
+        features = layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    elif pooling == "max":
+        features = layers.GlobalMaxPooling2D(name="max_pool")(features)
+    return keras.Model(model.input, features, name=model.name)
 
 
 def build_settings(*, num_classes, input_shape, shortcut, width, stage_depths, bottleneck_version, normalization):
