@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainers import folder
 from trainers.common import UserError
 
 SYNTHETIC = "synthetic"
@@ -93,6 +94,10 @@ class DataInfo:
     # Re-encode every image as JPEG at this quality after decoding (an
     # experiment knob: what does compression cost?); None leaves pixels alone.
     jpeg_quality: int | None = None
+    # An image folder (``folder:PATH``): split -> (file paths, labels), and the
+    # bytes of its files; None for TFDS and synthetic data.
+    files: dict | None = None
+    folder_bytes: int = 0
 
 
 # ----------------------------------------------------------------- synthetic
@@ -178,6 +183,9 @@ def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split:
             num_train=synthetic_train - num_val, num_val=num_val, num_test=synthetic_test,
             test_split="test", data_dir=None, synthetic=True, jpeg_quality=jpeg_quality,
         )  # fmt: skip
+    if folder.is_folder(dataset):
+        return _describe_folder(dataset, family=family, image_size=image_size, val_split=val_split,
+                                jpeg_quality=jpeg_quality)  # fmt: skip
     data_dir = resolve_data_dir(data_dir)
     builder = tfds_builder(dataset, data_dir)
     splits = builder.info.splits
@@ -194,6 +202,33 @@ def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split:
         class_names=list(label.names), num_train=total - num_val, num_val=num_val,
         num_test=splits[test_split].num_examples, test_split=test_split, data_dir=data_dir, synthetic=False,
         jpeg_quality=jpeg_quality,
+    )  # fmt: skip
+
+
+def _describe_folder(dataset, *, family, image_size, val_split, jpeg_quality) -> DataInfo:
+    data = folder.index_folder(dataset)
+    train, val = data.splits["train"], None
+    if val_split > 0:
+        train, val = folder.held_out(*train, val_split)
+        if not val[0] or not train[0]:
+            raise UserError(f"--val-split {val_split} leaves no images on one side of {dataset}")
+    if "test" in data.splits:
+        test, test_split = data.splits["test"], "test"
+    elif "val" in data.splits:
+        test, test_split = data.splits["val"], "validation"
+    elif val is not None:  # one folder: the held-out part is what runs are evaluated on
+        test, test_split, val = val, "held-out", None
+    else:
+        raise UserError(f"{data.root} has no val/ or test/ folder to evaluate on: pass --val-split F to hold out a "
+                        "fraction F of each class")  # fmt: skip
+    files = {"train": train, "test": test}
+    if val is not None:
+        files["val"] = val
+    return DataInfo(
+        name=dataset, style=family, image_size=image_size, num_classes=len(data.class_names),
+        class_names=data.class_names, num_train=len(train[0]), num_val=len(val[0]) if val else 0,
+        num_test=len(test[0]), test_split=test_split, data_dir=data.root, synthetic=False,
+        jpeg_quality=jpeg_quality, files=files, folder_bytes=data.total_bytes,
     )  # fmt: skip
 
 
@@ -234,6 +269,12 @@ def _identity(example):
     return example
 
 
+def _decode_file(example):
+    """An image file (JPEG, PNG, BMP, GIF; grey or RGBA become RGB) and its label."""
+    image = tf.io.decode_image(tf.io.read_file(example["path"]), channels=3, expand_animations=False)
+    return tf.ensure_shape(image, [None, None, 3]), example["label"]
+
+
 def _decode_tfds(example):
     image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
     return image, tf.cast(example["label"], tf.int64)
@@ -263,6 +304,19 @@ def _source(info: DataInfo, which: str, seed: int):
         if info.jpeg_quality is not None:
             ds = ds.map(functools.partial(_recompress_pair, quality=info.jpeg_quality)).cache()
         return ds, _identity
+
+    if info.files is not None:
+        paths, labels = info.files[which]
+        ds = tf.data.Dataset.from_tensor_slices({"path": list(paths), "label": tf.constant(labels, tf.int64)})
+        if which == "train":  # the files come class by class; shuffle buffers may be smaller than the split
+            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
+        decode = _decode_file
+        if info.jpeg_quality is not None:
+            decode = lambda example: _recompress_pair(*_decode_file(example), info.jpeg_quality)  # noqa: E731
+        total_files = sum(len(v[0]) for v in info.files.values())
+        if JPEG_EXPANSION * info.folder_bytes * len(paths) / max(1, total_files) <= CACHE_LIMIT_BYTES:
+            return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
+        return ds, decode
 
     import tensorflow_datasets as tfds
 
@@ -440,6 +494,7 @@ def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int,
         # costs a fraction of the per-image ops (docs/benchmarks.md).
         def draws(i, example):
             image, label = decode(example)
+            image = _cifar_size(image, info.image_size)  # image folders: photographs of any size
             u = tf.random.stateless_uniform([3], tf.stack([tf.cast(seed, tf.int64), tf.cast(i, tf.int64)]))
             return image, label, u
 
@@ -454,6 +509,21 @@ def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int,
 
     ds = ds.map(view, num_parallel_calls=_parallel())
     return _finish(ds.batch(batch_size, drop_remainder=True))
+
+
+def _cifar_size(image, image_size):
+    """A uint8 image resized to image_size x image_size where it is not already
+    (CIFAR-style data of another size: image folders)."""
+    if tuple(image.shape[:2]) == (image_size, image_size):
+        return image
+    shape = tf.shape(image)
+
+    def resize():
+        resized = tf.image.resize(image, [image_size, image_size], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+    return tf.ensure_shape(tf.cond(same, lambda: image, resize), [image_size, image_size, 3])
 
 
 def cifar_batch_view(images, u, image_size, pad=4):

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"network to train: {', '.join(models)}, or resnet<6n+2>/plain<6n+2>")
     p.add_argument("--dataset", help="TFDS image classification dataset with 'image' and 'label' "
                    "(default cifar10 for CIFAR networks, imagenette/160px-v2 for ImageNet networks), "
+                   "'folder:PATH' for a directory of class-named image folders (docs/training.md), "
                    "or 'synthetic' for the built-in dataset that needs no download")
     p.add_argument("--data-dir", help="TFDS data dir holding the prepared dataset (default $TFDS_DATA_DIR, "
                    "else ~/tensorflow_datasets); nothing is ever downloaded")

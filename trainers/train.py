@@ -129,10 +129,16 @@ def resolve(config: dict) -> dict:
     return c
 
 
+def _dataset_slug(dataset: str) -> str:
+    """The dataset's part of a run directory's name: imagenette_160px-v2, folder-NAME."""
+    if dataset.startswith("folder:"):
+        return "folder-" + (pathlib.Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
+    return dataset.replace("/", "_")
+
+
 def _default_run_dir(c) -> pathlib.Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    dataset = c["dataset"].replace("/", "_")
-    return runs_root() / f"{c['arch']}-{dataset}-{stamp}"
+    return runs_root() / f"{c['arch']}-{_dataset_slug(c['dataset'])}-{stamp}"
 
 
 def _identity(c) -> dict:
@@ -173,8 +179,7 @@ def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
             raise UserError(f"--output-dir {run_dir} is not empty and holds no run of this trainer")
         return run_dir, False
     if c["resume"]:
-        dataset = c["dataset"].replace("/", "_")
-        candidates = sorted(runs_root().glob(f"{c['arch']}-{dataset}-*"), reverse=True)
+        candidates = sorted(runs_root().glob(f"{c['arch']}-{_dataset_slug(c['dataset'])}-*"), reverse=True)
         for run_dir in candidates:
             config_path = run_dir / "config.json"
             if config_path.exists() and not _is_finished(run_dir):
@@ -261,7 +266,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
     out_dir = distributed.output_dir(role, run_dir)
     c["out_dir"] = str(out_dir)
     c["run_dir"] = str(run_dir)
-    c["data"] = {k: v for k, v in vars(info).items() if k != "class_names"}
+    c["data"] = {k: v for k, v in vars(info).items() if k not in ("class_names", "files")}
     c["class_names"] = info.class_names
     c["schedule"] = schedule
     c["synthetic"] = info.synthetic
