@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--steps", type=int, help="train this many iterations; the recipe's milestones scale along")
     p.add_argument("--batch-size", type=int, help="global batch, split across replicas (default: the recipe's, "
                    "128 CIFAR, 256 ImageNet); the learning rate scales linearly with it unless --lr is given")
-    p.add_argument("--recipe", default="paper", choices=RECIPES, help="training recipe (default: paper)")
+    p.add_argument("--recipe", choices=RECIPES, help="training recipe (default: paper, or finetune with --init-from)")
+    p.add_argument("--init-from", help="start from trained weights: a run directory, a .keras file, a .weights.h5 "
+                   "file of this library, or a keras.applications ResNet50/101/152 .h5 file; matching layers are "
+                   "copied, the classifier is new when the class count differs (docs/finetune.md)")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's, scaled to the batch)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay, Caffe meaning (default: recipe's, 1e-4)")
     p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default: the "

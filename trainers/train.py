@@ -20,6 +20,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import time
 
 import keras
@@ -30,6 +31,7 @@ from trainers import callbacks as cb
 from trainers import compat
 from trainers import data as data_lib
 from trainers import distributed
+from trainers import finetune
 from trainers import recipes
 from trainers.common import (
     UserError,
@@ -54,7 +56,7 @@ SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers
 IDENTITY_KEYS = (
     "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
     "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split", "jpeg_quality",
-    "augment", "label_smoothing", "zero_init_residual",
+    "augment", "label_smoothing", "zero_init_residual", "init_from",
 )  # fmt: skip
 
 
@@ -72,7 +74,7 @@ DEFAULTS = {
     "epochs": None,
     "steps": None,
     "batch_size": None,
-    "recipe": "paper",
+    "recipe": None,  # paper, or finetune with init_from
     "lr": None,
     "weight_decay": None,
     "shortcut": None,
@@ -97,6 +99,7 @@ DEFAULTS = {
     "augment": None,
     "label_smoothing": None,
     "zero_init_residual": None,
+    "init_from": None,
 }
 
 
@@ -112,6 +115,9 @@ def resolve(config: dict) -> dict:
         spec = resnet_keras.resolve_spec(c["arch"])
     except ValueError as error:
         raise UserError(str(error)) from None
+    c["recipe"] = c["recipe"] or ("finetune" if c["init_from"] else "paper")
+    if c["init_from"]:
+        c["init_from"] = str(pathlib.Path(c["init_from"]).expanduser().resolve())
     c["family"] = spec.family
     c["depth"] = spec.depth
     c["dataset"] = c["dataset"] or DEFAULT_DATASET[spec.family]
@@ -261,6 +267,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
             raise problem or UserError(f"another worker refused the run directory {c['output_dir']} (see its message)")
     else:
         run_dir, resuming = choose_run_dir(c)
+    created = not run_dir.exists()
     if role.is_chief:
         run_dir.mkdir(parents=True, exist_ok=True)
     out_dir = distributed.output_dir(role, run_dir)
@@ -313,6 +320,15 @@ def _train(c, model, strategy, role, policy, why, replicas):
         elif model.output_shape[-1] != info.num_classes or model.input_shape[1] != info.image_size:
             raise ValueError(f"model {model.name!r} does not fit {info.name} ({info.num_classes} classes, {info.image_size}px)")
         resnet_keras.get_normalization(model).set_statistics(mean)
+        if c["init_from"] and not (resuming and (run_dir / "backup").exists()):
+            try:
+                c["init"] = finetune.initialize(model, c["init_from"])
+            except UserError:
+                if created and role.is_chief:  # leave nothing of a run that never started
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+            _log(f"initialised from {c['init_from']} ({c['init']['kind']}): classifier {c['init']['classifier']}, "
+                 f"input mean from the {c['init']['normalization']}", c)  # fmt: skip
         optimizer = recipes.CaffeSGD(
             learning_rate=recipes.learning_rate(schedule),
             momentum=schedule["momentum"],
