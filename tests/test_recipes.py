@@ -111,7 +111,8 @@ def test_fast_imagenet_recipe_for_short_runs():
     s = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, epochs=5)
     assert s["kind"] == "cosine" and s["total_steps"] == 735 and s["warmup_steps"] == round(147 * 5 / 20)
     assert s["augment"] == "rrc" and s["label_smoothing"] == 0.1 and s["nesterov"]
-    assert s["weight_decay"] == 5e-5 and s["weight_decay_on"] == "kernels"
+    assert s["weight_decay"] == 5e-5 and s["weight_decay_on"] == "kernels" and s["zero_init_residual"]
+    assert s["lr"] == recipes.FAST_IMAGENET_LR == 0.4
     lr = recipes.learning_rate(s)
     np.testing.assert_allclose(float(lr(s["warmup_steps"])), recipes.FAST_IMAGENET_LR, rtol=1e-5)
     assert float(lr(735)) < 1e-6
@@ -119,8 +120,9 @@ def test_fast_imagenet_recipe_for_short_runs():
     assert full["total_steps"] == 20 * 147 and full["warmup_steps"] == 147
     # Overrides: the paper's augmentation, no smoothing; bad values are refused.
     s = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, augment="scale", label_smoothing=0.0)
-    assert s["augment"] == "scale" and s["label_smoothing"] == 0.0 and not s["zero_init_residual"]
-    assert recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, zero_init_residual=True)["zero_init_residual"]
+    assert s["augment"] == "scale" and s["label_smoothing"] == 0.0 and s["zero_init_residual"]
+    off = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, zero_init_residual=False)
+    assert not off["zero_init_residual"]
     for kwargs, match in (({"augment": "mixup"}, "--augment 'mixup'"), ({"label_smoothing": 1.0}, "--label-smoothing")):
         with pytest.raises(UserError, match=match):
             recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, **kwargs)

@@ -23,9 +23,10 @@ off: with them ResNet-20 underfit in 30 epochs. Its measured accuracy and wall
 time are in docs/benchmarks.md. ImageNet family (for short runs at 128 px on
 Imagenette; docs/imagenet.md has what was measured): 20 epochs of batch 64,
 SGD with Nesterov momentum 0.9, a linear warm-up over 1 epoch (scaled with the
-length) then cosine decay to 0, weight decay 5e-5 on kernels, label smoothing
-0.1, random-resized crops (area 35-100%, aspect 3/4-4/3) instead of the scale
-augmentation.
+length) to a peak learning rate of 0.4, then cosine decay to 0, the last BN
+of every residual branch starting at gamma = 0, weight decay 5e-5 on kernels,
+label smoothing 0.1, random-resized crops (area 35-100%, aspect 3/4-4/3)
+instead of the scale augmentation.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from trainers.common import UserError
 
 RECIPES = ("paper", "fast", "finetune")
 AUGMENTS = ("scale", "rrc")
-FAST_IMAGENET_LR = 0.2
+FAST_IMAGENET_LR = 0.4
 AUGMENT_NAMES = {"scale": "scale (shorter side in [256, 480] for 224, scaled; crop, flip, PCA colour)",
                  "rrc": "random-resized crops (area 35-100%, aspect 3/4-4/3; flip)"}
 
@@ -95,7 +96,7 @@ def fast_recipe(family: str, depth: int) -> Recipe:
         return Recipe(
             name="fast", batch_size=64, lr=FAST_IMAGENET_LR, momentum=0.9, weight_decay=5e-5, schedule="cosine",
             total_epochs=20, warmup_epochs=1, warmup_lr=0.1, nesterov=True, label_smoothing=0.1,
-            decay_kernels_only=True, augment="rrc",
+            decay_kernels_only=True, augment="rrc", zero_init_residual=True,
         )  # fmt: skip
     return Recipe(
         name="fast", batch_size=128, lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="cosine", total_epochs=30,
