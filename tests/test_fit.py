@@ -253,12 +253,12 @@ def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop
     assert schedule["boundaries"] == [2, 4] and schedule["augment"] == "scale"
     assert schedule["lr"] == pytest.approx(0.1 * 16 / 256)
     assert json.loads((run_dir / "metrics.json").read_text())["iterations"] == 8
-    result = evaluate.main([str(run_dir), "--ten-crop", "--batch-size", "32"])
-    assert result["view"] == "10-crop" and result["images"] == 1024
-    assert (run_dir / "eval-final-test-10crop.json").exists()
+    # The centre crop and the paper's 10-crop side by side (one 10-crop pass: it is the slow one).
     both = evaluate.main([str(run_dir), "--all-views", "--batch-size", "32"])
     assert set(both["views"]) == {"centre crop", "10-crop"}
-    assert both["views"]["10-crop"] == {k: result[k] for k in ("images", "top1_error", "top5_error")}
+    assert all(v["images"] == 1024 and 0 <= v["top1_error"] <= 1 for v in both["views"].values())
     assert json.loads((run_dir / "eval-final-test-views.json").read_text()) == both
+    centre = evaluate.main([str(run_dir), "--batch-size", "32"])
+    assert centre["view"] == "centre crop" and centre["top1_error"] == both["views"]["centre crop"]["top1_error"]
     out = capsys.readouterr().out
     assert "centre crop at 64px" in out and "10-crop at 64px" in out
