@@ -109,3 +109,66 @@ def test_keras_applications_weights_files_load_through_the_weight_copy(tmp_path,
     expected = source(keras.applications.resnet.preprocess_input(images.copy()))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(features), keras.ops.convert_to_numpy(expected),
                                rtol=1e-3, atol=1e-3)  # fmt: skip
+
+
+def _backbone_state(model):
+    """Every backbone weight, BatchNormalization's moving statistics included."""
+    return {w.path: np.array(w) for layer in model.layers if layer.name != "logits" for w in layer.weights}
+
+
+def test_freeze_epochs_trains_the_classifier_alone_then_everything(source_run, tmp_path, monkeypatch, float32_policy):
+    from trainers import callbacks as cb
+
+    seen = {}
+
+    class Recording(cb.Unfreeze):  # what train() passes to fit, observed at the moment it unfreezes
+        def _check(self):
+            if not self.done and cb.iterations(self.model) >= self.at_step:
+                seen["step"] = cb.iterations(self.model)
+                seen["state"] = _backbone_state(self.model)
+                seen["trainable"] = len(self.model.trainable_variables)
+            super()._check()
+
+    monkeypatch.setattr(cb, "Unfreeze", Recording)
+    run = tmp_path / "frozen"
+    _fit(["--arch", "resnet8", "--init-from", str(source_run), "--synthetic-classes", "4", "--epochs", "2",
+          "--freeze-epochs", "1", "--batch-size", "32", "--output-dir", str(run)], tmp_path, monkeypatch)  # fmt: skip
+    source = _backbone_state(load_keras_model(source_run / "model.keras"))
+    assert seen["step"] == 8 and seen["trainable"] == 2  # 256 images / 32: one epoch; only the classifier trained
+    assert source.keys() == seen["state"].keys() and any("moving_mean" in k for k in source)
+    for key, value in source.items():  # weights and BN statistics untouched while frozen
+        np.testing.assert_array_equal(seen["state"][key], value, err_msg=key)
+    config = json.loads((run / "config.json").read_text())
+    assert config["freeze_epochs"] == 1 and config["freeze_steps"] == 8 and config["status"] == "finished"
+    final = load_keras_model(run / "model.keras")
+    assert all(layer.trainable for layer in final.layers)
+    changed = [k for k, v in _backbone_state(final).items() if not np.array_equal(v, source[k])]
+    assert any("moving_mean" in k for k in changed) and any("kernel" in k for k in changed)  # then all of it trained
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--freeze-epochs", "1"], "--freeze-epochs needs --init-from"),
+    (["--freeze-epochs", "-1", "--init-from", "X"], "expected a number of epochs >= 0"),
+    (["--freeze-epochs", "2", "--epochs", "2", "--init-from", "RUN"], "leaves nothing of this 16-iteration run"),
+])  # fmt: skip
+def test_freeze_epochs_out_of_range_is_one_line_and_writes_nothing(args, message, source_run, tmp_path, monkeypatch):
+    args = [str(source_run) if a == "RUN" else a for a in args]
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=message):
+        _fit(["--arch", "resnet8", "--batch-size", "32", "--synthetic-classes", "4", "--output-dir", str(out), *args],
+             tmp_path, monkeypatch)  # fmt: skip
+    assert not out.exists()
+
+
+def test_the_same_count_of_other_classes_gets_a_new_classifier(source_run, float32_policy):
+    source = load_keras_model(source_run / "model.keras")
+    same = resnet_keras.get_model("resnet8", num_classes=10, seed=1)
+    report = finetune.initialize(same, str(source_run), class_names=[f"synthetic_{i}" for i in range(10)])
+    assert report["classifier"] == "copied"
+    np.testing.assert_array_equal(same.get_layer("logits").kernel, source.get_layer("logits").kernel)
+    other = resnet_keras.get_model("resnet8", num_classes=10, seed=1)
+    fresh = np.array(other.get_layer("logits").kernel)
+    report = finetune.initialize(other, str(source_run / "model.keras"), class_names=list("abcdefghij"))
+    assert report["classifier"].startswith("new")
+    np.testing.assert_array_equal(other.get_layer("logits").kernel, fresh)
+    _backbone_equal(other, source)

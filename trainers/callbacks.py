@@ -38,6 +38,33 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class Unfreeze(keras.callbacks.Callback):
+    """``--freeze-epochs``: makes the ``frozen`` layers trainable again once
+    the optimizer has taken ``at_step`` steps (at once on a resumed run already
+    past it). Place it after :class:`Backup`, which restores the step count."""
+
+    def __init__(self, frozen, at_step: int, log=print):
+        super().__init__()
+        self.frozen = list(frozen)
+        self.at_step = at_step
+        self.log = log
+        self.done = False
+
+    def _check(self):
+        if not self.done and iterations(self.model) >= self.at_step:
+            from trainers import finetune
+
+            finetune.unfreeze(self.model, self.frozen)
+            self.done = True
+            self.log(f"backbone unfrozen at iteration {iterations(self.model)}: {len(self.frozen)} layers train from here")
+
+    def on_train_begin(self, logs=None):
+        self._check()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops at the first batch whose loss is NaN or infinite and records the
     iteration, so the trainer can say where it happened. Placed before

@@ -81,11 +81,33 @@ def load_source(spec: str, target):
                     "keras.applications .h5 file")  # fmt: skip
 
 
-def initialize(target, spec: str) -> dict:
-    """Copies the source's weights into ``target``; returns what was done."""
+def source_class_names(spec: str):
+    """The class names a run directory (or a ``.keras`` file inside one)
+    was trained on, from its config.json; None where unknown."""
+    import json
+
+    path = pathlib.Path(spec).expanduser().resolve()
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if path.is_dir() or path.suffix == ".keras":
+        try:
+            names = json.loads(config.read_text()).get("class_names")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return list(names) if isinstance(names, list) else None
+    return None
+
+
+def initialize(target, spec: str, class_names=None) -> dict:
+    """Copies the source's weights into ``target``; returns what was done.
+
+    ``class_names``: the new run's classes. The classifier is copied only when
+    its shape fits and, where the source's class names are known, they are the
+    same: ten other classes get a new classifier, not the old one's rows."""
     import resnet_keras
 
     source, kind = load_source(spec, target)
+    known = source_class_names(spec)
+    other_classes = bool(class_names and known and list(class_names) != known)
     if kind == "keras.applications":
         head = CLASSIFIER in [layer.name for layer in target.layers] and any(
             layer.name == "predictions" and layer.units == target.get_layer(CLASSIFIER).units for layer in source.layers
@@ -99,13 +121,16 @@ def initialize(target, spec: str) -> dict:
 
     layers = {layer.name: layer for layer in source.layers}
     copied, misfits, classifier, normalization = 0, [], "new", "data"
-    pending = []
+    pending, renamed = [], False
     for layer in target.layers:
         if not layer.weights:
             continue
         peer = layers.get(layer.name)
         shapes = [tuple(w.shape) for w in layer.weights]
         peer_shapes = None if peer is None else [tuple(w.shape) for w in peer.weights]
+        if layer.name == CLASSIFIER and other_classes and peer_shapes == shapes:
+            renamed = True  # the same count of other classes: a new head
+            continue
         if peer_shapes == shapes:
             pending.append((layer, peer.get_weights()))
             if layer.name == CLASSIFIER:
@@ -124,5 +149,30 @@ def initialize(target, spec: str) -> dict:
     for layer, weights in pending:
         layer.set_weights(weights)
         copied += 1
+    if renamed:
+        classifier = "new (the source was trained on other classes)"
     return {"source": str(spec), "kind": kind, "layers_copied": copied, "classifier": classifier,
             "normalization": normalization}  # fmt: skip
+
+
+def freeze_backbone(model) -> list:
+    """``--freeze-epochs``: makes every layer but the classifier untrainable
+    (so its BatchNormalization runs in inference mode and keeps its moving
+    statistics, Keras' ``trainable = False`` convention); returns the frozen
+    layers for ``unfreeze``. Build the optimizer over all variables first: its
+    variable set (and so its backups) stays the same across the two phases."""
+    names = [layer.name for layer in model.layers]
+    if CLASSIFIER not in names:
+        raise UserError(f"--freeze-epochs needs a classifier layer named {CLASSIFIER!r}; {model.name!r} has none")
+    frozen = [layer for layer in model.layers if layer.name != CLASSIFIER and layer.trainable and layer.weights]
+    for layer in frozen:
+        layer.trainable = False
+    return frozen
+
+
+def unfreeze(model, frozen) -> None:
+    """Makes the ``frozen`` layers trainable again and retraces the training
+    step, which reads the trainable variables when it is traced."""
+    for layer in frozen:
+        layer.trainable = True
+    model.make_train_function(force=True)

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="start from trained weights: a run directory, a .keras file, a .weights.h5 "
                    "file of this library, or a keras.applications ResNet50/101/152 .h5 file; matching layers are "
                    "copied, the classifier is new when the class count differs (docs/finetune.md)")
+    p.add_argument("--freeze-epochs", type=float, help="with --init-from: train only the classifier for the first N "
+                   "epochs, the backbone frozen (its BatchNormalization in inference mode), then everything")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's, scaled to the batch)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay, Caffe meaning (default: recipe's, 1e-4)")
     p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default: the "

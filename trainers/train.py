@@ -56,7 +56,7 @@ SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers
 IDENTITY_KEYS = (
     "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
     "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split", "jpeg_quality",
-    "augment", "label_smoothing", "zero_init_residual", "init_from",
+    "augment", "label_smoothing", "zero_init_residual", "init_from", "freeze_epochs",
 )  # fmt: skip
 
 
@@ -100,6 +100,7 @@ DEFAULTS = {
     "label_smoothing": None,
     "zero_init_residual": None,
     "init_from": None,
+    "freeze_epochs": None,
 }
 
 
@@ -118,6 +119,13 @@ def resolve(config: dict) -> dict:
     c["recipe"] = c["recipe"] or ("finetune" if c["init_from"] else "paper")
     if c["init_from"]:
         c["init_from"] = str(pathlib.Path(c["init_from"]).expanduser().resolve())
+    if c["freeze_epochs"] is not None:
+        if not (isinstance(c["freeze_epochs"], (int, float)) and math.isfinite(c["freeze_epochs"])
+                and c["freeze_epochs"] >= 0):  # fmt: skip
+            raise UserError(f"--freeze-epochs {c['freeze_epochs']}; expected a number of epochs >= 0")
+        if c["freeze_epochs"] and not c["init_from"]:
+            raise UserError("--freeze-epochs needs --init-from: it trains a new classifier on a trained backbone")
+        c["freeze_epochs"] = c["freeze_epochs"] or None
     c["family"] = spec.family
     c["depth"] = spec.depth
     c["dataset"] = c["dataset"] or DEFAULT_DATASET[spec.family]
@@ -255,6 +263,14 @@ def _train(c, model, strategy, role, policy, why, replicas):
         zero_init_residual=c["zero_init_residual"],
     )  # fmt: skip
 
+    freeze_steps = round(c["freeze_epochs"] * steps_per_epoch) if c["freeze_epochs"] else 0
+    if freeze_steps >= schedule["total_steps"]:
+        raise UserError(
+            f"--freeze-epochs {c['freeze_epochs']:g} ({freeze_steps} iterations) leaves nothing of this "
+            f"{schedule['total_steps']}-iteration run to train the backbone; give fewer, or more --epochs"
+        )
+    c["freeze_steps"] = freeze_steps or None
+
     if role.multi_worker:
         # Every worker checks the directory before the chief writes to it, and
         # all stop if any objects (no worker is left waiting for the others).
@@ -322,7 +338,7 @@ def _train(c, model, strategy, role, policy, why, replicas):
         resnet_keras.get_normalization(model).set_statistics(mean)
         if c["init_from"] and not (resuming and (run_dir / "backup").exists()):
             try:
-                c["init"] = finetune.initialize(model, c["init_from"])
+                c["init"] = finetune.initialize(model, c["init_from"], class_names=info.class_names)
             except UserError:
                 if created and role.is_chief:  # leave nothing of a run that never started
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -350,6 +366,12 @@ def _train(c, model, strategy, role, policy, why, replicas):
             jit_compile=bool(c["jit_compile"]),
             steps_per_execution=c["steps_per_execution"],
         )
+        frozen = []
+        if freeze_steps:
+            # The optimizer holds a slot for every variable in both phases, so
+            # a backup of either phase restores into the same structure.
+            optimizer.build(model.trainable_variables)
+            frozen = finetune.freeze_backbone(model)
 
     compat.build_before_fit(
         model, strategy, (((batch, info.image_size, info.image_size, 3), "float32"), ((batch,), "int64"))
@@ -373,6 +395,10 @@ def _train(c, model, strategy, role, policy, why, replicas):
         cb.BestModel(out_dir),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False),
     ]
+    if frozen:
+        _log(f"backbone frozen for the first {freeze_steps} iterations ({len(frozen)} layers; BatchNormalization "
+             "in inference mode): the classifier trains alone", c)  # fmt: skip
+        callbacks.append(cb.Unfreeze(frozen, freeze_steps, log=lambda message: _log(message, c)))
     if schedule["kind"] == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
