@@ -209,3 +209,31 @@ def test_profile_steps_sums_op_time_by_type_and_layer(tmp_path):
     assert profile_steps.layer_kind("conv3_block1_0_zeropad") == "option A shortcut"
     with pytest.raises(SystemExit, match="--steps must be at least 1"):
         profile_steps.main(["--steps", "0"])
+
+
+def test_transfer_writes_a_whole_folder_and_the_runs_it_compares(tmp_path, capsys):
+    from benchmarks import transfer
+    from trainers import folder
+    from trainers.common import UserError
+
+    rng = np.random.default_rng(0)
+    examples = [(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), i % 3) for i in range(30)]
+    picked = list(transfer.first_per_class(iter(examples), 2, 3))
+    assert [label for _, label in picked] == [0, 1, 2, 0, 1, 2]
+    manifest = {"dataset": "cifar10", "per_class": 2, "test_per_class": 1}
+    root = tmp_path / "root"
+    data = transfer.write_folder({"train": picked, "test": picked[:3]}, ["a", "b", "c"], root / "data", manifest)
+    assert sorted(p.name for p in (data / "train").iterdir()) == ["a", "b", "c"]
+    assert len(list((data / "train" / "a").glob("*.png"))) == 2 and not list(root.glob(".data.tmp-*"))
+    indexed = folder.index_folder(f"folder:{data}")  # what fit.py --dataset folder:DATA reads
+    assert indexed.class_names == ["a", "b", "c"]
+    assert len(indexed.splits["train"][0]) == 6 and len(indexed.splits["test"][0]) == 3
+    with pytest.raises(UserError, match="was not written by this script with these settings"):
+        transfer.write_folder({}, [], data, {**manifest, "per_class": 5})
+    # The folder is there: the dry run prints the three runs and trains nothing.
+    transfer.main(["--root", str(root), "--source", str(tmp_path / "src"), "--per-class", "2", "--test-per-class",
+                   "1", "--epochs", "3", "--dry-run"])  # fmt: skip
+    lines = [line for line in capsys.readouterr().out.splitlines() if "fit.py" in line]
+    assert len(lines) == 3 and all(f"folder:{data}" in line for line in lines)
+    assert "--recipe fast" in lines[0] and "--init-from" in lines[1] and "--freeze-epochs 5" in lines[2]
+    assert not (root / "transfer.json").exists() and not (root / "scratch").exists()
