@@ -123,3 +123,19 @@ def test_held_out_is_stratified_and_deterministic():
     (kept, _), (out, out_labels) = folder.held_out(paths, labels, 0.2)
     assert len(kept) == 24 and sorted(out_labels) == [0, 0, 1, 1, 2, 2]
     assert out == ["a/8.png", "a/9.png", "b/8.png", "b/9.png", "c/8.png", "c/9.png"]
+
+
+def test_tune_searches_on_a_folder(tmp_path, monkeypatch, float32_policy):
+    from trainers import tune
+
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    root = _folder(tmp_path / "photos", per_class=8)
+    result = tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "1", "--dataset", f"folder:{root}",
+                        "--val-split", "0.25", "--n-min", "1", "--n-max", "1", "--width", "0.25", "--batch-size",
+                        "6", "--epochs", "1", "--precision", "float32"])  # fmt: skip
+    directory = tmp_path / "runs" / "tune-cifar-folder-photos-random"
+    assert (directory / "trials.csv").exists() and result["best"]["val_accuracy"] is not None
+    run = json.loads((directory / "trials" / f"trial_{result['best']['trial']}" / "result.json").read_text())["run_dir"]
+    config = json.loads((tmp_path / run / "config.json").read_text())
+    assert config["class_names"] == ["apple", "leaf", "sky"]
+    assert config["data"]["test_split"] == "held-out" and config["data"]["num_test"] == 6  # 25% of 24, stratified

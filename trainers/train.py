@@ -143,7 +143,7 @@ def resolve(config: dict) -> dict:
     return c
 
 
-def _dataset_slug(dataset: str) -> str:
+def dataset_slug(dataset: str) -> str:
     """The dataset's part of a run directory's name: imagenette_160px-v2, folder-NAME."""
     if dataset.startswith("folder:"):
         return "folder-" + (pathlib.Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
@@ -152,7 +152,7 @@ def _dataset_slug(dataset: str) -> str:
 
 def _default_run_dir(c) -> pathlib.Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return runs_root() / f"{c['arch']}-{_dataset_slug(c['dataset'])}-{stamp}"
+    return runs_root() / f"{c['arch']}-{dataset_slug(c['dataset'])}-{stamp}"
 
 
 def _identity(c) -> dict:
@@ -193,7 +193,7 @@ def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
             raise UserError(f"--output-dir {run_dir} is not empty and holds no run of this trainer")
         return run_dir, False
     if c["resume"]:
-        candidates = sorted(runs_root().glob(f"{c['arch']}-{_dataset_slug(c['dataset'])}-*"), reverse=True)
+        candidates = sorted(runs_root().glob(f"{c['arch']}-{dataset_slug(c['dataset'])}-*"), reverse=True)
         for run_dir in candidates:
             config_path = run_dir / "config.json"
             if config_path.exists() and not _is_finished(run_dir):

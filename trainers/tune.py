@@ -390,7 +390,7 @@ def search(space: Space, args) -> dict:
     import resnet_keras
     from trainers import data as data_lib
     from trainers.common import make_strategy, resolve_precision
-    from trainers.train import DEFAULT_DATASET, runs_root, train
+    from trainers.train import DEFAULT_DATASET, dataset_slug, runs_root, train
 
     dataset = args.dataset or DEFAULT_DATASET[space.family]
     image_size = args.image_size or {"cifar": 32, "imagenet": 224}[space.family]
@@ -408,7 +408,7 @@ def search(space: Space, args) -> dict:
         raise UserError(f"no candidate fits the budget: even the smallest ({smallest['arch']}, width "
                         f"{min(space.widths)}) has {over}")  # fmt: skip
 
-    directory = pathlib.Path(args.directory or runs_root() / f"tune-{space.family}-{dataset.replace('/', '_')}-{args.tuner}")
+    directory = pathlib.Path(args.directory or runs_root() / f"tune-{space.family}-{dataset_slug(dataset)}-{args.tuner}")
     directory.mkdir(parents=True, exist_ok=True)
     spec = {"space": dataclasses.asdict(space), "tuner": args.tuner, "dataset": dataset, "image_size": image_size,
             "val_split": args.val_split, "epochs": args.epochs, "max_epochs": args.max_epochs, "seed": args.seed,
