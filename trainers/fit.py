@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=RECIPES, help="training recipe (default: paper, or finetune with --init-from)")
     p.add_argument("--init-from", help="start from trained weights: a run directory, a .keras file, a .weights.h5 "
                    "file of this library, or a keras.applications ResNet50/101/152 .h5 file; matching layers are "
-                   "copied, the classifier is new when the class count differs (docs/finetune.md)")
+                   "copied, the classifier is new when the classes differ (docs/training.md, docs/finetune.md)")
     p.add_argument("--freeze-epochs", type=float, help="with --init-from: train only the classifier for the first N "
                    "epochs, the backbone frozen (its BatchNormalization in inference mode), then everything")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's, scaled to the batch)")
