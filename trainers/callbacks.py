@@ -12,7 +12,14 @@ import time
 
 import keras
 
-from trainers.common import read_csv_rows, save_figure_atomic, save_model_atomic, write_csv_atomic, write_json_atomic
+from trainers.common import (
+    read_csv_rows,
+    save_figure_atomic,
+    save_model_atomic,
+    write_csv_atomic,
+    write_failed,
+    write_json_atomic,
+)
 
 
 def iterations(model) -> int:
@@ -178,11 +185,19 @@ class Backup(keras.callbacks.BackupAndRestore):
             return
         for hook in self.before_save:
             hook()
-        os.makedirs(self.backup_dir, exist_ok=True)
+        try:
+            os.makedirs(self.backup_dir, exist_ok=True)
+        except OSError as error:
+            raise write_failed(self.backup_dir, error) from None
         weights = pathlib.Path(self._weights_path)
         tmp = weights.with_name(f".tmp-{os.getpid()}-{weights.name}")
-        self.model.save_weights(str(tmp), overwrite=True)
-        os.replace(tmp, weights)
+        try:
+            self.model.save_weights(str(tmp), overwrite=True)
+            os.replace(tmp, weights)
+        except OSError as error:
+            if tmp.exists():
+                tmp.unlink()
+            raise write_failed(weights, error) from None
         write_json_atomic(
             self._training_metadata_path,
             {"epoch": self._current_epoch, "batch": self._last_batch_seen, "iterations": iterations(self.model)},

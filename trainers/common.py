@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import pathlib
 import sys
@@ -16,6 +17,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 class UserError(Exception):
     """A problem with what the user asked for. Entry points print its message
     alone (no traceback) and exit with status 2."""
+
+
+class OutputError(UserError):
+    """A file could not be written (no space, no permission); the previous
+    file, if any, is kept. Exit status 4."""
+
+    exit_code = 4
+
+
+def write_failed(path, error: OSError) -> OutputError:
+    why = error.strerror or str(error)
+    return OutputError(f"could not write {path}: {why}; the previous file, if any, is kept as it was")
 
 
 def run_main(main, argv=None):
@@ -40,15 +53,42 @@ def write_text_atomic(path, text: str) -> None:
     a reader (or a killed run) never sees half a file."""
     path = pathlib.Path(path)
     tmp = _tmp_name(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        _remove_quietly(tmp)
+        raise write_failed(path, error) from None
+
+
+def _remove_quietly(path: pathlib.Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def strict(value):
+    """``value`` with every non-finite float (NaN, infinity) replaced by None:
+    what strict JSON readers accept, and what an unknown figure is."""
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json_atomic(path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON (non-finite numbers become null), written atomically."""
+    text = json.dumps(strict(data), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def _json_default(value):
@@ -90,9 +130,12 @@ def save_figure_atomic(fig, path) -> None:
     tmp = _tmp_name(path)
     try:
         fig.savefig(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        _remove_quietly(tmp)
+        raise write_failed(path, error) from None
     finally:
         plt.close(fig)
-    os.replace(tmp, path)
 
 
 def float32_clone(model):
@@ -128,9 +171,10 @@ def save_model_atomic(model, path) -> None:
     try:
         clone.save(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        raise write_failed(path, error) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove_quietly(tmp)
 
 
 def load_keras_model(path):

@@ -33,11 +33,13 @@ from trainers import data as data_lib
 from trainers import distributed
 from trainers import finetune
 from trainers import recipes
+from trainers import runlock
 from trainers.common import (
     UserError,
     make_strategy,
     resolve_precision,
     save_model_atomic,
+    write_failed,
     write_json_atomic,
 )
 
@@ -232,13 +234,16 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
                 "a multi-worker run needs --output-dir: one directory, on storage every worker can read, that all "
                 "workers are given (the chief writes it; the others restore their backups from it)"
             )
+    held = []  # the run directory's lock, released however the run ends
     try:
-        return _train(c, model, strategy, role, policy, why, replicas)
+        return _train(c, model, strategy, role, policy, why, replicas, held)
     finally:
+        for lock in held:
+            lock.release()
         distributed.cleanup(role, c.get("out_dir"))
 
 
-def _train(c, model, strategy, role, policy, why, replicas):
+def _train(c, model, strategy, role, policy, why, replicas, held):
 
     recipe = recipes.get_recipe(c["recipe"], c["family"], c["depth"])
     batch = c["batch_size"] or recipe.batch_size
@@ -285,7 +290,17 @@ def _train(c, model, strategy, role, policy, why, replicas):
         run_dir, resuming = choose_run_dir(c)
     created = not run_dir.exists()
     if role.is_chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_failed(run_dir, error) from None
+        held.append(runlock.acquire(run_dir))
+        # Checked again under the lock: another process may have started or
+        # finished this directory since it was chosen.
+        if _is_finished(run_dir):
+            raise UserError(f"{run_dir} holds a finished run; it is never overwritten. Choose another --output-dir")
+        if not resuming and (run_dir / "config.json").exists():
+            raise UserError(f"{run_dir} was just started by another process; choose another --output-dir")
     out_dir = distributed.output_dir(role, run_dir)
     c["out_dir"] = str(out_dir)
     c["run_dir"] = str(run_dir)

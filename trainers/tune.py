@@ -36,7 +36,8 @@ if __package__ in (None, ""):
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic  # noqa: E402
-from trainers.common import save_figure_atomic, write_text_atomic  # noqa: E402
+from trainers.common import save_figure_atomic, write_failed, write_text_atomic  # noqa: E402
+from trainers import runlock  # noqa: E402
 from trainers.compat import make_keras_tuner_saves_atomic  # noqa: E402
 
 FAMILIES = ("cifar", "imagenet")
@@ -409,7 +410,18 @@ def search(space: Space, args) -> dict:
                         f"{min(space.widths)}) has {over}")  # fmt: skip
 
     directory = pathlib.Path(args.directory or runs_root() / f"tune-{space.family}-{dataset_slug(dataset)}-{args.tuner}")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failed(directory, error) from None
+    # One search per directory: a second tune.py on it stops at once.
+    with runlock.acquire(directory, what="search directory", hint="wait for it to end or choose another --directory"):
+        return _search(args, directory, space, dataset, image_size, info, strategy)
+
+
+def _search(args, directory, space, dataset, image_size, info, strategy):
+    from trainers.train import train
+
     spec = {"space": dataclasses.asdict(space), "tuner": args.tuner, "dataset": dataset, "image_size": image_size,
             "val_split": args.val_split, "epochs": args.epochs, "max_epochs": args.max_epochs, "seed": args.seed,
             "max_params": args.max_params, "max_flops": args.max_flops}  # fmt: skip
