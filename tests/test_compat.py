@@ -133,7 +133,7 @@ mine = distributed.output_dir(role, shared)
 model, ds = model_and_data()
 compat.build_before_fit(model, strategy, spec)
 model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0,
-          callbacks=[OurSpy(os.path.join(mine, "backup"), save_freq=1, guard=cb.NonFiniteGuard(), total_steps=100,
+          callbacks=[OurSpy(os.path.join(mine, "backup"), save_freq=1, guard=cb.NonFiniteGuard(),
                             restore_dir=os.path.join(shared, "backup"))])
 distributed.cleanup(role, mine)
 out["written"] = written

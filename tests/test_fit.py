@@ -150,7 +150,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_backup(tmp_path):
     assert not (run_dir / "metrics.json").exists()
     metadata = run_dir / "backup" / "training_metadata.json"
     if metadata.exists():  # the loss may be non-finite from the first step: then there is nothing to keep
-        step = int(err.split("non-finite at iteration ")[1].split(";")[0])
+        step = int(err.split("non-finite at iteration ")[1].split(";")[0].split(" ")[0])
         assert json.loads(metadata.read_text())["iterations"] < step
 
 

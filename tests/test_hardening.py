@@ -65,3 +65,110 @@ def test_a_lock_is_released_when_its_holder_ends(tmp_path):
         runlock.acquire(tmp_path)  # flock locks are per open file: the same process is refused too
     lock.release()
     runlock.acquire(tmp_path).release()
+
+
+def test_a_huge_learning_rate_is_not_reported_as_finished(tmp_path, monkeypatch):
+    """Issue 19's case: the training loss stays finite (1e22) while validation is NaN."""
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match="became non-finite at iteration") as caught:
+        _fit(["--epochs", "1", "--lr", "1e12", "--output-dir", str(run)], tmp_path, monkeypatch)
+    assert caught.value.exit_code == 3
+    assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
+    assert json.loads((run / "config.json").read_text())["status"] == "running"
+
+
+def test_the_guard_names_a_non_finite_validation_figure_or_weight(float32_policy):
+    import keras
+    import numpy as np
+
+    import resnet_keras
+    from trainers import callbacks as cb
+
+    model = resnet_keras.get_model("resnet8", num_classes=3)
+    model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    guard = cb.NonFiniteGuard()
+    guard.set_model(model)
+    guard.on_epoch_end(0, {"loss": 1.0, "val_loss": 0.5, "val_accuracy": 0.9})
+    assert guard.bad_step is None and not model.stop_training
+    guard.on_epoch_end(1, {"loss": 1.0, "val_loss": 0.5, "val_top5": float("nan")})
+    assert guard.bad_what == "the validation top5" and guard.bad_epoch == 2 and model.stop_training
+
+    bn = next(layer for layer in model.layers if isinstance(layer, resnet_keras.FusedBatchNormalization))
+    variance = np.array(bn.moving_variance)
+    variance[0] = np.inf
+    bn.moving_variance.assign(variance)
+    fresh = cb.NonFiniteGuard()
+    fresh.set_model(model)
+    assert not fresh.check_weights() and fresh.bad_what == f"the weight {bn.moving_variance.path}"
+
+
+def test_json_is_strict_and_unknown_figures_are_null(tmp_path):
+    import numpy as np
+
+    from trainers.common import write_json_atomic
+
+    path = tmp_path / "m.json"
+    write_json_atomic(path, {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": {"d": -float("inf")}, "e": 2})
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"a": None, "b": [None, 1.5], "c": {"d": None}, "e": 2}
+
+
+def test_an_unwritable_file_keeps_the_previous_one_and_says_so_in_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from trainers import common
+    from trainers.common import OutputError, write_json_atomic
+
+    path = tmp_path / "m.json"
+    write_json_atomic(path, {"v": 1})
+
+    def refused(src, dst):  # what a read-only directory does to a non-root user's rename
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(common.os, "replace", refused)
+    with pytest.raises(OutputError, match="could not write .*m.json: Permission denied; the previous file"):
+        write_json_atomic(path, {"v": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"v": 1} and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_a_full_disk_at_a_backup_or_the_final_model_keeps_the_last_good_files(tmp_path, monkeypatch):
+    import errno
+
+    import keras
+
+    from trainers.common import OutputError
+
+    real_save_weights = keras.Model.save_weights
+    calls = []
+
+    def full_after_first(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save_weights(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_after_first)
+    run = tmp_path / "run"
+    args = ["--steps", "6", "--backup-every", "2", "--output-dir", str(run)]
+    with pytest.raises(OutputError, match="backup.*No space left on device; the previous file") as caught:
+        _fit(args, tmp_path, monkeypatch)
+    assert caught.value.exit_code == 4
+    assert json.loads((run / "backup" / "training_metadata.json").read_text())["iterations"] == 2
+    assert not [p for p in run.rglob("*") if ".tmp-" in p.name] and not (run / "metrics.json").exists()
+
+    # The same command resumes; now the final model cannot be written.
+    monkeypatch.setattr(keras.Model, "save_weights", real_save_weights)
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(keras.Model, "save", full)
+    with pytest.raises(OutputError, match=r"(best|model)\.keras: No space left on device"):
+        _fit(args, tmp_path, monkeypatch)
+    assert (run / "backup").exists() and not (run / "model.keras").exists() and not (run / "metrics.json").exists()
+    assert not [p for p in run.rglob("*") if ".tmp-" in p.name]

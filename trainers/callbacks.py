@@ -8,9 +8,11 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import time
 
 import keras
+import numpy as np
 
 from trainers.common import (
     read_csv_rows,
@@ -73,19 +75,43 @@ class Unfreeze(keras.callbacks.Callback):
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops at the first batch whose loss is NaN or infinite and records the
-    iteration, so the trainer can say where it happened. Placed before
-    :class:`Backup`, which then declines to save the broken state."""
+    """Stops at the first non-finite figure and records the iteration and
+    what it was, so the trainer can say where it happened: the training loss
+    (every batch), the validation loss and metrics and every weight, the
+    BatchNormalization statistics included (every epoch's end, and before
+    every backup). Placed before :class:`Backup`, which then declines to save
+    the broken state."""
 
     def __init__(self):
         super().__init__()
         self.bad_step = None
+        self.bad_what = None
+        self.bad_epoch = None
+
+    def _stop(self, what, epoch=None):
+        if self.bad_step is None:
+            self.bad_step, self.bad_what, self.bad_epoch = iterations(self.model), what, epoch
+        self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.bad_step = iterations(self.model)
-            self.model.stop_training = True
+            self._stop("the training loss")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            if key.startswith("val_") and not math.isfinite(float(value)):
+                self._stop(f"the validation {key[4:]}", epoch + 1)
+                return
+        self.check_weights(epoch + 1)
+
+    def check_weights(self, epoch=None) -> bool:
+        """True when every weight is finite; else stops the run, naming the first that is not."""
+        for weight in self.model.weights:
+            if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
+                self._stop(f"the weight {weight.path}", epoch)
+                return False
+        return True
 
 
 class AverageBatchNormStatistics(keras.callbacks.Callback):
@@ -153,17 +179,17 @@ class Backup(keras.callbacks.BackupAndRestore):
     * the weights (model and optimizer, iteration count included) and the
       metadata are written under temporary names and renamed, so a backup on
       disk is always whole: the old one until the new one is complete;
-    * nothing is saved once the loss is non-finite, and the backup is kept
-      unless the run reached its last iteration;
+    * nothing is saved once the loss or a weight is non-finite, and the
+      backup is kept until the trainer has written the run's results
+      (:meth:`discard`);
     * ``restore_dir``: where to restore from, when it is not where this
       process saves (the multi-worker convention: see trainers/distributed.py).
     """
 
-    def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, total_steps: int, restore_dir=None,
+    def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, restore_dir=None,
                  before_save=None):  # fmt: skip
         super().__init__(str(backup_dir), save_freq=save_freq, delete_checkpoint=True, double_checkpoint=False)
         self.guard = guard
-        self.total_steps = total_steps
         # Called before each save: e.g. the BN statistics averaged, the logs
         # flushed, so what is on disk matches the backup.
         self.before_save = list(before_save or [])
@@ -181,7 +207,7 @@ class Backup(keras.callbacks.BackupAndRestore):
             self._weights_path, self._training_metadata_path = saved
 
     def _save_model(self):
-        if self.guard.bad_step is not None:
+        if self.guard.bad_step is not None or not self.guard.check_weights():
             return
         for hook in self.before_save:
             hook()
@@ -204,8 +230,11 @@ class Backup(keras.callbacks.BackupAndRestore):
         )
 
     def on_train_end(self, logs=None):
-        if self.guard.bad_step is None and iterations(self.model) >= self.total_steps:
-            super().on_train_end(logs)
+        """Keeps the backup: the trainer discards it only once the final
+        evaluation is finite and the run's results are written."""
+
+    def discard(self):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
 class BestModel(keras.callbacks.Callback):

@@ -400,12 +400,13 @@ def _train(c, model, strategy, role, policy, why, replicas, held):
         test_data=test_ds if info.num_val else None, title=title,
     )  # fmt: skip
     bn_statistics = cb.AverageBatchNormStatistics(strategy, steps_per_epoch)
+    backup = cb.Backup(out_dir / "backup", save_freq=c["backup_every"], guard=guard,
+                       restore_dir=run_dir / "backup", before_save=[bn_statistics.sync, run_log.flush])  # fmt: skip
     callbacks = [
         guard,  # first: the backup must not save a non-finite state
         bn_statistics,
         run_log,  # before the backup: a batch is logged before its backup is written
-        cb.Backup(out_dir / "backup", save_freq=c["backup_every"], guard=guard, total_steps=total,
-                  restore_dir=run_dir / "backup", before_save=[bn_statistics.sync, run_log.flush]),
+        backup,
         cb.StopAtStep(total),
         cb.BestModel(out_dir),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False),
@@ -429,8 +430,9 @@ def _train(c, model, strategy, role, policy, why, replicas, held):
     wall = time.time() - started
 
     if guard.bad_step is not None:
+        where = f"at iteration {guard.bad_step}" + (f" (end of epoch {guard.bad_epoch})" if guard.bad_epoch else "")
         raise TrainingError(
-            f"the loss became non-finite at iteration {guard.bad_step}; training stopped. The last good backup "
+            f"{guard.bad_what} became non-finite {where}; training stopped. The last good backup "
             f"is kept in {run_dir / 'backup'} (rerunning resumes from it); consider a lower --lr"
         )
     done = cb.iterations(model)
@@ -438,6 +440,12 @@ def _train(c, model, strategy, role, policy, why, replicas, held):
         raise TrainingError(f"training ended after {done} iterations instead of {total}; rerun to resume")
 
     result = model.evaluate(test_ds, verbose=0, return_dict=True)
+    bad = [key for key in ("loss", "accuracy", "top5") if not math.isfinite(float(result[key]))]
+    if bad:
+        raise TrainingError(
+            f"the final {info.test_split} {bad[0]} is non-finite ({float(result[bad[0]])}) after {done} iterations; "
+            f"nothing is reported as finished. The last good backup is kept in {run_dir / 'backup'}"
+        )
     metrics = {
         "arch": c["arch"],
         "dataset": info.name,
@@ -467,6 +475,7 @@ def _train(c, model, strategy, role, policy, why, replicas, held):
     write_json_atomic(out_dir / "metrics.json", metrics)
     c["status"] = "finished"
     write_json_atomic(out_dir / "config.json", {k: v for k, v in c.items() if k != "out_dir"})
+    backup.discard()
     if role.multi_worker:
         # No worker leaves before the chief has written everything: a worker
         # that exits early can make the chief fail on missing heartbeats.
@@ -474,7 +483,9 @@ def _train(c, model, strategy, role, policy, why, replicas, held):
     _log(
         f"done: {done} iterations; test top-1 error {100 * metrics['test_top1_error']:.2f}%, "
         f"top-5 error {100 * metrics['test_top5_error']:.2f}% on {info.name} {info.test_split}; "
-        f"{metrics['train_images_per_second'] or float('nan'):.0f} images/s; run dir {run_dir}"
+        + (f"{metrics['train_images_per_second']:.0f} images/s" if metrics["train_images_per_second"]
+           else "images/s not measured (too few steady-state steps)")
+        + f"; run dir {run_dir}"
         + (f"; weights sha256 {metrics['weights_sha256']}" if role.multi_worker else ""),
         c,
     )
