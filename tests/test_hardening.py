@@ -172,3 +172,42 @@ def test_a_full_disk_at_a_backup_or_the_final_model_keeps_the_last_good_files(tm
         _fit(args, tmp_path, monkeypatch)
     assert (run / "backup").exists() and not (run / "model.keras").exists() and not (run / "metrics.json").exists()
     assert not [p for p in run.rglob("*") if ".tmp-" in p.name]
+
+
+def _start(args, env, log):
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--verbose", "2",
+                                 *args], env=env, stdout=out, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _terminate_after_training_started(process, log, seconds=2.0):
+    """SIGTERM once fit has printed its first epoch line; (stdout, stderr)."""
+    deadline = time.time() + 120
+    while "Epoch 1/" not in log.read_text():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "training never started"
+        time.sleep(0.2)
+    time.sleep(seconds)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    return log.read_text(), err
+
+
+def test_sigterm_writes_a_backup_of_the_step_and_the_same_command_resumes_from_it(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESNET_KERAS_RUNS": str(tmp_path / "runs")}
+    args = ["--steps", "100000", "--backup-every", "100000", "--output-dir", str(run)]  # no periodic backup
+    first = _start(args, env, tmp_path / "first.log")
+    out, err = _terminate_after_training_started(first, tmp_path / "first.log")
+    assert first.returncode == 75, out + err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "stopped by SIGTERM at iteration" in lines[0] and "Traceback" not in err
+    step = int(lines[0].split("at iteration ")[1].split(":")[0])
+    assert step > 0 and json.loads((run / "backup" / "training_metadata.json").read_text())["iterations"] == step
+    assert json.loads((run / "config.json").read_text())["status"] == "running"
+
+    second = _start(args, env, tmp_path / "second.log")
+    out, err = _terminate_after_training_started(second, tmp_path / "second.log")
+    assert second.returncode == 75 and "resuming run" in out, err
+    again = int(err.split("at iteration ")[1].split(":")[0])
+    assert again > step  # it went on from the backup, not from the start

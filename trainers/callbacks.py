@@ -74,6 +74,58 @@ class Unfreeze(keras.callbacks.Callback):
         self._check()
 
 
+class StopRequest:
+    """SIGTERM (what Slurm, Kubernetes and spot machines send before they stop
+    a job), caught for the life of a run: ``with StopRequest() as request:``
+    installs the handler (from the main thread), ``request.requested`` says
+    whether the signal came, and leaving restores the previous handler."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _request(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._request)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+class Preemption(keras.callbacks.Callback):
+    """Stops at the first step boundary after a :class:`StopRequest`: a
+    backup of that step is written and training ends, so the same command
+    resumes with no step lost. ``agree`` (multi-worker): a collective that is
+    true on every worker when any worker was asked, called at every step on
+    every worker, so all of them stop, and back up, at the same step. Place
+    it after :class:`Backup`, whose step count it saves."""
+
+    def __init__(self, request: StopRequest, backup: "Backup", agree=None):
+        super().__init__()
+        self.request = request
+        self.backup = backup
+        self.agree = agree
+        self.stopped_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        stop = self.agree(self.request.requested) if self.agree else self.request.requested
+        if stop and self.stopped_at is None:
+            self.stopped_at = iterations(self.model)
+            self.backup.save_now()
+            self.model.stop_training = True
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops at the first non-finite figure and records the iteration and
     what it was, so the trainer can say where it happened: the training loss
@@ -228,6 +280,10 @@ class Backup(keras.callbacks.BackupAndRestore):
             self._training_metadata_path,
             {"epoch": self._current_epoch, "batch": self._last_batch_seen, "iterations": iterations(self.model)},
         )
+
+    def save_now(self):
+        """A backup of this step, now (preemption)."""
+        self._save_model()
 
     def on_train_end(self, logs=None):
         """Keeps the backup: the trainer discards it only once the final

@@ -127,6 +127,19 @@ def all_agree(strategy, ok: bool) -> bool:
     return float(count_failures(tf.constant(0.0 if ok else 1.0))) == 0.0
 
 
+def any_worker(strategy):
+    """A function ``flag -> bool``: true on every worker when ``flag`` is true
+    on any worker; a collective (every worker calls it at the same point),
+    traced once, cheap enough for every step."""
+    import tensorflow as tf
+
+    @tf.function
+    def count(flag):
+        return strategy.reduce("SUM", strategy.run(lambda: tf.identity(flag)), axis=None)
+
+    return lambda flag: float(count(tf.constant(1.0 if flag else 0.0))) > 0.0
+
+
 def barrier(strategy) -> None:
     all_agree(strategy, True)
 

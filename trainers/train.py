@@ -68,6 +68,13 @@ class TrainingError(UserError):
     exit_code = 3
 
 
+class Preempted(UserError):
+    """SIGTERM stopped the run after a backup; rerunning resumes. Exit status
+    75 (EX_TEMPFAIL: "try again later")."""
+
+    exit_code = 75
+
+
 DEFAULTS = {
     "arch": None,
     "dataset": None,
@@ -236,14 +243,15 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
             )
     held = []  # the run directory's lock, released however the run ends
     try:
-        return _train(c, model, strategy, role, policy, why, replicas, held)
+        with cb.StopRequest() as request:  # SIGTERM from here on stops at a step boundary, with a backup
+            return _train(c, model, strategy, role, policy, why, replicas, held, request)
     finally:
         for lock in held:
             lock.release()
         distributed.cleanup(role, c.get("out_dir"))
 
 
-def _train(c, model, strategy, role, policy, why, replicas, held):
+def _train(c, model, strategy, role, policy, why, replicas, held, request):
 
     recipe = recipes.get_recipe(c["recipe"], c["family"], c["depth"])
     batch = c["batch_size"] or recipe.batch_size
@@ -411,6 +419,8 @@ def _train(c, model, strategy, role, policy, why, replicas, held):
         cb.BestModel(out_dir),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False),
     ]
+    preemption = cb.Preemption(request, backup, agree=distributed.any_worker(strategy) if role.multi_worker else None)
+    callbacks.insert(callbacks.index(backup) + 1, preemption)  # after the backup's own step count
     if frozen:
         _log(f"backbone frozen for the first {freeze_steps} iterations ({len(frozen)} layers; BatchNormalization "
              "in inference mode): the classifier trains alone", c)  # fmt: skip
@@ -429,6 +439,13 @@ def _train(c, model, strategy, role, policy, why, replicas, held):
     )  # fmt: skip
     wall = time.time() - started
 
+    if preemption.stopped_at is not None:
+        if role.multi_worker:
+            distributed.barrier(strategy)  # the chief's backup is written before any worker leaves
+        raise Preempted(
+            f"stopped by SIGTERM at iteration {preemption.stopped_at}: a backup of that iteration is in "
+            f"{run_dir / 'backup'}; rerun the same command to resume"
+        )
     if guard.bad_step is not None:
         where = f"at iteration {guard.bad_step}" + (f" (end of epoch {guard.bad_epoch})" if guard.bad_epoch else "")
         raise TrainingError(
