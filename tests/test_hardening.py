@@ -211,3 +211,51 @@ def test_sigterm_writes_a_backup_of_the_step_and_the_same_command_resumes_from_i
     assert second.returncode == 75 and "resuming run" in out, err
     again = int(err.split("at iteration ")[1].split(":")[0])
     assert again > step  # it went on from the backup, not from the start
+
+
+CIFAR = pathlib.Path(os.environ.get("TFDS_DATA_DIR", ""), "cifar10")
+
+
+def _corrupt_copy(tmp_path, truncate: str) -> pathlib.Path:
+    """A small copy of the real cifar10 (its first 512 training and 256 test
+    records, its metadata told so) whose ``truncate`` split's record file is
+    then cut in half."""
+    import shutil
+
+    import tensorflow as tf
+
+    versions = sorted(CIFAR.glob("*/dataset_info.json")) if os.environ.get("TFDS_DATA_DIR") else []
+    if not versions:
+        pytest.skip(f"no prepared cifar10 in TFDS_DATA_DIR={os.environ.get('TFDS_DATA_DIR', '')!r}")
+    source = versions[-1].parent
+    target = tmp_path / "data" / "cifar10" / source.name
+    target.mkdir(parents=True)
+    info = json.loads((source / "dataset_info.json").read_text())
+    for split in info["splits"]:
+        count = {"train": 512, "test": 256}[split["name"]]
+        name = f"cifar10-{split['name']}.tfrecord-00000-of-00001"
+        with tf.io.TFRecordWriter(str(target / name)) as writer:
+            for record in tf.data.TFRecordDataset(str(source / name)).take(count):
+                writer.write(record.numpy())
+        split["shardLengths"], split["numBytes"] = [str(count)], str((target / name).stat().st_size)
+        if split["name"] == truncate:
+            data = (target / name).read_bytes()
+            (target / name).write_bytes(data[: len(data) // 2])
+    (target / "dataset_info.json").write_text(json.dumps(info))
+    for path in source.iterdir():
+        if not (target / path.name).exists():
+            shutil.copyfile(path, target / path.name)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])  # read before training (the pixel mean), and during it
+def test_a_truncated_record_file_ends_in_one_line_naming_the_file_and_split(split, tmp_path, monkeypatch):
+    data = _corrupt_copy(tmp_path, split)
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    with pytest.raises(UserError) as caught:
+        fit.main(["--arch", "resnet8", "--data-dir", str(data), "--steps", "2", "--batch-size", "32",
+                  "--precision", "float32", "--verbose", "0"])  # fmt: skip
+    message = str(caught.value)
+    assert f"the {split} split of 'cifar10' is unreadable: " in message and f"cifar10-{split}.tfrecord" in message
+    assert "truncated record" in message and "\n" not in message
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # the new run left nothing

@@ -167,6 +167,52 @@ def tfds_builder(name: str, data_dir: str):
     return builder
 
 
+DATA_ERRORS = ("DataLossError", "InvalidArgumentError", "NotFoundError", "PermissionDeniedError", "UnknownError")
+
+
+def _tf_message(line: str) -> str:
+    """TensorFlow's error line without its function-node prefix and op suffix."""
+    line = line.split("}}")[-1].strip() or line
+    return line.split(" [Op:")[0].strip()
+
+
+def explain_data_error(error, dataset: str, data_dir) -> UserError | None:
+    """One line for a failure to read a dataset (a truncated or corrupt record
+    file, an unreadable file, an image that does not decode), naming the file
+    and its split; None when ``error`` is not about reading data. On a TFDS
+    dataset every record file is read through once to find the broken one."""
+    if type(error).__name__ not in DATA_ERRORS:
+        return None
+    message = (getattr(error, "message", None) or str(error)).strip().splitlines()[0]
+    message = _tf_message(message)
+    decoding = any(word in message.lower() for word in ("decode", "jpeg", "png", "gif", "bmp", "image"))
+    if type(error).__name__ == "InvalidArgumentError" and not decoding:
+        return None  # a shape or value error of the model, not the data
+    if dataset == SYNTHETIC:
+        return None
+    if dataset.startswith("folder:"):
+        return UserError(f"--dataset {dataset}: a file could not be read or decoded during the run ({message}); "
+                         "it changed since the run checked it")  # fmt: skip
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(dataset, data_dir=resolve_data_dir(data_dir))
+        splits = {name: [str(p) for p in split.filepaths] for name, split in builder.info.splits.items()}
+    except Exception:  # noqa: BLE001 (the dataset itself is unreadable: say what TensorFlow said)
+        return UserError(f"reading {dataset!r} failed: {message}")
+    for name, paths in splits.items():
+        for path in paths:
+            try:
+                for _ in tf.data.TFRecordDataset(path):
+                    pass
+            except tf.errors.OpError as found:
+                why = _tf_message((found.message or str(found)).strip().splitlines()[0])
+                return UserError(f"the {name} split of {dataset!r} is unreadable: {path} ({why}); prepare the "
+                                 "dataset again (`tfds build`) or copy it anew. Nothing of the run was changed")  # fmt: skip
+    return UserError(f"reading {dataset!r} failed although its record files read whole, so an image in them does "
+                     f"not decode: {message}")  # fmt: skip
+
+
 def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split: float, seed: int,
              synthetic_classes: int = 10, synthetic_train: int = 4096, synthetic_test: int = 1024,
              jpeg_quality: int | None = None) -> DataInfo:

@@ -241,12 +241,24 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
                 "a multi-worker run needs --output-dir: one directory, on storage every worker can read, that all "
                 "workers are given (the chief writes it; the others restore their backups from it)"
             )
-    held = []  # the run directory's lock, released however the run ends
+    # The run directory's lock, released however the run ends, and the
+    # directory itself where this process made it (removed again when the run
+    # fails before its first backup: a failed start leaves nothing behind).
+    held = {"locks": [], "created": None}
     try:
         with cb.StopRequest() as request:  # SIGTERM from here on stops at a step boundary, with a backup
             return _train(c, model, strategy, role, policy, why, replicas, held, request)
+    except Exception as error:  # noqa: BLE001 (a corrupt or unreadable dataset becomes one line)
+        explained = data_lib.explain_data_error(error, c["dataset"], c["data_dir"])
+        created = held["created"]
+        if (explained is not None or isinstance(error, UserError) and not isinstance(error, TrainingError)) \
+                and created is not None and not (created / "backup").exists():  # fmt: skip
+            shutil.rmtree(created, ignore_errors=True)
+        if explained is None:
+            raise
+        raise explained from None
     finally:
-        for lock in held:
+        for lock in held["locks"]:
             lock.release()
         distributed.cleanup(role, c.get("out_dir"))
 
@@ -302,7 +314,9 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise write_failed(run_dir, error) from None
-        held.append(runlock.acquire(run_dir))
+        held["locks"].append(runlock.acquire(run_dir))
+        if created:
+            held["created"] = run_dir
         # Checked again under the lock: another process may have started or
         # finished this directory since it was chosen.
         if _is_finished(run_dir):
@@ -360,12 +374,7 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
             raise ValueError(f"model {model.name!r} does not fit {info.name} ({info.num_classes} classes, {info.image_size}px)")
         resnet_keras.get_normalization(model).set_statistics(mean)
         if c["init_from"] and not (resuming and (run_dir / "backup").exists()):
-            try:
-                c["init"] = finetune.initialize(model, c["init_from"], class_names=info.class_names)
-            except UserError:
-                if created and role.is_chief:  # leave nothing of a run that never started
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                raise
+            c["init"] = finetune.initialize(model, c["init_from"], class_names=info.class_names)
             _log(f"initialised from {c['init_from']} ({c['init']['kind']}): classifier {c['init']['classifier']}, "
                  f"input mean from the {c['init']['normalization']}", c)  # fmt: skip
         optimizer = recipes.CaffeSGD(
