@@ -168,13 +168,30 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_backup(tmp_path):
         (["--arch", "resnet20", "--dataset", "synthetic", "--steps", "0"], "--steps 0"),
         (["--arch", "plain20", "--dataset", "synthetic", "--shortcut", "A"], "plain network"),
         (["--arch", "resnet20", "--dataset", "synthetic", "--strategy", "multi-worker"], "needs a cluster"),
+        # Issue 19's wider set: each was a traceback, or silently the default, before.
+        (["--arch", "resnet8", "--dataset", "synthetic", "--epochs", "nan"], "--epochs nan; expected a positive"),
+        (["--arch", "resnet8", "--dataset", "synthetic", "--image-size", "0"], "--image-size 0 is too small"),
+        (["--arch", "resnet8", "--dataset", "synthetic", "--synthetic-classes", "1"], "--synthetic-classes 1"),
+        (["--arch", "resnet8", "--dataset", "synthetic", "--seed", "-5"], "--seed -5; expected an integer"),
+        (["--arch", "resnet8", "--dataset", "synthetic", "--output-dir", "{tmp}/bad"],
+         "{tmp}/bad/config.json is not valid JSON"),
+        (["--arch", "resnet8", "--dataset", "synthetic", "--init-from", "{tmp}/bad/x.keras"],
+         "{tmp}/bad/x.keras is not a .keras model: not a zip archive (3 bytes"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error(tmp_path, args, message, float32_policy):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{cut sh")  # a corrupt run directory
+    (tmp_path / "bad" / "x.keras").write_bytes(b"abc")  # a corrupt model file
+    before = {p: p.read_bytes() for p in (tmp_path / "bad").iterdir()}
     args = [a.format(tmp=tmp_path) for a in args]
+    if "--output-dir" not in args:
+        args += ["--output-dir", str(tmp_path / "run")]
     with pytest.raises(UserError, match=None) as info:
-        fit.main([*args, "--output-dir", str(tmp_path / "run"), "--verbose", "0"])
-    assert message.format(tmp=tmp_path) in str(info.value)
+        fit.main([*args, "--verbose", "0"])
+    assert message.format(tmp=tmp_path) in str(info.value) and "\n" not in str(info.value)
+    assert {p: p.read_bytes() for p in (tmp_path / "bad").iterdir()} == before  # nothing of it was changed
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_input_exits_non_zero_with_one_line(tmp_path):

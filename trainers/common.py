@@ -37,7 +37,8 @@ def run_main(main, argv=None):
     try:
         main(argv)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # one line, always
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(getattr(error, "exit_code", 2))
     sys.exit(0)
 
@@ -62,6 +63,17 @@ def write_text_atomic(path, text: str) -> None:
     except OSError as error:
         _remove_quietly(tmp)
         raise write_failed(path, error) from None
+
+
+def read_json(path, what: str = "file"):
+    """The JSON in ``path``, or one line saying it is unreadable or corrupt."""
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except OSError as error:
+        raise UserError(f"cannot read the {what} {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise UserError(f"the {what} {path} is not valid JSON (corrupt or cut short? {error})") from None
 
 
 def _remove_quietly(path: pathlib.Path) -> None:
@@ -187,10 +199,16 @@ def load_keras_model(path):
     path = pathlib.Path(path)
     if not path.exists():
         raise UserError(f"no model at {path}")
+    import zipfile
+
+    if path.is_file() and path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a .keras model: not a zip archive ({path.stat().st_size} bytes; corrupt or "
+                        "cut short?)")  # fmt: skip
     try:
         return keras.models.load_model(path)
     except Exception as error:
-        raise UserError(f"{path} is not a loadable .keras model ({type(error).__name__}: {error})") from None
+        why = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+        raise UserError(f"{path} is not a loadable .keras model ({why})") from None
 
 
 # ------------------------------------------------------------------- precision

@@ -158,7 +158,8 @@ def tfds_builder(name: str, data_dir: str):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # DatasetNotFoundError, bad config names, ...
-        raise UserError(f"dataset {name!r} is not a TFDS dataset ({type(error).__name__}: {error}). {how}") from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(f"dataset {name!r} is not a TFDS dataset ({type(error).__name__}: {first}). {how}") from None
     if not builder.is_prepared():
         raise UserError(f"dataset {name!r} is not present in the data dir {data_dir}. {how}")
     features = builder.info.features

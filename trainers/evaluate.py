@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainers.common import UserError, load_keras_model, run_main, write_json_atomic  # noqa: E402
+from trainers.common import UserError, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
 
 
 def build_parser():
@@ -59,7 +59,7 @@ def evaluate(args) -> dict:
         config_path = target / "config.json"
         if not config_path.exists():
             raise UserError(f"{target} is not a run directory (no config.json)")
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path, "run configuration")
         model_path = target / ("best.keras" if args.which == "best" else "model.keras")
         out_dir = target
     else:

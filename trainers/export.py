@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainers.common import UserError, float32_clone, load_keras_model, run_main, write_json_atomic  # noqa: E402
+from trainers.common import UserError, float32_clone, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
 from trainers.common import write_text_atomic  # noqa: E402
 
 FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
@@ -120,7 +120,7 @@ def load_run(path: pathlib.Path, which: str):
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise UserError(f"{run_dir} has no config.json, so the model's class names and data are unknown")
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path, "run configuration")
     if not config.get("class_names"):
         raise UserError(f"{config_path} holds no class names; export needs them")
     model = load_keras_model(model_path)
@@ -395,7 +395,7 @@ def export(args) -> dict:
     }
     previous = {}
     if (out_dir / "report.json").exists():
-        previous = {r["format"]: r for r in json.loads((out_dir / "report.json").read_text()).get("formats", [])}
+        previous = {r["format"]: r for r in read_json(out_dir / "report.json", "export report").get("formats", [])}
     merged = {**previous, **{r["format"]: r for r in rows}}
     report["formats"] = list(merged.values())
     write_json_atomic(out_dir / "report.json", report)

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-execution", type=int, default=1, help="training steps per compiled call")
     p.add_argument("--synthetic-classes", type=int, default=10, help="classes of the synthetic dataset")
     p.add_argument("--synthetic-train", type=int, default=4096, help="training images of the synthetic dataset")
+    p.add_argument("--synthetic-test", type=int, default=1024, help="test images of the synthetic dataset")
     p.add_argument("--jpeg-quality", type=int, help="re-encode every image (training and evaluation) as JPEG at this "
                    "quality before use: an experiment knob to measure what compression costs (docs/benchmarks.md)")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="0 silent, 1 progress bar, 2 a line per epoch")

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainers.common import UserError, load_keras_model, run_main  # noqa: E402
+from trainers.common import UserError, load_keras_model, run_main, read_json  # noqa: E402
 
 
 def build_parser():
@@ -45,7 +45,7 @@ def _run_config(model_path: pathlib.Path) -> dict:
         config = folder / "config.json"
         if config.exists():
             try:
-                return json.loads(config.read_text())
+                return read_json(config, "run configuration")
             except ValueError:
                 return {}
     return {}

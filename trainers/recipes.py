@@ -141,7 +141,7 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
     if epochs is not None and steps is not None:
         raise UserError("give --epochs or --steps, not both")
     for flag, value in (("--epochs", epochs), ("--steps", steps)):
-        if value is not None and value < 1:
+        if value is not None and not (math.isfinite(value) and value >= 1):
             raise UserError(f"{flag} {value}; expected a positive number")
     base_lr = recipe.lr * batch_size / recipe.batch_size if lr is None else lr
     if not base_lr > 0 or not math.isfinite(base_lr):

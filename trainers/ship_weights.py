@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainers.common import UserError, load_keras_model, run_main, write_json_atomic  # noqa: E402
+from trainers.common import UserError, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
 
 MAX_BYTES = 8 * 2**20
 # fit.py flags of the settings a manifest's command repeats (the rest are defaults).
@@ -73,8 +73,8 @@ def ship(args) -> dict:
 
     run = args.run.expanduser().resolve()
     try:
-        config = json.loads((run / "config.json").read_text())
-        metrics = json.loads((run / "metrics.json").read_text())
+        config = read_json(run / "config.json", "run configuration")
+        metrics = read_json(run / "metrics.json", "run metrics")
     except (OSError, ValueError) as error:
         raise UserError(f"{run} is not a finished fit.py run ({type(error).__name__}: {error})") from None
     if config.get("synthetic") and not args.allow_synthetic:

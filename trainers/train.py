@@ -35,6 +35,7 @@ from trainers import finetune
 from trainers import recipes
 from trainers import runlock
 from trainers.common import (
+    read_json,
     UserError,
     make_strategy,
     resolve_precision,
@@ -138,12 +139,18 @@ def resolve(config: dict) -> dict:
     c["family"] = spec.family
     c["depth"] = spec.depth
     c["dataset"] = c["dataset"] or DEFAULT_DATASET[spec.family]
-    size = c["image_size"] or spec.default_input_shape[0]
+    size = spec.default_input_shape[0] if c["image_size"] is None else c["image_size"]
     if not isinstance(size, int) or size < spec.total_stride:
         raise UserError(
             f"--image-size {size} is too small for {c['arch']!r}: its total stride is {spec.total_stride}"
         )
     c["image_size"] = size
+    if not (isinstance(c["seed"], int) and 0 <= c["seed"] < 2**32):
+        raise UserError(f"--seed {c['seed']}; expected an integer in [0, 2**32)")
+    if c["dataset"] == data_lib.SYNTHETIC:
+        for key, low in (("synthetic_classes", 2), ("synthetic_train", 1), ("synthetic_test", 1)):
+            if c[key] < low:
+                raise UserError(f"--{key.replace('_', '-')} {c[key]}; expected an integer >= {low}")
     if c["batch_size"] is not None and c["batch_size"] < 1:
         raise UserError(f"--batch-size {c['batch_size']}; expected a positive integer")
     for key in ("backup_every", "log_every", "steps_per_execution"):
@@ -188,7 +195,7 @@ def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
             raise UserError(f"{run_dir} holds a finished run; it is never overwritten. Choose another --output-dir")
         config_path = run_dir / "config.json"
         if config_path.exists():
-            previous = json.loads(config_path.read_text())
+            previous = read_json(config_path, "run configuration")
             if _identity(previous) != _identity(c):
                 diff = {k: (previous.get(k), c.get(k)) for k in IDENTITY_KEYS if previous.get(k) != c.get(k)}
                 raise UserError(
@@ -206,7 +213,7 @@ def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
         for run_dir in candidates:
             config_path = run_dir / "config.json"
             if config_path.exists() and not _is_finished(run_dir):
-                if _identity(json.loads(config_path.read_text())) == _identity(c):
+                if _identity(read_json(config_path, "run configuration")) == _identity(c):
                     return run_dir, True
     return _default_run_dir(c), False
 

@@ -35,7 +35,7 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic  # noqa: E402
+from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic, read_json  # noqa: E402
 from trainers.common import save_figure_atomic, write_failed, write_text_atomic  # noqa: E402
 from trainers import runlock  # noqa: E402
 from trainers.compat import make_keras_tuner_saves_atomic  # noqa: E402
@@ -374,6 +374,8 @@ def main(argv=None) -> dict:
         raise UserError(f"--tuner {args.tuner!r}; expected one of {', '.join(TUNERS)}")
     if args.max_trials < 1 or args.max_epochs < 1 or not args.epochs > 0:
         raise UserError("--max-trials, --max-epochs and --epochs must be positive")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
     if not 0 < args.val_split < 1:
         raise UserError(f"--val-split {args.val_split}: the search needs a validation split carved from training, in (0, 1)")
     space = Space(
@@ -426,7 +428,7 @@ def _search(args, directory, space, dataset, image_size, info, strategy):
             "val_split": args.val_split, "epochs": args.epochs, "max_epochs": args.max_epochs, "seed": args.seed,
             "max_params": args.max_params, "max_flops": args.max_flops}  # fmt: skip
     spec_path = directory / "search.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
+    if spec_path.exists() and read_json(spec_path, "search settings") != json.loads(json.dumps(spec)):
         raise UserError(f"{directory} holds a search with other settings; rerun the same command to resume it, "
                         "or choose another --directory")  # fmt: skip
     write_json_atomic(spec_path, spec)
