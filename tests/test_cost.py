@@ -13,7 +13,10 @@ IMAGENET_KERAS_BACKBONE = {
 TABLE1_FLOPS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 3.8e9, "resnet101": 7.6e9, "resnet152": 11.3e9}
 
 
-@pytest.mark.parametrize("name, millions", CIFAR_PAPER_PARAMS_M.items())
+@pytest.mark.parametrize("name, millions", [
+    pytest.param(name, millions, marks=[pytest.mark.slow] if name == "resnet1202" else [])  # 28 s to build
+    for name, millions in CIFAR_PAPER_PARAMS_M.items()
+])  # fmt: skip
 def test_cifar_parameters_round_to_the_paper(build, name, millions):
     # The paper counts weights that are learned (BN moving statistics are not).
     trainable = count_params(build(name, size="small"), trainable_only=True)

@@ -48,28 +48,6 @@ def _fingerprints(output):
     return dict(re.findall(r"\[worker (\d)\] .*done: .*weights sha256 ([0-9a-f]{64})", output))
 
 
-def test_two_workers_train_one_model(tmp_path):
-    run = tmp_path / "run"
-    result = _launch(tmp_path, [*TINY, "--steps", "24", "--backup-every", "5", "--output-dir", str(run)])
-    assert result.returncode == 0, result.stderr[-4000:]
-    out = result.stdout + result.stderr
-    assert "on 2 workers (this is worker 0, the chief)" in out and "(this is worker 1)" in out
-    # Both workers end with bit-identical weights.
-    prints = _fingerprints(out)
-    assert set(prints) == {"0", "1"} and prints["0"] == prints["1"], out[-3000:]
-    # The chief's run directory is complete, and its model loads in safe mode.
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["iterations"] == 24 and metrics["replicas"] == 2
-    assert metrics["weights_sha256"] == prints["0"]
-    model = load_keras_model(run / "model.keras")
-    assert model.output_shape == (None, 10)
-    config = json.loads((run / "config.json").read_text())
-    assert config["workers"] == 2 and config["status"] == "finished"
-    assert not (run / "backup").exists()  # finished: the backup is gone
-    # The other worker wrote only into a temporary directory, now removed.
-    assert list((tmp_path / "worker_tmp").iterdir()) == []
-
-
 def test_two_workers_follow_one_process_with_the_same_global_batch(tmp_path):
     """Two workers with a global batch of 32 (16 each) against one process with
     32: with --sync-bn they see the same images, the same augmentation and the
@@ -99,6 +77,24 @@ def test_two_workers_follow_one_process_with_the_same_global_batch(tmp_path):
     assert worst(one, two) < 1e-4, (one, two)
     assert abs(one[1] - two[1]) / one[1] < 1e-6  # the first step: the same images, the same weights
     assert worst(one, unsynced) > 1e-3, (one, unsynced)
+
+    # One model: the two workers of a run end bit-identical, and the chief's directory is complete.
+    out = synced.stdout + synced.stderr
+    assert "on 2 workers (this is worker 0, the chief)" in out and "(this is worker 1)" in out
+    # Both workers end with bit-identical weights.
+    prints = _fingerprints(out)
+    assert set(prints) == {"0", "1"} and prints["0"] == prints["1"], out[-3000:]
+    # The chief's run directory is complete, and its model loads in safe mode.
+    metrics = json.loads((tmp_path / "two_sync" / "metrics.json").read_text())
+    assert metrics["iterations"] == 12 and metrics["replicas"] == 2
+    assert metrics["weights_sha256"] == prints["0"]
+    model = load_keras_model(tmp_path / "two_sync" / "model.keras")
+    assert model.output_shape == (None, 10)
+    config = json.loads((tmp_path / "two_sync" / "config.json").read_text())
+    assert config["workers"] == 2 and config["status"] == "finished"
+    assert not (tmp_path / "two_sync" / "backup").exists()  # finished: the backup is gone
+    # The other worker wrote only into a temporary directory, now removed.
+    assert list((tmp_path / "worker_tmp").iterdir()) == []
 
 
 def test_a_killed_worker_stops_the_job_and_a_restart_resumes_it(tmp_path):
