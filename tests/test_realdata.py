@@ -21,19 +21,20 @@ pytestmark = [
 ]  # fmt: skip
 
 
-def test_resnet20_paper_recipe_2_epochs_reaches_55_percent(tmp_path):
-    """2 epochs (780 iterations, the milestones scaled): 62.8% measured on 2026-12-02."""
+def test_resnet20_paper_recipe_1_epoch_reaches_45_percent(tmp_path):
+    """1 epoch (390 iterations, the milestones scaled to 195 and 292): 53.16% measured on 2026-12-02
+    (62.8% after 2 epochs; one epoch keeps the test command's time)."""
     run_dir = tmp_path / "resnet20-cifar10"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet20", "--epochs", "2",
+        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet20", "--epochs", "1",
          "--data-dir", DATA_DIR, "--output-dir", str(run_dir), "--backup-every", "1000"],
         capture_output=True, text=True, timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["dataset"] == "cifar10" and not metrics["synthetic"] and metrics["iterations"] == 780
-    print(f"resnet20, paper recipe, 2 epochs: test accuracy {100 * (1 - metrics['test_top1_error']):.2f}%")
-    assert 1 - metrics["test_top1_error"] >= 0.55
+    assert metrics["dataset"] == "cifar10" and not metrics["synthetic"] and metrics["iterations"] == 390
+    print(f"resnet20, paper recipe, 1 epoch: test accuracy {100 * (1 - metrics['test_top1_error']):.2f}%")
+    assert 1 - metrics["test_top1_error"] >= 0.45
 
 
 def test_shipped_resnet20_reaches_its_manifest_accuracy_on_the_cifar10_copy(float32_policy):

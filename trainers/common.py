@@ -318,29 +318,3 @@ def split_cpu(replicas: int) -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
     except RuntimeError as error:
         raise UserError(f"--cpu-replicas must be set before TensorFlow starts: {error}") from None
-
-
-def make_strategy(name: str):
-    """One code path for every strategy: the caller builds model, optimizer and
-    metrics inside ``strategy.scope()`` whichever this returns.
-
-    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` (or Slurm)
-    describes a cluster of several processes, MirroredStrategy over the GPUs
-    when there are several, else the default strategy. Call it before
-    TensorFlow runs anything (the multi-worker strategy insists)."""
-    import tensorflow as tf
-
-    from trainers import distributed
-
-    if name not in STRATEGIES:
-        raise UserError(f"--strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
-    if name == "multi-worker" or (name == "auto" and distributed.cluster_tasks() > 1):
-        return distributed.make_multi_worker_strategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    if name == "mirrored":
-        cpus = tf.config.list_logical_devices("CPU")
-        devices = [d.name for d in gpus] if gpus else [d.name for d in cpus]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")

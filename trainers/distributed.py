@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 
-from trainers.common import UserError
+from trainers.common import STRATEGIES, UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,3 +170,27 @@ def weights_fingerprint(model) -> str:
     for w in model.get_weights():
         digest.update(np.ascontiguousarray(w).tobytes())
     return digest.hexdigest()
+
+
+def make_strategy(name: str):
+    """One code path for every strategy: the caller builds model, optimizer and
+    metrics inside ``strategy.scope()`` whichever this returns.
+
+    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` (or Slurm)
+    describes a cluster of several processes, MirroredStrategy over the GPUs
+    when there are several, else the default strategy. Call it before
+    TensorFlow runs anything (the multi-worker strategy insists)."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise UserError(f"--strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    if name == "multi-worker" or (name == "auto" and cluster_tasks() > 1):
+        return make_multi_worker_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "mirrored":
+        cpus = tf.config.list_logical_devices("CPU")
+        devices = [d.name for d in gpus] if gpus else [d.name for d in cpus]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")

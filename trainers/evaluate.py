@@ -18,7 +18,6 @@ which is what fast.ai's Imagenette leaderboard reports, and the paper's 10-crop
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import sys

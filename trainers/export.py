@@ -26,7 +26,6 @@ per image on this CPU with the LiteRT interpreter (ai-edge-litert).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import shutil

@@ -15,7 +15,6 @@ the shorter side to 256 (scaled to the input size) and take the centre crop.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import sys

@@ -15,8 +15,8 @@ trains with ``model.fit`` and writes the run directory:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import json
 import math
 import os
 import pathlib
@@ -37,7 +37,6 @@ from trainers import runlock
 from trainers.common import (
     read_json,
     UserError,
-    make_strategy,
     resolve_precision,
     save_model_atomic,
     write_failed,
@@ -231,7 +230,7 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     ``strategy.scope()``; it must match the config's data (classes, image size).
     """
     c = resolve(config)
-    strategy = strategy or make_strategy(c["strategy"])  # first: the multi-worker strategy insists
+    strategy = strategy or distributed.make_strategy(c["strategy"])  # first: the multi-worker strategy insists
     keras.utils.set_random_seed(c["seed"])
     policy, why = resolve_precision(c["precision"])
     c["resolved_precision"] = policy
@@ -254,7 +253,7 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     held = {"locks": [], "created": None}
     try:
         with cb.StopRequest() as request:  # SIGTERM from here on stops at a step boundary, with a backup
-            return _train(c, model, strategy, role, policy, why, replicas, held, request)
+            return _train(c, model, strategy, role, policy, why, held, request)
     except Exception as error:  # noqa: BLE001 (a corrupt or unreadable dataset becomes one line)
         explained = data_lib.explain_data_error(error, c["dataset"], c["data_dir"])
         created = held["created"]
@@ -270,39 +269,80 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
         distributed.cleanup(role, c.get("out_dir"))
 
 
-def _train(c, model, strategy, role, policy, why, replicas, held, request):
+@dataclasses.dataclass
+class _Run:
+    """What the stages of :func:`_train` share: the settings and the
+    strategy, then what each stage resolves for the next."""
 
+    c: dict
+    strategy: object
+    role: distributed.Role
+    policy: str
+    why: str
+    held: dict
+    request: cb.StopRequest
+    batch: int = 0
+    info: data_lib.DataInfo | None = None
+    schedule: dict | None = None
+    steps_per_epoch: int = 0
+    freeze_steps: int = 0
+    run_dir: pathlib.Path | None = None
+    out_dir: pathlib.Path | None = None
+    resuming: bool = False
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+def _train(c, model, strategy, role, policy, why, held, request):
+    """The stages of a run, in order."""
+    run = _Run(c, strategy, role, policy, why, held, request)
+    _plan(run)
+    _open_run_dir(run)
+    train_ds, val_ds, test_ds, mean = _data(run)
+    model, frozen = _model(run, model, mean)
+    run_log, backup, wall = _fit(run, model, train_ds, val_ds, test_ds, frozen)
+    return _finish(run, model, test_ds, run_log, backup, wall)
+
+
+def _plan(run: _Run) -> None:
+    """Recipe, global batch, data description and schedule: everything that
+    needs no file written, checked before anything is."""
+    c = run.c
     recipe = recipes.get_recipe(c["recipe"], c["family"], c["depth"])
     batch = c["batch_size"] or recipe.batch_size
-    if batch % replicas:
+    if batch % run.replicas:
         raise UserError(
-            f"--batch-size {batch} does not divide across {replicas} replicas; "
-            f"use a multiple of {replicas} (e.g. {replicas * max(1, round(batch / replicas))})"
+            f"--batch-size {batch} does not divide across {run.replicas} replicas; "
+            f"use a multiple of {run.replicas} (e.g. {run.replicas * max(1, round(batch / run.replicas))})"
         )
-    c["batch_size_resolved"] = batch
-
-    info = data_lib.describe(
+    c["batch_size_resolved"] = run.batch = batch
+    run.info = info = data_lib.describe(
         c["dataset"], data_dir=c["data_dir"], family=c["family"], image_size=c["image_size"],
         val_split=c["val_split"], seed=c["seed"], synthetic_classes=c["synthetic_classes"],
         synthetic_train=c["synthetic_train"], synthetic_test=c["synthetic_test"], jpeg_quality=c["jpeg_quality"],
     )  # fmt: skip
-    steps_per_epoch = info.num_train // batch
-    if steps_per_epoch < 1:
+    run.steps_per_epoch = info.num_train // batch
+    if run.steps_per_epoch < 1:
         raise UserError(f"--batch-size {batch} is larger than the training split ({info.num_train} images)")
-    schedule = recipes.resolve_schedule(
-        recipe, batch_size=batch, steps_per_epoch=steps_per_epoch, epochs=c["epochs"], steps=c["steps"],
+    run.schedule = recipes.resolve_schedule(
+        recipe, batch_size=batch, steps_per_epoch=run.steps_per_epoch, epochs=c["epochs"], steps=c["steps"],
         lr=c["lr"], weight_decay=c["weight_decay"], label_smoothing=c["label_smoothing"], augment=c["augment"],
         zero_init_residual=c["zero_init_residual"],
     )  # fmt: skip
-
-    freeze_steps = round(c["freeze_epochs"] * steps_per_epoch) if c["freeze_epochs"] else 0
-    if freeze_steps >= schedule["total_steps"]:
+    run.freeze_steps = round(c["freeze_epochs"] * run.steps_per_epoch) if c["freeze_epochs"] else 0
+    if run.freeze_steps >= run.schedule["total_steps"]:
         raise UserError(
-            f"--freeze-epochs {c['freeze_epochs']:g} ({freeze_steps} iterations) leaves nothing of this "
-            f"{schedule['total_steps']}-iteration run to train the backbone; give fewer, or more --epochs"
+            f"--freeze-epochs {c['freeze_epochs']:g} ({run.freeze_steps} iterations) leaves nothing of this "
+            f"{run.schedule['total_steps']}-iteration run to train the backbone; give fewer, or more --epochs"
         )
-    c["freeze_steps"] = freeze_steps or None
+    c["freeze_steps"] = run.freeze_steps or None
 
+
+def _open_run_dir(run: _Run) -> None:
+    """Chooses the run directory, locks it (the chief) and writes config.json."""
+    c, role, info = run.c, run.role, run.info
     if role.multi_worker:
         # Every worker checks the directory before the chief writes to it, and
         # all stop if any objects (no worker is left waiting for the others).
@@ -311,7 +351,7 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
             problem = None
         except UserError as error:
             problem = error
-        if not distributed.all_agree(strategy, problem is None):
+        if not distributed.all_agree(run.strategy, problem is None):
             raise problem or UserError(f"another worker refused the run directory {c['output_dir']} (see its message)")
     else:
         run_dir, resuming = choose_run_dir(c)
@@ -321,52 +361,72 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise write_failed(run_dir, error) from None
-        held["locks"].append(runlock.acquire(run_dir))
+        run.held["locks"].append(runlock.acquire(run_dir))
         if created:
-            held["created"] = run_dir
+            run.held["created"] = run_dir
         # Checked again under the lock: another process may have started or
         # finished this directory since it was chosen.
         if _is_finished(run_dir):
             raise UserError(f"{run_dir} holds a finished run; it is never overwritten. Choose another --output-dir")
         if not resuming and (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} was just started by another process; choose another --output-dir")
-    out_dir = distributed.output_dir(role, run_dir)
-    c["out_dir"] = str(out_dir)
+    run.run_dir, run.resuming = run_dir, resuming
+    run.out_dir = distributed.output_dir(role, run_dir)
+    c["out_dir"] = str(run.out_dir)
     c["run_dir"] = str(run_dir)
     c["data"] = {k: v for k, v in vars(info).items() if k not in ("class_names", "files")}
     c["class_names"] = info.class_names
-    c["schedule"] = schedule
+    c["schedule"] = run.schedule
     c["synthetic"] = info.synthetic
     if info.synthetic:
         c["note"] = SYNTHETIC_NOTE
     c["status"] = "running"
     if role.is_chief:
-        write_json_atomic(run_dir / "config.json", {k: v for k, v in c.items() if k != "out_dir"})
+        _write_config(run)
 
     _log(f"{'resuming' if resuming else 'new'} run: {run_dir}", c)
     _log(f"{c['arch']} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
          f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)", c)  # fmt: skip
-    _log(f"precision {policy} ({why}); strategy {c['resolved_strategy']} with {replicas} replica(s)"
+    _log(f"precision {run.policy} ({run.why}); strategy {c['resolved_strategy']} with {run.replicas} replica(s)"
          + (f" on {role.workers} workers (this is {role.name}{', the chief' if role.is_chief else ''})"
             if role.multi_worker else "")
-         + f"; global batch {batch} = {batch // replicas} per replica", c)  # fmt: skip
-    _log(recipes.describe_schedule(schedule), c)
+         + f"; global batch {run.batch} = {run.batch // run.replicas} per replica", c)  # fmt: skip
+    _log(recipes.describe_schedule(run.schedule), c)
 
-    train_ds = data_lib.distributed_train_data(strategy, info, batch, c["seed"], augment=schedule["augment"])
-    eval_batch = max(batch, 256 // replicas * replicas)
+
+def _write_config(run: _Run) -> None:
+    write_json_atomic(run.out_dir / "config.json", {k: v for k, v in run.c.items() if k != "out_dir"})
+
+
+def _data(run: _Run):
+    """The training, validation and test pipelines, and the per-pixel mean
+    (computed once and kept in the run directory)."""
+    c, info = run.c, run.info
+    train_ds = data_lib.distributed_train_data(run.strategy, info, run.batch, c["seed"], augment=run.schedule["augment"])
+    eval_batch = max(run.batch, 256 // run.replicas * run.replicas)
     test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
     val_ds = data_lib.eval_pipeline(info, "val", eval_batch) if info.num_val else test_ds
-
-    if (run_dir / "pixel_mean.npy").exists():
-        mean = np.load(run_dir / "pixel_mean.npy")
+    if (run.run_dir / "pixel_mean.npy").exists():
+        mean = np.load(run.run_dir / "pixel_mean.npy")
     else:
         _log("computing the per-pixel mean of the training split", c)
         mean = data_lib.pixel_mean(info, c["seed"])
-        tmp = out_dir / f".pixel_mean.tmp-{os.getpid()}.npy"
-        np.save(tmp, mean)
-        os.replace(tmp, out_dir / "pixel_mean.npy")
+        tmp = run.out_dir / f".pixel_mean.tmp-{os.getpid()}.npy"
+        try:
+            np.save(tmp, mean)
+            os.replace(tmp, run.out_dir / "pixel_mean.npy")
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            raise write_failed(run.out_dir / "pixel_mean.npy", error) from None
+    return train_ds, val_ds, test_ds, mean
 
-    with strategy.scope():
+
+def _model(run: _Run, model, mean):
+    """Builds (or checks the tuner's) network in the strategy's scope, sets its
+    input mean, copies --init-from weights, compiles it, and freezes the
+    backbone for --freeze-epochs; returns the model and the frozen layers."""
+    c, info, schedule = run.c, run.info, run.schedule
+    with run.strategy.scope():
         if model is None:
             try:
                 model = resnet_keras.get_model(
@@ -380,7 +440,7 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
         elif model.output_shape[-1] != info.num_classes or model.input_shape[1] != info.image_size:
             raise ValueError(f"model {model.name!r} does not fit {info.name} ({info.num_classes} classes, {info.image_size}px)")
         resnet_keras.get_normalization(model).set_statistics(mean)
-        if c["init_from"] and not (resuming and (run_dir / "backup").exists()):
+        if c["init_from"] and not (run.resuming and (run.run_dir / "backup").exists()):
             c["init"] = finetune.initialize(model, c["init_from"], class_names=info.class_names)
             _log(f"initialised from {c['init_from']} ({c['init']['kind']}): classifier {c['init']['classifier']}, "
                  f"input mean from the {c['init']['normalization']}", c)  # fmt: skip
@@ -406,78 +466,92 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
             steps_per_execution=c["steps_per_execution"],
         )
         frozen = []
-        if freeze_steps:
+        if run.freeze_steps:
             # The optimizer holds a slot for every variable in both phases, so
             # a backup of either phase restores into the same structure.
             optimizer.build(model.trainable_variables)
             frozen = finetune.freeze_backbone(model)
-
     compat.build_before_fit(
-        model, strategy, (((batch, info.image_size, info.image_size, 3), "float32"), ((batch,), "int64"))
+        model, run.strategy, (((run.batch, info.image_size, info.image_size, 3), "float32"), ((run.batch,), "int64"))
     )
+    return model, frozen
 
+
+def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
+    """``model.fit`` with the trainer's callbacks; a preempted or non-finite
+    run, or one that ended short, stops here. Returns the run log, the backup
+    callback and the seconds this session trained."""
+    c, info, schedule, role = run.c, run.info, run.schedule, run.role
     total = schedule["total_steps"]
     guard = cb.NonFiniteGuard()
     title = f"{c['arch']} on {info.name}" + (" (SYNTHETIC DATA)" if info.synthetic else "")
     run_log = cb.RunLog(
-        out_dir, batch_size=batch, log_every=c["log_every"],
+        run.out_dir, batch_size=run.batch, log_every=c["log_every"],
         test_data=test_ds if info.num_val else None, title=title,
     )  # fmt: skip
-    bn_statistics = cb.AverageBatchNormStatistics(strategy, steps_per_epoch)
-    backup = cb.Backup(out_dir / "backup", save_freq=c["backup_every"], guard=guard,
-                       restore_dir=run_dir / "backup", before_save=[bn_statistics.sync, run_log.flush])  # fmt: skip
+    bn_statistics = cb.AverageBatchNormStatistics(run.strategy, run.steps_per_epoch)
+    backup = cb.Backup(run.out_dir / "backup", save_freq=c["backup_every"], guard=guard,
+                       restore_dir=run.run_dir / "backup", before_save=[bn_statistics.sync, run_log.flush])  # fmt: skip
+    preemption = cb.Preemption(
+        run.request, backup, agree=distributed.any_worker(run.strategy) if role.multi_worker else None
+    )
     callbacks = [
         guard,  # first: the backup must not save a non-finite state
         bn_statistics,
         run_log,  # before the backup: a batch is logged before its backup is written
         backup,
+        preemption,  # after the backup's own step count
         cb.StopAtStep(total),
-        cb.BestModel(out_dir),
-        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False),
+        cb.BestModel(run.out_dir),
+        keras.callbacks.TensorBoard(log_dir=str(run.out_dir / "logs"), write_graph=False),
     ]
-    preemption = cb.Preemption(request, backup, agree=distributed.any_worker(strategy) if role.multi_worker else None)
-    callbacks.insert(callbacks.index(backup) + 1, preemption)  # after the backup's own step count
     if frozen:
-        _log(f"backbone frozen for the first {freeze_steps} iterations ({len(frozen)} layers; BatchNormalization "
-             "in inference mode): the classifier trains alone", c)  # fmt: skip
-        callbacks.append(cb.Unfreeze(frozen, freeze_steps, log=lambda message: _log(message, c)))
+        _log(f"backbone frozen for the first {run.freeze_steps} iterations ({len(frozen)} layers; "
+             "BatchNormalization in inference mode): the classifier trains alone", c)  # fmt: skip
+        callbacks.append(cb.Unfreeze(frozen, run.freeze_steps, log=lambda message: _log(message, c)))
     if schedule["kind"] == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_accuracy", mode="max", factor=0.1, patience=schedule["plateau_patience"], verbose=1
             )
         )
-    epochs = math.ceil(total / steps_per_epoch)
     started = time.time()
     model.fit(
-        train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-        callbacks=callbacks, verbose=c["verbose"], shuffle=False,
+        train_ds, epochs=math.ceil(total / run.steps_per_epoch), steps_per_epoch=run.steps_per_epoch,
+        validation_data=val_ds, callbacks=callbacks, verbose=c["verbose"], shuffle=False,
     )  # fmt: skip
     wall = time.time() - started
 
     if preemption.stopped_at is not None:
         if role.multi_worker:
-            distributed.barrier(strategy)  # the chief's backup is written before any worker leaves
+            distributed.barrier(run.strategy)  # the chief's backup is written before any worker leaves
         raise Preempted(
             f"stopped by SIGTERM at iteration {preemption.stopped_at}: a backup of that iteration is in "
-            f"{run_dir / 'backup'}; rerun the same command to resume"
+            f"{run.run_dir / 'backup'}; rerun the same command to resume"
         )
     if guard.bad_step is not None:
         where = f"at iteration {guard.bad_step}" + (f" (end of epoch {guard.bad_epoch})" if guard.bad_epoch else "")
         raise TrainingError(
             f"{guard.bad_what} became non-finite {where}; training stopped. The last good backup "
-            f"is kept in {run_dir / 'backup'} (rerunning resumes from it); consider a lower --lr"
+            f"is kept in {run.run_dir / 'backup'} (rerunning resumes from it); consider a lower --lr"
         )
     done = cb.iterations(model)
     if done != total:
         raise TrainingError(f"training ended after {done} iterations instead of {total}; rerun to resume")
+    return run_log, backup, wall
 
+
+def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
+    """The final test evaluation (refused when non-finite), then model.keras,
+    metrics.json and config.json written, the backup discarded last."""
+    c, info, role = run.c, run.info, run.role
+    done = cb.iterations(model)
     result = model.evaluate(test_ds, verbose=0, return_dict=True)
     bad = [key for key in ("loss", "accuracy", "top5") if not math.isfinite(float(result[key]))]
     if bad:
         raise TrainingError(
             f"the final {info.test_split} {bad[0]} is non-finite ({float(result[bad[0]])}) after {done} iterations; "
-            f"nothing is reported as finished. The last good backup is kept in {run_dir / 'backup'}"
+            f"nothing is reported as finished. The last good backup is kept in {run.run_dir / 'backup'}"
         )
     metrics = {
         "arch": c["arch"],
@@ -488,13 +562,13 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
         "test_top5_error": 1 - float(result["top5"]),
         "test_loss": float(result["loss"]),
         "iterations": done,
-        "epochs": done / steps_per_epoch,
+        "epochs": done / run.steps_per_epoch,
         # Across resumptions: the epochs' time (training and evaluation).
         "wall_seconds": sum(float(row["epoch_seconds"]) for row in run_log.rows),
         "wall_seconds_this_session": wall,
         "train_images_per_second": run_log.images_per_second,
-        "precision": policy,
-        "replicas": replicas,
+        "precision": run.policy,
+        "replicas": run.replicas,
         "best_val_accuracy": max(
             (float(row["val_accuracy"]) for row in run_log.rows if row.get("val_accuracy") not in (None, "")),
             default=None,
@@ -504,22 +578,22 @@ def _train(c, model, strategy, role, policy, why, replicas, held, request):
     metrics["weights_sha256"] = distributed.weights_fingerprint(model)
     if info.synthetic:
         metrics["note"] = SYNTHETIC_NOTE
-    save_model_atomic(model, out_dir / "model.keras")
-    write_json_atomic(out_dir / "metrics.json", metrics)
+    save_model_atomic(model, run.out_dir / "model.keras")
+    write_json_atomic(run.out_dir / "metrics.json", metrics)
     c["status"] = "finished"
-    write_json_atomic(out_dir / "config.json", {k: v for k, v in c.items() if k != "out_dir"})
+    _write_config(run)
     backup.discard()
     if role.multi_worker:
         # No worker leaves before the chief has written everything: a worker
         # that exits early can make the chief fail on missing heartbeats.
-        distributed.barrier(strategy)
+        distributed.barrier(run.strategy)
     _log(
         f"done: {done} iterations; test top-1 error {100 * metrics['test_top1_error']:.2f}%, "
         f"top-5 error {100 * metrics['test_top5_error']:.2f}% on {info.name} {info.test_split}; "
         + (f"{metrics['train_images_per_second']:.0f} images/s" if metrics["train_images_per_second"]
            else "images/s not measured (too few steady-state steps)")
-        + f"; run dir {run_dir}"
+        + f"; run dir {run.run_dir}"
         + (f"; weights sha256 {metrics['weights_sha256']}" if role.multi_worker else ""),
         c,
     )
-    return {**metrics, "run_dir": str(run_dir)}
+    return {**metrics, "run_dir": str(run.run_dir)}

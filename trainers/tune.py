@@ -392,8 +392,9 @@ def search(space: Space, args) -> dict:
 
     import resnet_keras
     from trainers import data as data_lib
-    from trainers.common import make_strategy, resolve_precision
-    from trainers.train import DEFAULT_DATASET, dataset_slug, runs_root, train
+    from trainers.common import resolve_precision
+    from trainers.distributed import make_strategy
+    from trainers.train import DEFAULT_DATASET, dataset_slug, runs_root
 
     dataset = args.dataset or DEFAULT_DATASET[space.family]
     image_size = args.image_size or {"cifar": 32, "imagenet": 224}[space.family]
