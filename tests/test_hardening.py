@@ -259,3 +259,31 @@ def test_a_truncated_record_file_ends_in_one_line_naming_the_file_and_split(spli
     assert f"the {split} split of 'cifar10' is unreadable: " in message and f"cifar10-{split}.tfrecord" in message
     assert "truncated record" in message and "\n" not in message
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # the new run left nothing
+
+
+def test_preemption_stops_every_worker_at_the_step_they_agree_on(float32_policy):
+    """The callback's logic with the agreement stubbed as another worker's SIGTERM;
+    the agreement itself is one all-reduce, checked here on the default strategy."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainers import callbacks as cb
+    from trainers import distributed
+
+    agree = distributed.any_worker(tf.distribute.get_strategy())
+    assert agree(True) is True and agree(False) is False
+
+    class FakeBackup:
+        saved = []
+
+        def save_now(self):
+            self.saved.append(cb.iterations(model))
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    request = cb.StopRequest()  # never signalled here: the other worker was
+    other_worker_asked = lambda flag: cb.iterations(model) >= 3  # noqa: E731
+    preemption = cb.Preemption(request, FakeBackup(), agree=other_worker_asked)
+    model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=1, callbacks=[preemption], verbose=0)
+    assert preemption.stopped_at == 3 and FakeBackup.saved == [3] and cb.iterations(model) == 3
