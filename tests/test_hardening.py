@@ -213,7 +213,6 @@ def test_sigterm_writes_a_backup_of_the_step_and_the_same_command_resumes_from_i
     assert again > step  # it went on from the backup, not from the start
 
 
-CIFAR = pathlib.Path(os.environ.get("TFDS_DATA_DIR", ""), "cifar10")
 
 
 def _corrupt_copy(tmp_path, truncate: str) -> pathlib.Path:
@@ -224,10 +223,11 @@ def _corrupt_copy(tmp_path, truncate: str) -> pathlib.Path:
 
     import tensorflow as tf
 
-    versions = sorted(CIFAR.glob("*/dataset_info.json")) if os.environ.get("TFDS_DATA_DIR") else []
-    if not versions:
-        pytest.skip(f"no prepared cifar10 in TFDS_DATA_DIR={os.environ.get('TFDS_DATA_DIR', '')!r}")
-    source = versions[-1].parent
+    from _realdata import DATA_DIR, prepared
+
+    if not prepared("cifar10"):
+        pytest.skip(f"no prepared cifar10 in TFDS_DATA_DIR={DATA_DIR!r}")
+    source = sorted(pathlib.Path(DATA_DIR, "cifar10").glob("*/dataset_info.json"))[-1].parent
     target = tmp_path / "data" / "cifar10" / source.name
     target.mkdir(parents=True)
     info = json.loads((source / "dataset_info.json").read_text())

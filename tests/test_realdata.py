@@ -8,17 +8,10 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
+from _realdata import DATA_DIR, requires
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get("TFDS_DATA_DIR", "")
-HAS_CIFAR = bool(DATA_DIR) and any(pathlib.Path(DATA_DIR, "cifar10").glob("*/dataset_info.json"))
-
-pytestmark = [
-    pytest.mark.realdata,
-    pytest.mark.skipif(not HAS_CIFAR, reason=f"no prepared cifar10 in TFDS_DATA_DIR={DATA_DIR!r} "
-                       "(set it to ../shared/tensorflow_datasets)"),
-]  # fmt: skip
+pytestmark = requires("cifar10")
 
 
 def test_resnet20_paper_recipe_1_epoch_reaches_45_percent(tmp_path):

@@ -8,17 +8,10 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
+from _realdata import DATA_DIR, requires
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get("TFDS_DATA_DIR", "")
-HAS_IMAGENETTE = bool(DATA_DIR) and any(pathlib.Path(DATA_DIR, "imagenette", "160px-v2").glob("*/dataset_info.json"))
-
-pytestmark = [
-    pytest.mark.realdata,
-    pytest.mark.skipif(not HAS_IMAGENETTE, reason=f"no prepared imagenette/160px-v2 in TFDS_DATA_DIR={DATA_DIR!r} "
-                       "(set it to ../shared/tensorflow_datasets)"),
-]  # fmt: skip
+pytestmark = requires("imagenette/160px-v2")
 
 
 def test_resnet18_fast_recipe_learns_imagenette_above_chance(tmp_path):
