@@ -96,7 +96,7 @@ def evaluate(args) -> dict:
             ds = data_lib.ten_crop_pipeline(info, args.split, args.batch_size)
         else:
             ds = data_lib.eval_pipeline(info, args.split, args.batch_size, seed=config.get("seed", 0))
-        top1, topk, count = _score(model, ds, ten_crop=view == "10-crop", k=k)
+        top1, topk, count = score(model, ds, ten_crop=view == "10-crop", k=k)
         if count == 0:
             raise UserError(f"the {args.split} split of {dataset!r} is empty")
         scores[view] = {"images": count, "top1_error": 1 - top1 / count, f"top{k}_error": 1 - topk / count}
@@ -126,7 +126,7 @@ def evaluate(args) -> dict:
     return result
 
 
-def _score(model, ds, *, ten_crop: bool, k: int) -> tuple[int, int, int]:
+def score(model, ds, *, ten_crop: bool, k: int) -> tuple[int, int, int]:
     """Top-1 hits, top-k hits and images of ``model`` on ``ds``."""
     import keras
     import numpy as np

@@ -68,7 +68,7 @@ def ship(args) -> dict:
     from resnet_keras import pretrained
     from resnet_keras.models import build_settings
     from trainers import data as data_lib
-    from trainers.evaluate import _score
+    from trainers.evaluate import score
 
     run = args.run.expanduser().resolve()
     try:
@@ -109,7 +109,7 @@ def ship(args) -> dict:
     )  # fmt: skip
 
     info = data_lib.describe_run(config, image_size, data_dir=args.data_dir)
-    top1, topk, count = _score(model, data_lib.eval_pipeline(info, "test", 250), ten_crop=False,
+    top1, topk, count = score(model, data_lib.eval_pipeline(info, "test", 250), ten_crop=False,
                                k=min(5, info.num_classes))  # fmt: skip
     accuracy = top1 / count
 
