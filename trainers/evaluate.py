@@ -116,11 +116,11 @@ def evaluate(args) -> dict:
     output = pathlib.Path(args.output) if args.output else out_dir / name
     write_json_atomic(output, result)
     tag = " [SYNTHETIC DATA]" if info.synthetic else ""
-    for view, score in scores.items():
+    for view, figures in scores.items():
         print(
-            f"{model_path.name} on {info.name} {result['split']} ({view} at {image_size}px, {score['images']} "
-            f"images){tag}: top-1 error {100 * score['top1_error']:.2f}% (accuracy "
-            f"{100 * (1 - score['top1_error']):.2f}%), top-{k} error {100 * score[f'top{k}_error']:.2f}%"
+            f"{model_path.name} on {info.name} {result['split']} ({view} at {image_size}px, {figures['images']} "
+            f"images){tag}: top-1 error {100 * figures['top1_error']:.2f}% (accuracy "
+            f"{100 * (1 - figures['top1_error']):.2f}%), top-{k} error {100 * figures[f'top{k}_error']:.2f}%"
         )  # fmt: skip
     print(f"written: {output}")
     return result
