@@ -149,7 +149,10 @@ def figure4(args) -> dict:
     return result
 
 
-def _plot_figure4(runs: dict, path: pathlib.Path, title: str) -> None:
+def _plain_and_residual(runs: dict, path: pathlib.Path, draw, *, xlabel: str, ylabel: str, suffix: str = "") -> None:
+    """The paper's layout of Figures 4 and 6: plain networks left, ResNets
+    right, one colour per depth. ``draw(ax, colour, arch, rows, label)`` draws
+    one run from its history.csv rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,19 +162,37 @@ def _plot_figure4(runs: dict, path: pathlib.Path, title: str) -> None:
     for ax, kind, name in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
         for i, arch in enumerate(a for a in runs if a.startswith(kind)):
             rows = read_csv_rows(runs[arch] / "history.csv")
-            epochs = [int(r["epoch"]) for r in rows]
-            label = arch.replace("resnet", "ResNet-").replace("plain", "plain-")
-            ax.plot(epochs, [100 * float(r["error"]) for r in rows], color=f"C{i}", lw=0.8, ls="--")
-            ax.plot(epochs, [100 * float(r["test_error"]) for r in rows], color=f"C{i}", lw=2.2, marker="o", ms=3,
-                    label=label)  # fmt: skip
-        ax.set_title(f"{name} ({title})", fontsize=9)
-        ax.set_xlabel("epochs")
+            if rows:
+                draw(ax, f"C{i}", arch, rows, arch.replace("resnet", "ResNet-").replace("plain", "plain-"))
+        ax.set_title(f"{name} ({suffix})" if suffix else name, fontsize=9 if suffix else None)
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("error (%): training thin dashed, validation bold")
+    axes[0].set_ylabel(ylabel)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure_atomic(fig, path)
+
+
+def _plot_figure4(runs: dict, path: pathlib.Path, title: str) -> None:
+    def draw(ax, colour, arch, rows, label):
+        epochs = [int(r["epoch"]) for r in rows]
+        ax.plot(epochs, [100 * float(r["error"]) for r in rows], color=colour, lw=0.8, ls="--")
+        ax.plot(epochs, [100 * float(r["test_error"]) for r in rows], color=colour, lw=2.2, marker="o", ms=3,
+                label=label)  # fmt: skip
+
+    _plain_and_residual(runs, path, draw, xlabel="epochs", ylabel="error (%): training thin dashed, validation bold",
+                        suffix=title)  # fmt: skip
+
+
+def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
+    def draw(ax, colour, arch, rows, label):
+        train_its, train_err = _training_curve(runs[arch], rows)
+        ax.plot(train_its, train_err, color=colour, lw=0.7, alpha=0.9)
+        ax.plot([int(r["iterations"]) for r in rows], [100 * float(r["test_error"]) for r in rows], color=colour,
+                lw=2.2, marker="o", ms=3, label=label)  # fmt: skip
+
+    _plain_and_residual(runs, path, draw, xlabel="iterations", ylabel="error (%): training thin, test bold")
 
 
 def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) -> tuple[list, list]:
@@ -185,34 +206,6 @@ def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) ->
                     for i in range(len(errors))]  # fmt: skip
         return [int(r["iterations"]) for r in steps], smoothed
     return [int(r["iterations"]) for r in rows], [100 * float(r["error"]) for r in rows]
-
-
-def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
-    for ax, kind, title in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets")):
-        archs = [a for a in runs if a.startswith(kind)]
-        for i, arch in enumerate(archs):
-            rows = read_csv_rows(runs[arch] / "history.csv")
-            if not rows:
-                continue
-            train_its, train_err = _training_curve(runs[arch], rows)
-            ax.plot(train_its, train_err, color=f"C{i}", lw=0.7, alpha=0.9)
-            its = [int(r["iterations"]) for r in rows]
-            ax.plot(its, [100 * float(r["test_error"]) for r in rows], color=f"C{i}", lw=2.2, marker="o", ms=3,
-                    label=arch.replace("resnet", "ResNet-").replace("plain", "plain-"))  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("iterations")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("error (%): training thin, test bold")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure_atomic(fig, path)
 
 
 def table6(args) -> list[dict]:
