@@ -201,6 +201,7 @@ def explain_data_error(error, dataset: str, data_dir) -> UserError | None:
         splits = {name: [str(p) for p in split.filepaths] for name, split in builder.info.splits.items()}
     except Exception:  # noqa: BLE001 (the dataset itself is unreadable: say what TensorFlow said)
         return UserError(f"reading {dataset!r} failed: {message}")
+    again = "prepare the dataset again (`tfds build`) or copy it anew. Nothing of the run was changed"
     for name, paths in splits.items():
         for path in paths:
             try:
@@ -208,10 +209,30 @@ def explain_data_error(error, dataset: str, data_dir) -> UserError | None:
                     pass
             except tf.errors.OpError as found:
                 why = _tf_message((found.message or str(found)).strip().splitlines()[0])
-                return UserError(f"the {name} split of {dataset!r} is unreadable: {path} ({why}); prepare the "
-                                 "dataset again (`tfds build`) or copy it anew. Nothing of the run was changed")  # fmt: skip
-    return UserError(f"reading {dataset!r} failed although its record files read whole, so an image in them does "
-                     f"not decode: {message}")  # fmt: skip
+                return UserError(f"the {name} split of {dataset!r} is unreadable: {path} ({why}); {again}")
+    if decoding:  # every record reads: find the image that does not decode
+        for name, paths in splits.items():
+            for path in paths:
+                index = _undecodable_record(path)
+                if index is not None:
+                    return UserError(f"the {name} split of {dataset!r} holds an image that does not decode: record "
+                                     f"{index} of {path} ({message}); {again}")  # fmt: skip
+    return UserError(f"reading {dataset!r} failed: {message}")
+
+
+def _undecodable_record(path: str):
+    """The index of the first record of a TFDS record file whose ``image``
+    does not decode, or None."""
+    for index, record in enumerate(tf.data.TFRecordDataset(path)):
+        example = tf.train.Example.FromString(record.numpy())
+        feature = example.features.feature.get("image")
+        if feature is None or not feature.bytes_list.value:
+            continue
+        try:
+            tf.io.decode_image(feature.bytes_list.value[0], channels=3, expand_animations=False)
+        except tf.errors.OpError:
+            return index
+    return None
 
 
 def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split: float, seed: int,
