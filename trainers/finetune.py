@@ -59,7 +59,9 @@ def load_source(spec: str, target):
                 source = resnet_keras.models.headless(source)
             source.load_weights(path)
         except (ValueError, KeyError) as error:
-            raise UserError(f"--init-from {path}: these weights do not fit {arch!r} ({error})".splitlines()[0]) from None
+            # Keras' message: a summary line ending in ':', then the first layer's detail.
+            lines = [line.split(" Target variable:")[0].strip() for line in str(error).splitlines() if line.strip()][:2]
+            raise UserError(f"--init-from {path}: these weights do not fit {arch!r} ({' '.join(lines)})") from None
         return source, "weights"
     if path.suffix == ".h5":
         spec_ = resnet_keras.resolve_spec(target.name)
