@@ -157,10 +157,14 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 return
         self.check_weights(epoch + 1)
 
-    def check_weights(self, epoch=None) -> bool:
-        """True when every weight is finite; else stops the run, naming the first that is not."""
-        for weight in self.model.weights:
+    def check_weights(self, epoch=None, model=None) -> bool:
+        """True when every weight of ``model`` (default: the guarded one) is
+        finite; else stops the run, naming the first that is not."""
+        model = model or self.model
+        for weight in model.weights:
             if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
+                if self.model is None:
+                    self.set_model(model)
                 self._stop(f"the weight {weight.path}", epoch)
                 return False
         return True
@@ -259,7 +263,7 @@ class Backup(keras.callbacks.BackupAndRestore):
             self._weights_path, self._training_metadata_path = saved
 
     def _save_model(self):
-        if self.guard.bad_step is not None or not self.guard.check_weights():
+        if self.guard.bad_step is not None or not self.guard.check_weights(model=self.model):
             return
         for hook in self.before_save:
             hook()
