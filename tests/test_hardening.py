@@ -255,3 +255,31 @@ def test_an_image_that_does_not_decode_ends_in_one_line_naming_its_record(tmp_pa
     message = str(caught.value)
     assert "the train split of 'cifar10' holds an image that does not decode: record 7 of " in message
     assert "cifar10-train.tfrecord" in message and "\n" not in message
+
+
+def test_a_batchnorm_statistic_turned_nan_stops_the_run_at_the_next_backup(tmp_path, monkeypatch):
+    import numpy as np
+
+    import resnet_keras
+    from trainers import callbacks as cb
+
+    original = cb.AverageBatchNormStatistics.on_train_batch_end
+    poisoned = {}
+
+    def poison(self, batch, logs=None):  # after iteration 5, one moving variance becomes NaN
+        original(self, batch, logs)
+        if cb.iterations(self.model) == 5 and not poisoned:
+            bn = next(l for l in self.model.layers if isinstance(l, resnet_keras.FusedBatchNormalization))
+            variance = np.array(bn.moving_variance)
+            variance[0] = np.nan
+            bn.moving_variance.assign(variance)
+            poisoned["path"] = bn.moving_variance.path
+
+    monkeypatch.setattr(cb.AverageBatchNormStatistics, "on_train_batch_end", poison)
+    run = tmp_path / "run"
+    with pytest.raises(UserError) as caught:
+        _fit(["--steps", "16", "--backup-every", "4", "--output-dir", str(run)], tmp_path, monkeypatch)
+    assert caught.value.exit_code == 3
+    assert f"the weight {poisoned['path']} became non-finite at iteration 8" in str(caught.value)
+    assert json.loads((run / "backup" / "training_metadata.json").read_text())["iterations"] == 4  # the last good one
+    assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
