@@ -218,6 +218,58 @@ def test_sigterm_writes_a_backup_of_the_step_and_the_same_command_ends_as_an_uni
     assert not (run / "backup").exists()
 
 
+def _corrupt_copy(tmp_path, truncate: str, bad_image: int | None = None) -> pathlib.Path:
+    """A small copy of the real cifar10 (its first 512 training and 256 test
+    records, its metadata told so) whose ``truncate`` split's record file is
+    then cut in half, or (``bad_image``) whose record of that index in that
+    split holds bytes that are no image."""
+    import shutil
+
+    import tensorflow as tf
+
+    from _realdata import DATA_DIR, prepared
+
+    if not prepared("cifar10"):
+        pytest.skip(f"no prepared cifar10 in TFDS_DATA_DIR={DATA_DIR!r}")
+    source = sorted(pathlib.Path(DATA_DIR, "cifar10").glob("*/dataset_info.json"))[-1].parent
+    target = tmp_path / "data" / "cifar10" / source.name
+    target.mkdir(parents=True)
+    info = json.loads((source / "dataset_info.json").read_text())
+    for split in info["splits"]:
+        count = {"train": 512, "test": 256}[split["name"]]
+        name = f"cifar10-{split['name']}.tfrecord-00000-of-00001"
+        with tf.io.TFRecordWriter(str(target / name)) as writer:
+            for index, record in enumerate(tf.data.TFRecordDataset(str(source / name)).take(count)):
+                record = record.numpy()
+                if split["name"] == truncate and index == bad_image:
+                    example = tf.train.Example.FromString(record)
+                    example.features.feature["image"].bytes_list.value[0] = b"\xff\xd8 not a JPEG at all"
+                    record = example.SerializeToString()
+                writer.write(record)
+        split["shardLengths"], split["numBytes"] = [str(count)], str((target / name).stat().st_size)
+        if split["name"] == truncate and bad_image is None:
+            data = (target / name).read_bytes()
+            (target / name).write_bytes(data[: len(data) // 2])
+    (target / "dataset_info.json").write_text(json.dumps(info))
+    for path in source.iterdir():
+        if not (target / path.name).exists():
+            shutil.copyfile(path, target / path.name)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])  # read before training (the pixel mean), and during it
+def test_a_truncated_record_file_ends_in_one_line_naming_the_file_and_split(split, tmp_path, monkeypatch):
+    data = _corrupt_copy(tmp_path, split)
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    with pytest.raises(UserError) as caught:
+        fit.main(["--arch", "resnet8", "--data-dir", str(data), "--steps", "2", "--batch-size", "32",
+                  "--precision", "float32", "--verbose", "0"])  # fmt: skip
+    message = str(caught.value)
+    assert f"the {split} split of 'cifar10' is unreadable: " in message and f"cifar10-{split}.tfrecord" in message
+    assert "truncated record" in message and "\n" not in message
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # the new run left nothing
+
+
 def test_preemption_stops_every_worker_at_the_step_they_agree_on(float32_policy):
     """The callback's logic with the agreement stubbed as another worker's SIGTERM;
     the agreement itself is one all-reduce, checked here on the default strategy."""
