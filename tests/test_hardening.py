@@ -335,3 +335,16 @@ def test_a_batchnorm_statistic_turned_nan_stops_the_run_at_the_next_backup(tmp_p
     assert f"the weight {poisoned['path']} became non-finite at iteration 8" in str(caught.value)
     assert json.loads((run / "backup" / "training_metadata.json").read_text())["iterations"] == 4  # the last good one
     assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
+
+
+def test_a_data_dir_without_read_permission_is_one_line(tmp_path, monkeypatch):
+    """As root every directory reads, so the permission is taken away by patching os.access."""
+    from trainers import data
+
+    (tmp_path / "cifar10").mkdir()
+    real = os.access
+    monkeypatch.setattr(data.os, "access", lambda p, mode: False if str(p).endswith("cifar10") else real(p, mode))
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    with pytest.raises(UserError, match=r"the data dir .*cifar10 cannot be read \(permission denied\)"):
+        fit.main(["--arch", "resnet8", "--data-dir", str(tmp_path), "--verbose", "0"])
+    assert not (tmp_path / "runs").exists()

@@ -155,8 +155,15 @@ def tfds_builder(name: str, data_dir: str):
         f"(`tfds build {name} --data_dir DIR`), copy DIR here, and pass --data-dir DIR or set TFDS_DATA_DIR; "
         f"or use --dataset synthetic"
     )
+    unreadable = [p for p in (data_dir, os.path.join(data_dir, name.split("/")[0]))
+                  if os.path.isdir(p) and not os.access(p, os.R_OK | os.X_OK)]  # fmt: skip
+    if unreadable:
+        raise UserError(f"the data dir {unreadable[0]} cannot be read (permission denied); dataset {name!r} "
+                        "is there but this user may not list or open it")  # fmt: skip
     try:
         builder = tfds.builder(name, data_dir=data_dir)
+    except PermissionError as error:
+        raise UserError(f"dataset {name!r} in {data_dir} cannot be read: {error}") from None
     except Exception as error:  # DatasetNotFoundError, bad config names, ...
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(f"dataset {name!r} is not a TFDS dataset ({type(error).__name__}: {first}). {how}") from None
