@@ -175,6 +175,7 @@ def tfds_builder(name: str, data_dir: str):
     return builder
 
 
+DECODE_SCAN_BYTES = 2 * 2**30  # the largest dataset whose images are decoded one by one to find a broken one
 DATA_ERRORS = ("DataLossError", "InvalidArgumentError", "NotFoundError", "PermissionDeniedError", "UnknownError")
 
 
@@ -217,7 +218,11 @@ def explain_data_error(error, dataset: str, data_dir) -> UserError | None:
             except tf.errors.OpError as found:
                 why = _tf_message((found.message or str(found)).strip().splitlines()[0])
                 return UserError(f"the {name} split of {dataset!r} is unreadable: {path} ({why}); {again}")
-    if decoding:  # every record reads: find the image that does not decode
+    if decoding:  # every record reads: find the image that does not decode (decoding all is slow on big sets)
+        size = sum(os.path.getsize(path) for paths in splits.values() for path in paths)
+        if size > DECODE_SCAN_BYTES:
+            return UserError(f"an image of {dataset!r} does not decode ({message}); its {size / 2**30:.1f} GiB of "
+                             f"records are not searched for it (over {DECODE_SCAN_BYTES / 2**30:.0f} GiB). {again}")  # fmt: skip
         for name, paths in splits.items():
             for path in paths:
                 index = _undecodable_record(path)

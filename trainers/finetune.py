@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pathlib
 
-from trainers.common import UserError, load_keras_model
+from trainers.common import UserError, load_keras_model, read_json
 
 APPLICATION_DEPTHS = {50: "ResNet50", 101: "ResNet101", 152: "ResNet152"}
 CLASSIFIER = "logits"
@@ -86,17 +86,15 @@ def load_source(spec: str, target):
 def source_class_names(spec: str):
     """The class names a run directory (or a ``.keras`` file inside one)
     was trained on, from its config.json; None where unknown."""
-    import json
-
     path = pathlib.Path(spec).expanduser().resolve()
     config = (path if path.is_dir() else path.parent) / "config.json"
-    if path.is_dir() or path.suffix == ".keras":
-        try:
-            names = json.loads(config.read_text()).get("class_names")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return list(names) if isinstance(names, list) else None
-    return None
+    if not (path.is_dir() or path.suffix == ".keras") or not config.exists():
+        return None
+    try:
+        names = read_json(config, "run configuration").get("class_names")
+    except (UserError, AttributeError):  # unreadable, or not a run's config: the names are unknown
+        return None
+    return list(names) if isinstance(names, list) else None
 
 
 def initialize(target, spec: str, class_names=None) -> dict:

@@ -43,10 +43,7 @@ def _run_config(model_path: pathlib.Path) -> dict:
     for folder in (model_path.parent, model_path.parent.parent):
         config = folder / "config.json"
         if config.exists():
-            try:
-                return read_json(config, "run configuration")
-            except ValueError:
-                return {}
+            return read_json(config, "run configuration")  # a corrupt one is one line, not silently {}
     return {}
 
 

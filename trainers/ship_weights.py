@@ -74,8 +74,8 @@ def ship(args) -> dict:
     try:
         config = read_json(run / "config.json", "run configuration")
         metrics = read_json(run / "metrics.json", "run metrics")
-    except (OSError, ValueError) as error:
-        raise UserError(f"{run} is not a finished fit.py run ({type(error).__name__}: {error})") from None
+    except UserError as error:
+        raise UserError(f"{run} is not a finished fit.py run ({error})") from None
     if config.get("synthetic") and not args.allow_synthetic:
         raise UserError(f"{run} trained on the synthetic dataset; its weights say nothing about real images "
                         "(--allow-synthetic ships it anyway, for tests)")  # fmt: skip

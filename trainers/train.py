@@ -212,7 +212,11 @@ def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
         for run_dir in candidates:
             config_path = run_dir / "config.json"
             if config_path.exists() and not _is_finished(run_dir):
-                if _identity(read_json(config_path, "run configuration")) == _identity(c):
+                try:
+                    previous = read_json(config_path, "run configuration")
+                except UserError:
+                    continue  # a corrupt directory of another run is not this one
+                if _identity(previous) == _identity(c):
                     return run_dir, True
     return _default_run_dir(c), False
 
@@ -247,16 +251,13 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
                 "a multi-worker run needs --output-dir: one directory, on storage every worker can read, that all "
                 "workers are given (the chief writes it; the others restore their backups from it)"
             )
-    # The run directory's lock, released however the run ends, and the
-    # directory itself where this process made it (removed again when the run
-    # fails before its first backup: a failed start leaves nothing behind).
-    held = {"locks": [], "created": None}
+    run = _Run(c, strategy, role, policy, why)
     try:
-        with cb.StopRequest() as request:  # SIGTERM from here on stops at a step boundary, with a backup
-            return _train(c, model, strategy, role, policy, why, held, request)
+        with cb.StopRequest() as run.request:  # SIGTERM from here on stops at a step boundary, with a backup
+            return _train(run, model)
     except Exception as error:  # noqa: BLE001 (a corrupt or unreadable dataset becomes one line)
         explained = data_lib.explain_data_error(error, c["dataset"], c["data_dir"])
-        created = held["created"]
+        created = run.created
         if (explained is not None or isinstance(error, UserError) and not isinstance(error, TrainingError)) \
                 and created is not None and not (created / "backup").exists():  # fmt: skip
             shutil.rmtree(created, ignore_errors=True)
@@ -264,8 +265,8 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
             raise
         raise explained from None
     finally:
-        for lock in held["locks"]:
-            lock.release()
+        if run.lock is not None:
+            run.lock.release()
         distributed.cleanup(role, c.get("out_dir"))
 
 
@@ -279,8 +280,12 @@ class _Run:
     role: distributed.Role
     policy: str
     why: str
-    held: dict
-    request: cb.StopRequest
+    request: cb.StopRequest | None = None
+    # The run directory's lock, released however the run ends, and the
+    # directory itself where this process made it (removed again when the run
+    # fails before its first backup: a failed start leaves nothing behind).
+    lock: runlock.RunLock | None = None
+    created: pathlib.Path | None = None
     batch: int = 0
     info: data_lib.DataInfo | None = None
     schedule: dict | None = None
@@ -295,9 +300,8 @@ class _Run:
         return self.strategy.num_replicas_in_sync
 
 
-def _train(c, model, strategy, role, policy, why, held, request):
+def _train(run: _Run, model):
     """The stages of a run, in order."""
-    run = _Run(c, strategy, role, policy, why, held, request)
     _plan(run)
     _open_run_dir(run)
     train_ds, val_ds, test_ds, mean = _data(run)
@@ -361,9 +365,9 @@ def _open_run_dir(run: _Run) -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise write_failed(run_dir, error) from None
-        run.held["locks"].append(runlock.acquire(run_dir))
+        run.lock = runlock.acquire(run_dir)
         if created:
-            run.held["created"] = run_dir
+            run.created = run_dir
         # Checked again under the lock: another process may have started or
         # finished this directory since it was chosen.
         if _is_finished(run_dir):
