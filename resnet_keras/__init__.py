@@ -5,6 +5,16 @@ Importing this package registers its serializable pieces, so a saved model
 loads with ``keras.models.load_model(path)`` in Keras' default safe mode.
 """
 
+import os as _os
+
+# TensorFlow chooses, once, when it is first imported, between its oneDNN and its
+# Eigen CPU kernels (TF_ENABLE_ONEDNN_OPTS). Left unset it picks oneDNN only on
+# CPUs with AVX-512 VNNI, AVX-512 BF16 or AMX, so an AVX2-only CPU (AMD EPYC Zen 3)
+# trained these networks 1.7-1.9x slower on Eigen (benchmarks/onednn.py,
+# docs/benchmarks.md). Importing this package first turns oneDNN on; an explicit
+# TF_ENABLE_ONEDNN_OPTS=0 is kept, and a TensorFlow imported earlier keeps its choice.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 from resnet_keras.applications import copy_applications_weights, from_applications
 from resnet_keras.blocks import BOTTLENECK_VERSIONS, SHORTCUTS
 from resnet_keras.cost import count_flops, count_params

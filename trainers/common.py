@@ -264,6 +264,17 @@ def cpu_vendor() -> str:
     return cpuinfo().get("vendor_id", "")
 
 
+def cpu_kernels() -> str:
+    """Which CPU kernels this process's TensorFlow runs: "oneDNN", "Eigen" (its
+    choice is made once, at import: resnet_keras turns oneDNN on unless
+    TF_ENABLE_ONEDNN_OPTS=0), or "unknown" where TensorFlow does not say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return "unknown"
+    return "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
+
+
 def cpu_precision(kind, vendor) -> tuple[str, str]:
     """What ``--precision auto`` picks on a CPU of bf16 ``kind`` and ``vendor``, and
     why. Measured (docs/benchmarks.md, "Which precision is fastest"): AMX, bf16

@@ -35,6 +35,7 @@ from trainers import finetune
 from trainers import recipes
 from trainers import runlock
 from trainers.common import (
+    cpu_kernels,
     read_json,
     UserError,
     resolve_precision,
@@ -384,6 +385,7 @@ def _open_run_dir(run: _Run) -> None:
     c["synthetic"] = info.synthetic
     if info.synthetic:
         c["note"] = SYNTHETIC_NOTE
+    c["cpu_kernels"] = cpu_kernels()
     c["status"] = "running"
     if role.is_chief:
         _write_config(run)
@@ -391,7 +393,7 @@ def _open_run_dir(run: _Run) -> None:
     _log(f"{'resuming' if resuming else 'new'} run: {run_dir}", c)
     _log(f"{c['arch']} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
          f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)", c)  # fmt: skip
-    _log(f"precision {run.policy} ({run.why}); strategy {c['resolved_strategy']} with {run.replicas} replica(s)"
+    _log(f"precision {run.policy} ({run.why}); CPU kernels {c['cpu_kernels']}; strategy {c['resolved_strategy']} with {run.replicas} replica(s)"
          + (f" on {role.workers} workers (this is {role.name}{', the chief' if role.is_chief else ''})"
             if role.multi_worker else "")
          + f"; global batch {run.batch} = {run.batch // run.replicas} per replica", c)  # fmt: skip
