@@ -237,3 +237,18 @@ def test_transfer_writes_a_whole_folder_and_the_runs_it_compares(tmp_path, capsy
     assert len(lines) == 3 and all(f"folder:{data}" in line for line in lines)
     assert "--recipe fast" in lines[0] and "--init-from" in lines[1] and "--freeze-epochs 5" in lines[2]
     assert not (root / "transfer.json").exists() and not (root / "scratch").exists()
+
+
+def test_onednn_benchmark_runs_each_setting_in_its_own_process(tmp_path):
+    from benchmarks import onednn
+
+    out = tmp_path / "onednn.json"
+    results = onednn.main(["--arch", "resnet8", "--image-size", "16", "--batch-size", "4", "--rounds", "2",
+                           "--steps", "1", "--warmup", "1", "--modes", "train", "inference", "--json", str(out)])  # fmt: skip
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert [(r["case"], r["mode"]) for r in results["rows"]] == [("resnet8@16px/b4", "train"), ("resnet8@16px/b4", "inference")]
+    for row in results["rows"]:
+        assert row["onednn"]["median"] > 0 and row["eigen"]["median"] > 0
+        assert row["ratio"]["min"] <= row["ratio"]["median"] <= row["ratio"]["max"]
+    with pytest.raises(SystemExit, match="--arch needs --image-size and --batch-size"):
+        onednn.main(["--arch", "resnet8"])
