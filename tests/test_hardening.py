@@ -208,6 +208,9 @@ def test_sigterm_writes_a_backup_of_the_step_and_the_same_command_ends_as_an_uni
     assert json.loads((run / "backup" / "training_metadata.json").read_text())["iterations"] == step
     assert json.loads((run / "config.json").read_text())["status"] == "running"
     assert not (run / "metrics.json").exists()
+    # It stopped at once: the cut epoch was neither validated nor logged (its row would end at the SIGTERM's step).
+    history = (run / "history.csv").read_text().splitlines()[1:] if (run / "history.csv").exists() else []
+    assert all(int(row.split(",")[1]) < step for row in history), history
 
     second = subprocess.run([sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--verbose", "2", *args],
                             env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -294,7 +297,10 @@ def test_preemption_stops_every_worker_at_the_step_they_agree_on(float32_policy)
     request = cb.StopRequest()  # never signalled here: the other worker was
     other_worker_asked = lambda flag: cb.iterations(model) >= 3  # noqa: E731
     preemption = cb.Preemption(request, FakeBackup(), agree=other_worker_asked)
-    model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=1, callbacks=[preemption], verbose=0)
+    with pytest.raises(cb.PreemptedAt) as caught:  # out of fit at once, no validation after it
+        model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=1, callbacks=[preemption], verbose=0,
+                  validation_data=(np.full((8, 2), np.nan), np.zeros(8)))  # fmt: skip
+    assert caught.value.iteration == 3
     assert preemption.stopped_at == 3 and FakeBackup.saved == [3] and cb.iterations(model) == 3
 
 

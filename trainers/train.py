@@ -522,10 +522,13 @@ def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
             )
         )
     started = time.time()
-    model.fit(
-        train_ds, epochs=math.ceil(total / run.steps_per_epoch), steps_per_epoch=run.steps_per_epoch,
-        validation_data=val_ds, callbacks=callbacks, verbose=c["verbose"], shuffle=False,
-    )  # fmt: skip
+    try:
+        model.fit(
+            train_ds, epochs=math.ceil(total / run.steps_per_epoch), steps_per_epoch=run.steps_per_epoch,
+            validation_data=val_ds, callbacks=callbacks, verbose=c["verbose"], shuffle=False,
+        )  # fmt: skip
+    except cb.PreemptedAt:
+        pass  # preemption.stopped_at says where; its backup is written
     wall = time.time() - started
 
     if preemption.stopped_at is not None:
