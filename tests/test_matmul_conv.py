@@ -24,17 +24,25 @@ def _grads(layer, x, training):
 def test_training_output_and_gradients_match_keras_conv(policy, strides, padding, size):
     rng = np.random.default_rng(0)
     kwargs = dict(filters=6, kernel_size=1, strides=strides, padding=padding, use_bias=True, dtype=policy)
-    reference, layer = keras.layers.Conv2D(**kwargs), MatmulConv2D(**kwargs)
+    # The float32 reference computes in float64 (Eigen's kernels): on an AVX2-only CPU, TensorFlow 2.21's oneDNN
+    # returns a wrong kernel gradient for this very shape (1x1, stride 2, 5 -> 6 channels, 8 px) in about half of
+    # the runs (docs/benchmarks.md, "oneDNN or Eigen"). MatmulConv2D does not use that kernel.
+    reference = keras.layers.Conv2D(**{**kwargs, "dtype": "float64" if policy == "float32" else policy})
+    layer = MatmulConv2D(**kwargs)
     x = tf.constant(rng.normal(size=(3, size, size, 5)), "float32")
     for conv in (reference, layer):
         conv.build(x.shape)
     reference.set_weights([rng.normal(size=(1, 1, 5, 6)).astype("float32"), rng.normal(size=6).astype("float32")])
     layer.set_weights(reference.get_weights())
     (expected, expected_dtype), (got, got_dtype) = _grads(reference, x, True), _grads(layer, x, True)
-    assert got_dtype == expected_dtype and got[0].shape == expected[0].shape
-    rtol = 1e-5 if policy == "float32" else 1e-2
-    for a, b in zip(expected, got):  # output, d input, d kernel, d bias
-        assert np.max(np.abs(a - b)) <= rtol * np.max(np.abs(a))
+    assert got_dtype == (tf.float32 if policy == "float32" else expected_dtype) and got[0].shape == expected[0].shape
+    # bf16 keeps 8 significant bits: neighbouring values differ by up to 2**-7 of their size, and the two layers
+    # round their products and sums at different places, so they may disagree by a few such steps. Measured on an
+    # AVX2-only AMD EPYC (bf16 emulated, oneDNN or Eigen alike): 1.4% of the largest value; on an AMX Xeon: under 1%.
+    rtol = 1e-5 if policy == "float32" else 2**-5
+    for name, a, b in zip(("output", "d input", "d kernel", "d bias"), expected, got):
+        error = np.max(np.abs(a - b)) / np.max(np.abs(a))
+        assert error <= rtol, f"{name}: largest difference {error:.3g} of the largest value"
 
 
 def test_matmul_path_runs_in_training_only(monkeypatch):
