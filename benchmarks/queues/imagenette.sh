@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# docs/imagenet.md's runs (issue 16), one after another at nice 19. Rerun to resume: a finished run is
+# skipped, an unfinished one resumes from its backup. Run from a checkout (or a worktree of it):
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/imagenette.sh
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python}
+DD=$(cd "${DATA_DIR:-../shared/tensorflow_datasets}" && pwd)
+R=${RUNS:-$HOME/resnet-runs}/imagenette
+export TF_CPP_MIN_LOG_LEVEL=2
+run() { local out=$1; shift
+  if [ -f "$out/metrics.json" ]; then echo "skip $out"; return; fi
+  echo "=== $(date -u +%FT%TZ) $out"
+  nice -n 19 "$PY" trainers/fit.py "$@" --data-dir "$DD" --output-dir "$out" --backup-every 200; echo "rc=$? $out"; }
+F4=$R/figure4-fast-128-e20
+run "$F4/resnet18" --arch resnet18 --recipe fast --image-size 128 --epochs 20
+run "$F4/resnet34" --arch resnet34 --recipe fast --image-size 128 --epochs 20
+echo "=== $(date -u +%FT%TZ) figure4"
+nice -n 19 "$PY" trainers/reproduce.py figure4 --recipe fast --epochs 20 --image-size 128 --data-dir "$DD" --root "$F4"
+run "$R/r18-paper-e20" --arch resnet18 --recipe paper --image-size 128 --epochs 20
+run "$R/r50-fast-e20" --arch resnet50 --recipe fast --image-size 128 --epochs 20
+echo "=== $(date -u +%FT%TZ) imagenette queue done"

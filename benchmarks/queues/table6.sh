@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# docs/reproduction.md's paper-budget runs (issue 17): the paper's recipe, unchanged, 64k iterations; ResNet-20
+# first, then figure6's plain and residual twins by depth. Rerun to resume (finished runs are skipped).
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/table6.sh
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python}
+DD=$(cd "${DATA_DIR:-../shared/tensorflow_datasets}" && pwd)
+T=${RUNS:-$HOME/resnet-runs}/table6
+export TF_CPP_MIN_LOG_LEVEL=2
+if [ ! -f "$T/resnet20/metrics.json" ]; then
+  echo "=== $(date -u +%FT%TZ) resnet20, paper recipe, 64k iterations"
+  nice -n 19 "$PY" trainers/fit.py --arch resnet20 --recipe paper --data-dir "$DD" --output-dir "$T/resnet20" \
+    --backup-every 200 || exit $?
+fi
+for depths in 20 20,32 20,32,44 20,32,44,56; do
+  echo "=== $(date -u +%FT%TZ) figure6 depths $depths"
+  nice -n 19 "$PY" trainers/reproduce.py figure6 --depths $depths --data-dir "$DD" --root "$T" || exit $?
+done
+echo "=== $(date -u +%FT%TZ) table6 queue done"
