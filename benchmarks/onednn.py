@@ -44,11 +44,11 @@ def _worker(cases, steps: int, warmup: int, modes) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
-    from tensorflow.python.util import _pywrap_util_port
 
     import resnet_keras
+    from trainers.common import cpu_kernels
 
-    out = {"onednn_enabled": bool(_pywrap_util_port.IsMklEnabled()), "cases": {}}
+    out = {"onednn_enabled": cpu_kernels() == "oneDNN", "cases": {}}
     rng = np.random.default_rng(0)
     for arch, size, batch in cases:
         model = resnet_keras.get_model(arch, num_classes=10, input_shape=(size, size, 3))

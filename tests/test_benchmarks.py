@@ -252,3 +252,17 @@ def test_onednn_benchmark_runs_each_setting_in_its_own_process(tmp_path):
         assert row["ratio"]["min"] <= row["ratio"]["median"] <= row["ratio"]["max"]
     with pytest.raises(SystemExit, match="--arch needs --image-size and --batch-size"):
         onednn.main(["--arch", "resnet8"])
+
+
+def test_conv_gradients_checks_each_shape_against_float64(tmp_path):
+    from benchmarks import conv_gradients
+
+    out = tmp_path / "conv.json"
+    results = conv_gradients.main(["--runs", "1", "--shapes", "4", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert [r["shape"] for r in results["rows"]][1:] == [
+        "1x1 stride 2 valid, 8 px, 8->8", "1x1 stride 2 valid, 8 px, 16->16", "1x1 stride 1 valid, 8 px, 5->6"]
+    for row in results["rows"][1:]:  # shapes both kernel libraries get right
+        assert row["wrong_runs"] == 0 and max(row["worst_error"].values()) < 1e-5
+    with pytest.raises(SystemExit, match="--runs must be at least 1, got 0"):
+        conv_gradients.main(["--runs", "0"])

@@ -25,8 +25,8 @@ def test_training_output_and_gradients_match_keras_conv(policy, strides, padding
     rng = np.random.default_rng(0)
     kwargs = dict(filters=6, kernel_size=1, strides=strides, padding=padding, use_bias=True, dtype=policy)
     # The float32 reference computes in float64 (Eigen's kernels): on an AVX2-only CPU, TensorFlow 2.21's oneDNN
-    # returns a wrong kernel gradient for this very shape (1x1, stride 2, 5 -> 6 channels, 8 px) in about half of
-    # the runs (docs/benchmarks.md, "oneDNN or Eigen"). MatmulConv2D does not use that kernel.
+    # returns a wrong kernel gradient for this very shape (1x1, stride 2, 5 -> 6 channels, 8 px) in most runs
+    # (benchmarks/conv_gradients.py) (docs/benchmarks.md, "oneDNN or Eigen"). MatmulConv2D does not use that kernel.
     reference = keras.layers.Conv2D(**{**kwargs, "dtype": "float64" if policy == "float32" else policy})
     layer = MatmulConv2D(**kwargs)
     x = tf.constant(rng.normal(size=(3, size, size, 5)), "float32")
