@@ -240,3 +240,39 @@ def test_keras_tuner_state_survives_a_write_cut_short(tmp_path, monkeypatch):
         else:  # the bug: the state is gone
             with pytest.raises(json.JSONDecodeError):
                 kt_utils.load_json(str(path))
+
+
+def test_a_run_traces_its_train_step_once(tmp_path, monkeypatch):
+    """Without a strategy Keras builds the optimizer and metrics inside the
+    first trace of the train function, and TensorFlow traces a function that
+    creates variables twice: the unpatched path below shows it (so a Keras
+    that stops doing so is noticed); the trainer builds first and traces once."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    import resnet_keras
+    from trainers import fit
+
+    traces = []
+    original = tf_trainer.TensorFlowTrainer.train_step
+
+    def counted(self, data):
+        traces.append(tuple(data[0].shape))
+        return original(self, data)
+
+    monkeypatch.setattr(tf_trainer.TensorFlowTrainer, "train_step", counted)
+    images = np.zeros((32, 16, 16, 3), "float32")
+    labels = np.zeros((32,), "int64")
+    model = resnet_keras.get_model("resnet8", num_classes=10, input_shape=(16, 16, 3), seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(16), epochs=1, verbose=0)
+    assert len(traces) == 2, "Keras no longer traces its train step twice: the note in compat.build_before_fit is moot"
+
+    traces.clear()
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    fit.main(["--arch", "resnet8", "--dataset", "synthetic", "--precision", "float32", "--verbose", "0",
+              "--synthetic-train", "256", "--batch-size", "32", "--steps", "3", "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    assert traces == [(32, 32, 32, 3)]

@@ -14,20 +14,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = requires("cifar10")
 
 
-def test_resnet20_paper_recipe_1_epoch_reaches_45_percent(tmp_path):
-    """1 epoch (390 iterations, the milestones scaled to 195 and 292): 53.16% measured on 2026-12-02
-    (62.8% after 2 epochs; one epoch keeps the test command's time)."""
+def test_resnet20_paper_recipe_160_iterations_reach_30_percent(tmp_path):
+    """160 iterations of batch 64 (0.2 epoch; lr 0.05 for batch 64, the milestones scaled to 80 and 120): 38.21%
+    measured on 2026-12-02 (AMD EPYC, float32), against 10% for chance. One epoch of batch 128 (390 iterations,
+    53.16% and 52.86% measured) took 280 s more of the test command's time, which must stay under 20 minutes on
+    2 cores."""
     run_dir = tmp_path / "resnet20-cifar10"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet20", "--epochs", "1",
+        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet20", "--steps", "160", "--batch-size", "64",
          "--data-dir", DATA_DIR, "--output-dir", str(run_dir), "--backup-every", "1000"],
         capture_output=True, text=True, timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["dataset"] == "cifar10" and not metrics["synthetic"] and metrics["iterations"] == 390
-    print(f"resnet20, paper recipe, 1 epoch: test accuracy {100 * (1 - metrics['test_top1_error']):.2f}%")
-    assert 1 - metrics["test_top1_error"] >= 0.45
+    assert metrics["dataset"] == "cifar10" and not metrics["synthetic"] and metrics["iterations"] == 160
+    print(f"resnet20, paper recipe, 160 iterations: test accuracy {100 * (1 - metrics['test_top1_error']):.2f}%")
+    assert 1 - metrics["test_top1_error"] >= 0.30
 
 
 def test_shipped_resnet20_reaches_its_manifest_accuracy_on_the_cifar10_copy(float32_policy):

@@ -15,27 +15,29 @@ pytestmark = requires("imagenette/160px-v2")
 
 
 def test_resnet18_fast_recipe_learns_imagenette_above_chance(tmp_path):
-    """120 iterations of batch 64 (0.8 epoch) at 64 px, random-resized crops,
-    the fast recipe at a peak learning rate of 0.05 (its warm-up is 6
-    iterations at this length): validation top-1 well above the 10% of chance
-    (36% measured), and a complete run directory."""
+    """60 iterations of batch 64 (0.4 epoch) at 32 px, random-resized crops,
+    the fast recipe at a peak learning rate of 0.05 (its warm-up is 3
+    iterations at this length): validation top-1 above the 10% of chance
+    (24.1% measured on 2026-12-02, AMD EPYC; 64 px gave 30.2% and 120
+    iterations at 64 px 36%, in 80 s and 230 s more of the test command's
+    time), and a complete run directory."""
     run_dir = tmp_path / "resnet18-imagenette"
     result = subprocess.run(
         [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet18", "--recipe", "fast",
-         "--image-size", "64", "--steps", "120", "--lr", "0.05", "--data-dir", DATA_DIR, "--output-dir", str(run_dir),
+         "--image-size", "32", "--steps", "60", "--lr", "0.05", "--data-dir", DATA_DIR, "--output-dir", str(run_dir),
          "--backup-every", "1000"],
         capture_output=True, text=True, timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "random-resized crops" in result.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["dataset"] == "imagenette/160px-v2" and not metrics["synthetic"] and metrics["iterations"] == 120
+    assert metrics["dataset"] == "imagenette/160px-v2" and not metrics["synthetic"] and metrics["iterations"] == 60
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "finished" and config["data"]["num_train"] == 9469
     assert config["data"]["num_test"] == 3925 and config["data"]["test_split"] == "validation"
     accuracy = 1 - metrics["test_top1_error"]
-    print(f"resnet18, fast recipe, lr 0.05, 64 px, 120 iterations: validation accuracy {100 * accuracy:.2f}%")
-    assert accuracy >= 0.25
+    print(f"resnet18, fast recipe, lr 0.05, 32 px, 60 iterations: validation accuracy {100 * accuracy:.2f}%")
+    assert accuracy >= 0.16
     for name in ("model.keras", "best.keras", "history.csv", "steps.csv", "curves.png", "pixel_mean.npy", "logs"):
         assert (run_dir / name).exists(), name
     assert not (run_dir / "backup").exists()

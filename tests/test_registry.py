@@ -20,7 +20,11 @@ def _final_map(model):
     return tuple(model.get_layer("avg_pool").input.shape[1:3])
 
 
-@pytest.mark.parametrize("name", PAPER_NAMES)
+@pytest.mark.parametrize(
+    "name",
+    # resnet1202 is resnet110's code with n = 200; building it is the slowest case of this file (40 s or more)
+    [pytest.param(n, marks=[pytest.mark.slow] if n == "resnet1202" else []) for n in PAPER_NAMES],
+)
 def test_builds_small_and_gives_logits(build, name):
     spec = resolve_spec(name)
     model = build(name, size="small")

@@ -21,11 +21,19 @@ def build_before_fit(model, strategy, batch_spec) -> None:
     the first global batch is never trained on, so a MirroredStrategy run does
     not see the same data as a default-strategy run. ``batch_spec`` is
     ``((images_shape, images_dtype), (labels_shape, labels_dtype))``.
+
+    Without a strategy Keras defers the build to the first trace of the train
+    function instead, and the optimizer's slots and the metrics' variables are
+    then created inside that trace: TensorFlow traces a function that creates
+    variables a second time, so every run paid for two traces of its train step
+    (4.6 s each for ResNet-20 here, more for deeper networks). Built here first,
+    it is traced once.
     """
-    if strategy.num_replicas_in_sync == 1 and not getattr(model, "_distribute_strategy", None):
-        return
     (x_shape, x_dtype), (y_shape, y_dtype) = batch_spec
     batch = (np.zeros(x_shape, x_dtype), np.zeros(y_shape, y_dtype))
+    if strategy.num_replicas_in_sync == 1 and not getattr(model, "_distribute_strategy", None):
+        model._symbolic_build(data_batch=batch)
+        return
     model._maybe_symbolic_build(data_batch=batch)
     # Everything is built now; fit's own call would only consume a batch.
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None

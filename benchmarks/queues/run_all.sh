@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Both measurement queues, one after another, logs beside the runs. Rerun to resume.
 set -u
+# `nice -n 19` orders processes within one session only: with autogroup scheduling (Linux's default,
+# /proc/sys/kernel/sched_autogroup_enabled = 1) each session gets an equal share of the CPU, so a queue started
+# with `setsid` took half of a 2-core machine from the tests run in another session (seen 2026-12-02: the test
+# command took 37 min beside it). Started as its own session's leader, the queue lowers its whole session too.
+if [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ] && [ -w /proc/self/autogroup ]; then echo 19 > /proc/self/autogroup; fi
 here=$(cd "$(dirname "$0")" && pwd)
 runs=${RUNS:-$HOME/resnet-runs}
 mkdir -p "$runs/imagenette" "$runs/table6"
