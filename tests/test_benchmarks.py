@@ -12,6 +12,7 @@ import resnet_keras
 from benchmarks import model_throughput
 
 
+@pytest.mark.slow  # a benchmark's smoke test of 60 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
 def test_model_throughput_runs_alternated_rounds_and_writes_json(tmp_path, float32_policy):
     out = tmp_path / "result.json"
     args = ["--pair", "resnet20", "--batch-size", "4", "--rounds", "2", "--steps", "2", "--warmup", "1",
@@ -55,6 +56,7 @@ def test_model_throughput_rejects_bad_counts():
         model_throughput.main(["--rounds", "0"])
 
 
+@pytest.mark.slow  # a benchmark's smoke test of 55 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
 def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float32_policy, monkeypatch):
     from benchmarks import input_pipeline
     from trainers import data
@@ -122,6 +124,7 @@ def test_wallclock_compares_runs_at_the_first_runs_time(tmp_path):
         wallclock.main([str(tmp_path)])
 
 
+@pytest.mark.slow  # a benchmark's smoke test of 20 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
 def test_bf16_shapes_benchmark_covers_every_width_and_batch(float32_policy):
     from benchmarks import bf16_shapes
 
@@ -165,6 +168,7 @@ def test_jpeg_cost_measures_distortion_and_fits_the_runs(tmp_path):
         jpeg_cost.main(["--dataset", "synthetic", "--images", "4", "--runs", str(tmp_path)])
 
 
+@pytest.mark.slow  # a benchmark's smoke test of 40 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
 def test_layer_variants_undo_each_change_and_keep_the_network(tmp_path):
     from benchmarks import layer_variants
 
@@ -239,6 +243,7 @@ def test_transfer_writes_a_whole_folder_and_the_runs_it_compares(tmp_path, capsy
     assert not (root / "transfer.json").exists() and not (root / "scratch").exists()
 
 
+@pytest.mark.slow  # a benchmark's smoke test of 50 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
 def test_onednn_benchmark_runs_each_setting_in_its_own_process(tmp_path):
     from benchmarks import onednn
 

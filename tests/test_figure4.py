@@ -40,3 +40,18 @@ def test_figure4_skips_finished_runs_and_says_whether_depth_pays(tmp_path, capsy
     _finished_run(tmp_path / "other" / "resnet34", [0.35], [0.32])
     result = reproduce.main(["figure4", "--root", str(tmp_path / "other")])
     assert not result["plain34_worse_than_plain18"] and not result["resnet34_better_than_resnet18"]
+
+
+def test_a_resumed_run_is_drawn_at_its_iterations_not_its_epoch_count(tmp_path):
+    """A run resumed from the backup at iteration 1400 (147 iterations an
+    epoch) logs its next 'epochs' at iterations 1547 and 1694."""
+    run_dir = tmp_path / "resnet18"
+    _finished_run(run_dir, [0.5] * 9, [0.5] * 9)
+    with open(run_dir / "history.csv", "a", newline="") as f:
+        csv.writer(f).writerows([[10, 1547, 0.4, 0.4], [11, 1694, 0.3, 0.3]])
+    rows = reproduce.read_csv_rows(run_dir / "history.csv")
+    assert reproduce.epochs_of(run_dir, rows)[:2] == [1.0, 2.0]  # no config.json: the first row's length, 100
+    (run_dir / "config.json").write_text(json.dumps({"schedule": {"steps_per_epoch": 147}}))
+    epochs = reproduce.epochs_of(run_dir, rows)
+    assert [round(e, 3) for e in epochs[-2:]] == [round(1547 / 147, 3), round(1694 / 147, 3)]
+    assert epochs[0] == 100 / 147

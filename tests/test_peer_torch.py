@@ -13,6 +13,7 @@ OURS = ["resnet_keras|float32", "resnet_keras|mixed_bfloat16"]
 TORCH = [name for name in peer_torch.VARIANTS if name.startswith("torch|")]
 
 
+@pytest.mark.slow  # a benchmark's smoke test of 70 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
 def test_without_torch_measures_ours_alone_and_writes_strict_json(tmp_path, capsys):
     out = tmp_path / "peer.json"
     results = peer_torch.main(["--no-torch", "--pair", "resnet20", "--batch-size", "4", "--rounds", "2",

@@ -174,9 +174,23 @@ def _plain_and_residual(runs: dict, path: pathlib.Path, draw, *, xlabel: str, yl
     save_figure_atomic(fig, path)
 
 
+def epochs_of(run_dir: pathlib.Path, rows: list) -> list:
+    """Each history.csv row's position in epochs, from its iteration: a run
+    resumed from a backup between epoch ends goes on in 'epochs' of the same
+    length that end elsewhere (iterations 1547, 1694, ... for a resume at 1400
+    with 147 iterations an epoch), so the row's epoch count is not its place."""
+    config = run_dir / "config.json"
+    per_epoch = None
+    if config.exists():
+        per_epoch = (_read_json(config).get("schedule") or {}).get("steps_per_epoch")
+    if not per_epoch:
+        per_epoch = int(rows[0]["iterations"]) / int(rows[0]["epoch"])
+    return [int(r["iterations"]) / per_epoch for r in rows]
+
+
 def _plot_figure4(runs: dict, path: pathlib.Path, title: str) -> None:
     def draw(ax, colour, arch, rows, label):
-        epochs = [int(r["epoch"]) for r in rows]
+        epochs = epochs_of(runs[arch], rows)
         ax.plot(epochs, [100 * float(r["error"]) for r in rows], color=colour, lw=0.8, ls="--")
         ax.plot(epochs, [100 * float(r["test_error"]) for r in rows], color=colour, lw=2.2, marker="o", ms=3,
                 label=label)  # fmt: skip
