@@ -4,6 +4,8 @@ ImageNet photographs) drawn and judged from finished runs."""
 import csv
 import json
 
+import pytest
+
 from trainers import reproduce
 
 
@@ -32,6 +34,10 @@ def test_figure4_skips_finished_runs_and_says_whether_depth_pays(tmp_path, capsy
     assert json.loads((root / "figure4.json").read_text()) == result
     out = capsys.readouterr().out
     assert out.count("finished, skipped") == 4 and "resnet34 better than resnet18: yes" in out
+    # Without config.json the split's size, and so the noise, is unknown, and said so.
+    assert result["margins"]["resnet34_vs_resnet18"] == {
+        "val_error_points": pytest.approx(-4.0), "two_standard_errors_points": None, "beyond_noise": None}
+    assert "noise is unknown" in out
 
     # The other way round is reported as it is.
     _finished_run(tmp_path / "other" / "plain18", [0.5], [0.5])
@@ -55,3 +61,25 @@ def test_a_resumed_run_is_drawn_at_its_iterations_not_its_epoch_count(tmp_path):
     epochs = reproduce.epochs_of(run_dir, rows)
     assert [round(e, 3) for e in epochs[-2:]] == [round(1547 / 147, 3), round(1694 / 147, 3)]
     assert epochs[0] == 100 / 147
+
+
+def test_a_margin_within_the_sampling_noise_is_called_so(tmp_path, capsys):
+    """Figure 4 on Imagenette at 48 px, 10 epochs (docs/imagenet.md): ResNet-34
+    25.12% against ResNet-18 25.50% on 3,925 validation images is 0.38 points,
+    inside two standard errors (1.93 points); plain-34 72.23% against plain-18
+    50.24% is far outside them."""
+    root = tmp_path / "fig4"
+    for arch, val in (("plain18", 0.5024), ("plain34", 0.7223), ("resnet18", 0.2550), ("resnet34", 0.2512)):
+        _finished_run(root / arch, [val], [val])
+        (root / arch / "config.json").write_text(json.dumps({"data": {"num_test": 3925}}))
+    result = reproduce.main(["figure4", "--root", str(root), "--epochs", "1"])
+    assert result["resnet34_better_than_resnet18"] and result["validation_images"] == 3925
+    near = result["margins"]["resnet34_vs_resnet18"]
+    assert near["val_error_points"] == pytest.approx(-0.38) and not near["beyond_noise"]
+    assert near["two_standard_errors_points"] == pytest.approx(200 * ((0.255 * 0.745 + 0.2512 * 0.7488) / 3925) ** 0.5)
+    far = result["margins"]["plain34_vs_plain18"]
+    assert far["val_error_points"] == pytest.approx(21.99) and far["beyond_noise"]
+    out = capsys.readouterr().out
+    assert "resnet34 better than resnet18: yes (0.38 points of validation error, within the sampling noise of 3,925" in out
+    assert "plain34 worse than plain18: yes (21.99 points of validation error, beyond" in out
+    json.loads((root / "figure4.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
