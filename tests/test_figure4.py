@@ -66,7 +66,7 @@ def test_a_resumed_run_is_drawn_at_its_iterations_not_its_epoch_count(tmp_path):
 def test_a_margin_within_the_sampling_noise_is_called_so(tmp_path, capsys):
     """Figure 4 on Imagenette at 48 px, 10 epochs (docs/imagenet.md): ResNet-34
     25.12% against ResNet-18 25.50% on 3,925 validation images is 0.38 points,
-    inside two standard errors (1.93 points); plain-34 72.23% against plain-18
+    inside two standard errors (1.96 points); plain-34 72.23% against plain-18
     50.24% is far outside them."""
     root = tmp_path / "fig4"
     for arch, val in (("plain18", 0.5024), ("plain34", 0.7223), ("resnet18", 0.2550), ("resnet34", 0.2512)):
