@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -46,7 +45,7 @@ from keras import layers, ops  # noqa: E402
 
 import resnet_keras  # noqa: E402
 from benchmarks import check_counts  # noqa: E402
-from trainers.common import cpuinfo, write_json_atomic  # noqa: E402
+from trainers.common import cpu_name, write_json_atomic  # noqa: E402
 
 PAIRS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "steps": 15},
@@ -194,12 +193,9 @@ def run_pair(pair, args):
 
 
 def describe_cpu():
-    """The CPU's model name and the instruction sets that matter for bf16 speed."""
-    info = cpuinfo()
-    model = info.get("model name") or platform.processor() or "unknown CPU"
-    flags = set(info.get("flags", "").split())
-    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{os.cpu_count()} CPUs, {model}" + (f" ({', '.join(extras)})" if extras else "")
+    """The CPU in one line: its family and model numbers, model name, CPU count
+    and the instruction sets that matter for speed (trainers.common.cpu_name)."""
+    return cpu_name()
 
 
 def build_parser():

@@ -88,12 +88,31 @@ def test_a_run_writes_every_output_and_learns(finished_run):
     history = _rows(run_dir / "history.csv")
     assert [int(r["iterations"]) for r in history] == [16, 32, 48, 64, 80]
     assert float(history[-1]["lr"]) == pytest.approx(0.0005)
+    # Each epoch names the CPU it ran on; metrics.json lists the run's CPUs.
+    from trainers.common import cpu_name
+
+    assert {r["cpu"] for r in history} == {cpu_name()} and metrics["cpus"] == [cpu_name()]
 
     # The model learned what the normalization should hold: the training split's per-pixel mean.
     model = keras.models.load_model(run_dir / "model.keras")
     mean = resnet_keras.get_normalization(model).mean.numpy()
     np.testing.assert_allclose(mean, np.load(run_dir / "pixel_mean.npy"), rtol=1e-5)
     assert 100 < mean.mean() < 156
+
+
+def test_runs_lists_the_finished_run_with_its_own_figures(finished_run, capsys):
+    from trainers import runs
+
+    run_dir, _ = finished_run
+    (row,) = runs.main([str(run_dir.parent), "--format", "json"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    best = json.loads((run_dir / "best.json").read_text())
+    assert row["run"] == "run" and row["arch"] == "resnet8" and row["status"] == "finished"
+    assert row["top1"] == pytest.approx(1 - metrics["test_top1_error"])
+    assert row["best_top1"] == pytest.approx(best["value"])
+    assert row["wall_minutes"] == pytest.approx(metrics["wall_seconds"] / 60)
+    assert row["ten_crop_top1"] is None and row["why"]["ten_crop_top1"] == "not evaluated"
+    assert json.loads(capsys.readouterr().out)[0]["run"] == "run"  # strict JSON on stdout
 
 
 def test_evaluate_matches_the_runs_own_test_error(finished_run, capsys):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from trainers.common import (
+    cpu_name,
     read_csv_rows,
     save_figure_atomic,
     save_model_atomic,
@@ -357,6 +358,9 @@ class RunLog(keras.callbacks.Callback):
         self.steps = read_csv_rows(self.run_dir / "steps.csv")
         self.timed_steps = 0
         self.timed_seconds = 0.0
+        # Each row names the CPU its epoch ran on: a run resumed across
+        # sessions may span machines, and its speed is only read against one.
+        self.cpu = cpu_name()
 
     def on_train_begin(self, logs=None):
         self._started = False
@@ -427,6 +431,7 @@ class RunLog(keras.callbacks.Callback):
             row.update(test_loss=row["val_loss"], test_error=row["val_error"], test_top5_error=row.get("val_top5_error"))
         row["epoch_seconds"] = now - self._epoch_start
         row["images_per_second"] = epoch_rate if epoch_rate is not None else ""
+        row["cpu"] = self.cpu
         self.rows.append(row)
         write_csv_atomic(self.run_dir / "history.csv", self.rows)
         if self.steps:

@@ -264,6 +264,30 @@ def cpu_vendor() -> str:
     return cpuinfo().get("vendor_id", "")
 
 
+def cpu_name() -> str:
+    """The CPU in one line, precise enough to tell two machines apart (the
+    model name alone often is not: "Intel(R) Xeon(R) Processor @ 2.80GHz"
+    stands for several generations): vendor, family and model numbers, the
+    model name, the logical CPUs this process may use, and the instruction sets
+    that decide the speed here (AVX-512, AVX-512 BF16, AMX). ``"unknown CPU"``
+    where /proc/cpuinfo cannot be read."""
+    info = cpuinfo()
+    if not info:
+        return "unknown CPU"
+    flags = set(info.get("flags", "").split())
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 0
+    ident = [info.get("vendor_id", "")]
+    ident.append(f"family {info['cpu family']}" if "cpu family" in info else "")
+    ident.append(f"model {info['model']}" if "model" in info else "")
+    ident = " ".join(x for x in ident if x)
+    name = info.get("model name", "")
+    return f"{ident}, {name}, {cpus} CPUs" + (f" ({', '.join(isa)})" if isa else "")
+
+
 def cpu_kernels() -> str:
     """Which CPU kernels this process's TensorFlow runs: "oneDNN", "Eigen" (its
     choice is made once, at import: resnet_keras turns oneDNN on unless

@@ -49,6 +49,27 @@ def holder(directory) -> int | None:
         return None
 
 
+def live_holder(directory) -> int | None:
+    """The PID of the live process that holds ``directory``'s lock now, read
+    from the kernel's table of locks (``/proc/locks``) without touching the lock
+    (probing it with ``flock`` could make a run starting at that moment fail);
+    None where no process holds it, or where that table cannot be read."""
+    path = pathlib.Path(directory) / LOCK_NAME
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            table = f.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 7977 fe:00:16204238 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
 def acquire(directory, what: str = "run directory", hint: str = "wait for it to end or choose another --output-dir"):
     """Locks ``directory`` (which must exist) or raises :class:`DirectoryInUse`
     naming the holder's PID."""

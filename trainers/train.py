@@ -583,6 +583,9 @@ def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
             default=None,
         ),
         "validated_on": "val split" if info.num_val else info.test_split,
+        # The CPUs the epochs ran on, in order (history.csv has each epoch's);
+        # rows from before this column existed count as "not recorded".
+        "cpus": list(dict.fromkeys(row.get("cpu") or "not recorded" for row in run_log.rows)),
     }
     metrics["weights_sha256"] = distributed.weights_fingerprint(model)
     if info.synthetic:
