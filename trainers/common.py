@@ -288,6 +288,12 @@ def cpu_name() -> str:
     return f"{ident}, {name}, {cpus} CPUs" + (f" ({', '.join(isa)})" if isa else "")
 
 
+def run_cpus(rows) -> list[str]:
+    """The CPUs a run's epochs ran on, in order, from its ``history.csv`` rows
+    (rows from before that column existed count as "not recorded")."""
+    return list(dict.fromkeys(row.get("cpu") or "not recorded" for row in rows))
+
+
 def cpu_kernels() -> str:
     """Which CPU kernels this process's TensorFlow runs: "oneDNN", "Eigen" (its
     choice is made once, at import: resnet_keras turns oneDNN on unless

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainers import runlock  # noqa: E402
-from trainers.common import UserError, read_csv_rows, run_main, strict  # noqa: E402
+from trainers.common import UserError, read_csv_rows, run_cpus, run_main, strict  # noqa: E402
 
 COLUMNS = (
     ("run", "run"),
@@ -130,10 +130,12 @@ def describe(run_dir: pathlib.Path, label: str) -> dict:
     total = schedule.get("total_steps")
     if metrics is not None:
         row["status"] = "finished"
-        row["top1"] = 1 - metrics["test_top1_error"]
+        error, wall = _number(metrics.get("test_top1_error")), _number(metrics.get("wall_seconds"))
+        row["top1"] = 1 - error if error is not None else None
         row["images_per_second"] = _number(metrics.get("train_images_per_second"))
-        row["wall_minutes"] = _number(metrics.get("wall_seconds"))
-        row["wall_minutes"] = row["wall_minutes"] / 60 if row["wall_minutes"] is not None else None
+        row["wall_minutes"] = wall / 60 if wall is not None else None
+        if row["top1"] is None:
+            row["why"]["top1"] = "no finite test error in metrics.json"
         row["cpus"] = metrics.get("cpus")
         if row["images_per_second"] is None:
             row["why"]["images_per_second"] = "too few steady-state steps"
@@ -151,7 +153,7 @@ def describe(run_dir: pathlib.Path, label: str) -> dict:
         if row["images_per_second"] is None:
             row["why"]["images_per_second"] = "no epoch timed yet"
     if row["cpus"] is None:
-        cpus = list(dict.fromkeys(r.get("cpu") or "not recorded" for r in history))
+        cpus = run_cpus(history)
         row["cpus"] = cpus or None
         if not cpus:
             row["why"]["cpus"] = "no epoch yet"

@@ -37,6 +37,7 @@ from trainers import runlock
 from trainers.common import (
     cpu_kernels,
     read_json,
+    run_cpus,
     UserError,
     resolve_precision,
     save_model_atomic,
@@ -583,9 +584,7 @@ def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
             default=None,
         ),
         "validated_on": "val split" if info.num_val else info.test_split,
-        # The CPUs the epochs ran on, in order (history.csv has each epoch's);
-        # rows from before this column existed count as "not recorded".
-        "cpus": list(dict.fromkeys(row.get("cpu") or "not recorded" for row in run_log.rows)),
+        "cpus": run_cpus(run_log.rows),  # the CPUs the epochs ran on (history.csv has each epoch's)
     }
     metrics["weights_sha256"] = distributed.weights_fingerprint(model)
     if info.synthetic:
