@@ -94,6 +94,15 @@ def test_bad_input_one_line_each(tree, tmp_path, capsys):
     assert "unreadable (metrics.json:" in out and "group/half" in out
 
 
+def test_a_damaged_history_row_is_skipped_not_fatal(tree, capsys):
+    half = tree / "group" / "half"
+    _history(half, [(1, 147, 0.4, 500, 20.0, "cpu B"), ("2", "garbage", "", "x", "y", "")])
+    (half / "backup" / "training_metadata.json").unlink()
+    (row,) = runs.main([str(half), "--format", "json"])
+    assert row["status"] == "stopped, saved at iteration 147 of 2940"
+    assert row["images_per_second"] == pytest.approx(20.0)
+
+
 def test_cpu_name_tells_machines_apart(monkeypatch):
     from trainers import common
 

@@ -140,7 +140,8 @@ def describe(run_dir: pathlib.Path, label: str) -> dict:
         if row["images_per_second"] is None:
             row["why"]["images_per_second"] = "too few steady-state steps"
     else:
-        done = max([int(r["iterations"]) for r in history] + [int(backup["iterations"]) if backup else 0])
+        saved = [_number(r.get("iterations")) for r in history] + [_number((backup or {}).get("iterations"))]
+        done = int(max([n for n in saved if n is not None], default=0))
         pid = runlock.live_holder(run_dir)
         state = f"training now (process {pid})" if pid else "stopped, resumes from its backup" if backup else "stopped"
         row["status"] = f"{state}, saved at iteration {done}" + (f" of {total}" if total else "")
