@@ -49,25 +49,31 @@ def build_parser():
     return p
 
 
-def evaluate(args) -> dict:
-    from trainers import data as data_lib
-
-    target = pathlib.Path(args.model).expanduser().resolve()
+def load_target(model_arg: str, which: str = "final"):
+    """(model, model_path, config, out_dir) for a run directory (its
+    ``model.keras`` or ``best.keras`` and its config.json) or a .keras file
+    (an empty config, written beside it)."""
+    target = pathlib.Path(model_arg).expanduser().resolve()
     config = {}
     if target.is_dir():
         config_path = target / "config.json"
         if not config_path.exists():
             raise UserError(f"{target} is not a run directory (no config.json)")
         config = read_json(config_path, "run configuration")
-        model_path = target / ("best.keras" if args.which == "best" else "model.keras")
+        model_path = target / ("best.keras" if which == "best" else "model.keras")
         out_dir = target
     else:
         model_path, out_dir = target, target.parent
-    model = load_keras_model(model_path)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
+    return load_keras_model(model_path), model_path, config, out_dir
 
-    dataset = args.dataset or config.get("dataset")
+
+def dataset_for(model, config: dict, dataset: str | None, data_dir: str | None):
+    """The DataInfo ``model`` is evaluated on: ``dataset`` (default the run's)
+    read as the run read it (its family, validation hold-out and seed) where it
+    is the run's own, at the model's input size."""
+    from trainers import data as data_lib
+
+    dataset = dataset or config.get("dataset")
     if dataset is None:
         raise UserError("--dataset is required when evaluating a .keras file outside a run directory")
     image_size = model.input_shape[1]
@@ -76,7 +82,7 @@ def evaluate(args) -> dict:
     family = config.get("family") or ("cifar" if image_size <= 64 else "imagenet")
     same_data = dataset == config.get("dataset")
     info = data_lib.describe(
-        dataset, data_dir=args.data_dir or (config.get("data_dir") if same_data else None), family=family,
+        dataset, data_dir=data_dir or (config.get("data_dir") if same_data else None), family=family,
         image_size=image_size, val_split=config.get("val_split", 0.0) if same_data else 0.0,
         seed=config.get("seed", 0), synthetic_classes=config.get("synthetic_classes", 10),
         synthetic_train=config.get("synthetic_train", 4096), synthetic_test=config.get("synthetic_test", 1024),
@@ -84,18 +90,37 @@ def evaluate(args) -> dict:
     )  # fmt: skip
     if info.num_classes != model.output_shape[-1]:
         raise UserError(f"the model has {model.output_shape[-1]} outputs but {dataset!r} has {info.num_classes} classes")
+    return info
+
+
+def single_view(info) -> str:
+    """The name of the one-view evaluation: CIFAR's image itself, or the centre crop."""
+    return "original" if info.style == "cifar" else "centre crop"
+
+
+def view_pipeline(info, view: str, split: str, batch_size: int, seed: int = 0):
+    from trainers import data as data_lib
+
+    if view == "10-crop":
+        return data_lib.ten_crop_pipeline(info, split, batch_size)
+    return data_lib.eval_pipeline(info, split, batch_size, seed=seed)
+
+
+def evaluate(args) -> dict:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
+    model, model_path, config, out_dir = load_target(args.model, args.which)
+    info = dataset_for(model, config, args.dataset, args.data_dir)
+    dataset, image_size = info.name, info.image_size
 
     k = min(5, info.num_classes)
     if args.ten_crop and args.all_views:
         raise UserError("give --ten-crop or --all-views, not both")
-    single = "original" if info.style == "cifar" else "centre crop"
+    single = single_view(info)
     views = [single, "10-crop"] if args.all_views else ["10-crop" if args.ten_crop else single]
     scores = {}
     for view in views:
-        if view == "10-crop":
-            ds = data_lib.ten_crop_pipeline(info, args.split, args.batch_size)
-        else:
-            ds = data_lib.eval_pipeline(info, args.split, args.batch_size, seed=config.get("seed", 0))
+        ds = view_pipeline(info, view, args.split, args.batch_size, seed=config.get("seed", 0))
         top1, topk, count = score(model, ds, ten_crop=view == "10-crop", k=k)
         if count == 0:
             raise UserError(f"the {args.split} split of {dataset!r} is empty")
@@ -126,8 +151,9 @@ def evaluate(args) -> dict:
     return result
 
 
-def score(model, ds, *, ten_crop: bool, k: int) -> tuple[int, int, int]:
-    """Top-1 hits, top-k hits and images of ``model`` on ``ds``."""
+def score(model, ds, *, ten_crop: bool, k: int, per_image: list | None = None) -> tuple[int, int, int]:
+    """Top-1 hits, top-k hits and images of ``model`` on ``ds``. With
+    ``per_image``, appends (label, top-1 class) for every image, in order."""
     import keras
     import numpy as np
 
@@ -140,6 +166,8 @@ def score(model, ds, *, ten_crop: bool, k: int) -> tuple[int, int, int]:
         else:
             probs = keras.ops.convert_to_numpy(model.predict_on_batch(images))
         ranked = np.argsort(-probs, axis=-1)[:, :k]
+        if per_image is not None:
+            per_image.extend(zip(labels.tolist(), ranked[:, 0].tolist()))
         top1 += int(np.sum(ranked[:, 0] == labels))
         topk += int(np.sum(np.any(ranked == labels[:, None], axis=-1)))
         count += len(labels)

@@ -1,0 +1,146 @@
+"""Two trained models on the same images: is one really better?
+
+    python trainers/compare.py RUN_A RUN_B                  # the centre crop (CIFAR: the image itself)
+    python trainers/compare.py RUN_A RUN_B --view 10-crop
+    python trainers/compare.py a.keras b.keras --dataset cifar10 --output compare.json
+
+Both models are scored image by image on the same split, in the same order
+(``evaluate.py``'s pipelines, so each accuracy is the one ``evaluate.py``
+prints). Two runs tested on the same 3,925 images are a paired sample: what
+decides is the images on which they disagree, not the two accuracies' separate
+sampling noise. Printed: the accuracies, the four counts (both right, only A,
+only B, both wrong), the difference B - A with its 95% interval for paired
+proportions, and McNemar's exact test on the disagreements (a two-sided
+binomial test at one half). ``--output`` writes the same as strict JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from trainers.common import UserError, run_main, write_json_atomic  # noqa: E402
+
+VIEWS = ("single", "10-crop")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", help="a run directory or a .keras file (A)")
+    p.add_argument("b", help="a run directory or a .keras file (B)")
+    p.add_argument("--which", choices=("final", "best"), default="final",
+                   help="in run directories: model.keras (final, default) or best.keras")  # fmt: skip
+    p.add_argument("--view", choices=VIEWS, default="single",
+                   help="single: the centre crop at the training size (CIFAR: the image itself); "
+                   "10-crop: the paper's ten crops, softmax averaged")  # fmt: skip
+    p.add_argument("--dataset", help="TFDS dataset name or 'synthetic' (default: the runs', which must agree)")
+    p.add_argument("--data-dir", help="TFDS data dir (default: the runs', $TFDS_DATA_DIR, ~/tensorflow_datasets)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test: the dataset's test split (its 'validation' split where it has no 'test')")
+    p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    p.add_argument("--output", help="also write the result to this JSON file")
+    return p
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: the probability, if A and B were
+    equally good, of a split of the ``only_a + only_b`` disagreements at least
+    as uneven as this one (binomial, p = 1/2). 1.0 when they never disagree."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_difference(only_a: int, only_b: int, n: int) -> tuple[float, float, float]:
+    """Accuracy of B minus accuracy of A, and its 95% interval (Wald, for
+    paired proportions: the variance comes from the disagreements only)."""
+    diff = (only_b - only_a) / n
+    se = math.sqrt(max(0.0, (only_a + only_b) - (only_b - only_a) ** 2 / n)) / n
+    return diff, diff - 1.96 * se, diff + 1.96 * se
+
+
+def predictions(model, info, view: str, split: str, batch_size: int, seed: int) -> list:
+    from trainers.evaluate import score, view_pipeline
+
+    pairs: list = []
+    ds = view_pipeline(info, view, split, batch_size, seed=seed)
+    score(model, ds, ten_crop=view == "10-crop", k=1, per_image=pairs)
+    return pairs
+
+
+def compare(args) -> dict:
+    from trainers.evaluate import dataset_for, load_target, single_view
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
+    sides = []
+    for name in (args.a, args.b):
+        model, path, config, _ = load_target(name, args.which)
+        sides.append((model, path, config))
+    (model_a, path_a, config_a), (model_b, path_b, config_b) = sides
+    if not args.dataset and config_a.get("dataset") != config_b.get("dataset"):
+        raise UserError(f"A was trained on {config_a.get('dataset')!r} and B on {config_b.get('dataset')!r}: "
+                        "give --dataset to compare both on one")  # fmt: skip
+    if model_a.input_shape[1:] != model_b.input_shape[1:]:
+        raise UserError(f"A takes {model_a.input_shape[1:]} and B {model_b.input_shape[1:]} images: "
+                        "a paired comparison needs the same images")  # fmt: skip
+    info_a = dataset_for(model_a, config_a, args.dataset, args.data_dir)
+    info_b = dataset_for(model_b, config_b, args.dataset, args.data_dir)
+    for what in ("num_classes", "test_split", "num_test", "num_val"):
+        if getattr(info_a, what) != getattr(info_b, what):
+            raise UserError(f"A and B read {info_a.name!r} differently ({what}: {getattr(info_a, what)} against "
+                            f"{getattr(info_b, what)}): they were trained with different data settings")  # fmt: skip
+    view = "10-crop" if args.view == "10-crop" else single_view(info_a)
+    pred_a = predictions(model_a, info_a, view, args.split, args.batch_size, config_a.get("seed", 0))
+    pred_b = predictions(model_b, info_b, view, args.split, args.batch_size, config_b.get("seed", 0))
+    if not pred_a:
+        raise UserError(f"the {args.split} split of {info_a.name!r} is empty")
+    if [label for label, _ in pred_a] != [label for label, _ in pred_b]:
+        raise UserError("A's and B's evaluations did not see the same images in the same order "
+                        "(their runs hold out different validation images: different seeds?)")  # fmt: skip
+    right_a = [label == guess for label, guess in pred_a]
+    right_b = [label == guess for label, guess in pred_b]
+    n = len(right_a)
+    both = sum(a and b for a, b in zip(right_a, right_b))
+    only_a = sum(a and not b for a, b in zip(right_a, right_b))
+    only_b = sum(b and not a for a, b in zip(right_a, right_b))
+    diff, low, high = paired_difference(only_a, only_b, n)
+    p_value = mcnemar_exact(only_a, only_b)
+    result = {
+        "a": str(path_a), "b": str(path_b), "dataset": info_a.name, "synthetic": info_a.synthetic,
+        "split": info_a.test_split if args.split == "test" else "val", "view": view, "images": n,
+        "accuracy_a": sum(right_a) / n, "accuracy_b": sum(right_b) / n,
+        "both_right": both, "only_a_right": only_a, "only_b_right": only_b, "both_wrong": n - both - only_a - only_b,
+        "difference_b_minus_a": diff, "difference_95_interval": [low, high], "mcnemar_exact_p": p_value,
+    }  # fmt: skip
+    if args.output:
+        write_json_atomic(args.output, result)
+    tag = " [SYNTHETIC DATA]" if info_a.synthetic else ""
+    print(f"{n:,} images of {info_a.name} {result['split']}, {view} at {info_a.image_size}px{tag}")
+    print(f"A {path_a.parent.name}/{path_a.name}: accuracy {100 * result['accuracy_a']:.2f}%")
+    print(f"B {path_b.parent.name}/{path_b.name}: accuracy {100 * result['accuracy_b']:.2f}%")
+    print(f"both right {both:,}, only A right {only_a:,}, only B right {only_b:,}, both wrong {result['both_wrong']:,}")
+    print(f"B - A: {100 * diff:+.2f} points (95% interval for paired proportions: {100 * low:+.2f} to {100 * high:+.2f})")
+    verdict = "a difference at the 5% level" if p_value < 0.05 else "not a difference at the 5% level"
+    print(f"McNemar's exact test on the {only_a + only_b:,} images they disagree on: two-sided p = {p_value:.3g}, "
+          f"{verdict}")  # fmt: skip
+    if args.output:
+        print(f"written: {args.output}")
+    return result
+
+
+def main(argv=None):
+    return compare(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
