@@ -11,7 +11,11 @@ export TF_CPP_MIN_LOG_LEVEL=2
 run() { local out=$1; shift
   if [ -f "$out/metrics.json" ]; then echo "skip $out"; return; fi
   echo "=== $(date -u +%FT%TZ) $out"
-  nice -n 19 "$PY" trainers/fit.py "$@" --data-dir "$DD" --output-dir "$out" --backup-every 200; echo "rc=$? $out"; }
+  nice -n 19 "$PY" trainers/fit.py "$@" --data-dir "$DD" --output-dir "$out" --backup-every 200; local rc=$?
+  echo "rc=$rc $out"
+  # 75: stopped by SIGTERM after a backup (a session ending, a preemption): stop the queue here rather than
+  # start the next run; rerunning the queue resumes this one.
+  if [ $rc = 75 ]; then exit 75; fi; }
 F4=$R/figure4-fast-128-e20
 if [ "${1:-rows}" = rows ]; then
   # the results table's 20-epoch rows (issue 16)
@@ -24,7 +28,8 @@ elif [ "$1" = figure4 ]; then
   # Figure 4 at 128 px (adds plain-18 and plain-34, about 3.5 h here; its ResNets are the fast runs above).
   # docs/imagenet.md's Figure 4 stands at 48 px, so run_all.sh runs this after the CIFAR queue.
   echo "=== $(date -u +%FT%TZ) figure4"
-  nice -n 19 "$PY" trainers/reproduce.py figure4 --recipe fast --epochs 20 --image-size 128 --data-dir "$DD" --root "$F4"
+  nice -n 19 "$PY" trainers/reproduce.py figure4 --recipe fast --epochs 20 --image-size 128 --data-dir "$DD" --root "$F4" \
+    || exit $?
   echo "=== $(date -u +%FT%TZ) figure4 at 128 px done"
 else
   echo "usage: imagenette.sh [rows|figure4]" >&2; exit 2

@@ -1,0 +1,42 @@
+"""benchmarks/queues: the measurement queues stop at a preempted run and go on past a failed one."""
+
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUEUES = os.path.join(ROOT, "benchmarks", "queues")
+
+
+def _queue(tmp_path, status, script, *args):
+    """Runs a queue script with a stand-in interpreter that logs its command line and exits with ``status``."""
+    fake = tmp_path / "python"
+    calls = tmp_path / "calls.log"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexit {status}\n')
+    fake.chmod(0o755)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"), "DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(["bash", os.path.join(QUEUES, script), *args], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    return done.returncode, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs a POSIX shell")
+def test_a_preempted_run_stops_every_queue(tmp_path):
+    # 75: the trainer was stopped by SIGTERM after writing its backup (a session or a spot machine ending). The
+    # queue must not start the next run in the seconds before it is killed too; rerunning it resumes that run.
+    code, calls = _queue(tmp_path, 75, "run_all.sh")
+    assert code == 75
+    assert len(calls) == 1 and "--arch resnet18" in calls[0] and "--output-dir" in calls[0]
+    (tmp_path / "t6").mkdir()
+    code, calls = _queue(tmp_path / "t6", 75, "table6.sh")
+    assert code == 75 and len(calls) == 1 and "--arch resnet20" in calls[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs a POSIX shell")
+def test_a_failed_run_does_not_stop_the_imagenette_queue(tmp_path):
+    # Any other failure (exit 3: a non-finite loss, say) is logged and the next run starts.
+    code, calls = _queue(tmp_path, 3, "imagenette.sh", "rows")
+    assert code == 0
+    assert [c.split("--arch ")[1].split()[0] for c in calls] == ["resnet18", "resnet18", "resnet34", "resnet50"]
