@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -40,3 +41,37 @@ def test_a_failed_run_does_not_stop_the_imagenette_queue(tmp_path):
     code, calls = _queue(tmp_path, 3, "imagenette.sh", "rows")
     assert code == 0
     assert [c.split("--arch ")[1].split()[0] for c in calls] == ["resnet18", "resnet18", "resnet34", "resnet50"]
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/flock") and not os.path.exists("/bin/flock"), reason="needs flock")
+def test_stop_ends_the_queue_at_a_backup_and_one_queue_runs_at_a_time(tmp_path):
+    # A stand-in trainer that, like fit.py, answers SIGTERM by exiting 75 (after its backup).
+    calls = tmp_path / "calls.log"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\ntrap 'kill $!; echo SIGTERM >> {calls}; exit 75' TERM\necho \"$*\" >> {calls}\n"
+                    "sleep 60 &\nwait $!\n")  # fmt: skip
+    fake.chmod(0o755)
+    (tmp_path / "data").mkdir()
+    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"), "DATA_DIR": str(tmp_path / "data")}
+    queue = subprocess.Popen(["bash", os.path.join(QUEUES, "run_all.sh")], env=env, start_new_session=True)
+    try:
+        for _ in range(200):  # the first run has started
+            if calls.exists() and calls.read_text():
+                break
+            time.sleep(0.05)
+        assert (tmp_path / "runs" / "queue.pid").read_text().strip() == str(queue.pid)
+        second = subprocess.run(["bash", os.path.join(QUEUES, "run_all.sh")], env=env, capture_output=True, text=True,
+                                timeout=30)  # fmt: skip
+        assert second.returncode == 2 and "a queue is already running" in second.stderr
+        stop = subprocess.run(["bash", os.path.join(QUEUES, "stop.sh")], env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "SIGTERM sent to its trainer" in stop.stdout and "done" in stop.stdout
+        assert queue.wait(timeout=10) != 0  # killed before it could start anything else
+        lines = calls.read_text().splitlines()
+        assert len(lines) == 2 and "--arch resnet18" in lines[0] and lines[1] == "SIGTERM"
+        again = subprocess.run(["bash", os.path.join(QUEUES, "stop.sh")], env=env, capture_output=True, text=True)
+        assert again.returncode == 0 and "not running" in again.stdout
+    finally:
+        if queue.poll() is None:
+            os.killpg(queue.pid, 9)
