@@ -35,9 +35,13 @@ def test_figure4_skips_finished_runs_and_says_whether_depth_pays(tmp_path, capsy
     out = capsys.readouterr().out
     assert out.count("finished, skipped") == 4 and "resnet34 better than resnet18: yes" in out
     # Without config.json the split's size, and so the noise, is unknown, and said so.
-    assert result["margins"]["resnet34_vs_resnet18"] == {
+    margin = result["margins"]["resnet34_vs_resnet18"]
+    assert {k: margin[k] for k in ("val_error_points", "two_standard_errors_points", "beyond_noise")} == {
         "val_error_points": pytest.approx(-4.0), "two_standard_errors_points": None, "beyond_noise": None}
     assert "noise is unknown" in out
+    # Without the models, no paired test either, and that is said.
+    assert margin["paired"] is None and margin["paired_why"].startswith("no ") and "model.keras" in margin["paired_why"]
+    assert "not paired: no " in out
 
     # The other way round is reported as it is.
     _finished_run(tmp_path / "other" / "plain18", [0.5], [0.5])
@@ -83,3 +87,28 @@ def test_a_margin_within_the_sampling_noise_is_called_so(tmp_path, capsys):
     assert "resnet34 better than resnet18: yes (0.38 points of validation error, within the sampling noise of 3,925" in out
     assert "plain34 worse than plain18: yes (21.99 points of validation error, beyond" in out
     json.loads((root / "figure4.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+
+
+def test_figure4_pairs_the_runs_on_the_same_images_where_their_models_are_there(tmp_path, capsys):
+    """With each run's config.json and model.keras, the verdicts come with
+    trainers/compare.py's paired test: both models scored image by image."""
+    import keras
+
+    import resnet_keras
+
+    root = tmp_path / "fig4"
+    for seed, (arch, val) in enumerate((("plain18", 0.9), ("plain34", 0.91), ("resnet18", 0.88), ("resnet34", 0.87))):
+        _finished_run(root / arch, [val], [val])
+        (root / arch / "config.json").write_text(json.dumps(
+            {"dataset": "synthetic", "family": "cifar", "seed": 0, "synthetic_test": 512, "data": {"num_test": 512}}))
+        keras.utils.set_random_seed(seed)
+        resnet_keras.get_model("resnet8", num_classes=10, input_shape=(32, 32, 3)).save(root / arch / "model.keras")
+    result = reproduce.main(["figure4", "--root", str(root), "--epochs", "1"])
+    for pair in ("plain34_vs_plain18", "resnet34_vs_resnet18"):
+        paired = result["margins"][pair]["paired"]
+        assert result["margins"][pair]["paired_why"] is None
+        assert paired["images"] == 512 and paired["synthetic"]
+        assert sum(paired[k] for k in ("both_right", "only_a_right", "only_b_right", "both_wrong")) == 512
+        assert 0 < paired["mcnemar_exact_p"] <= 1
+    assert json.loads((root / "figure4.json").read_text()) == result
+    assert capsys.readouterr().out.count("paired on the same images") == 2

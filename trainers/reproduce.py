@@ -144,6 +144,8 @@ def figure4(args) -> dict:
         "margins": {f"{deep}_vs_{shallow}": _margin(summary[shallow]["val_error"], summary[deep]["val_error"], num_val)
                     for shallow, deep in (("plain18", "plain34"), ("resnet18", "resnet34"))},
     }  # fmt: skip
+    for shallow, deep in (("plain18", "plain34"), ("resnet18", "resnet34")):
+        result["margins"][f"{deep}_vs_{shallow}"].update(_paired(runs[shallow], runs[deep], args.data_dir))
     _plot_figure4(runs, root / "figure4.png", f"{args.dataset}, {args.recipe} recipe, {args.image_size}px")
     write_json_atomic(root / "figure4.json", result)
     print(f"{'network':10s} {'epochs':>6s} {'train err':>9s} {'val err':>8s} {'best val':>8s}")
@@ -154,6 +156,13 @@ def figure4(args) -> dict:
                       ("resnet34_better_than_resnet18", "resnet34_vs_resnet18")):  # fmt: skip
         print(f"{key.replace('_', ' ')}: {'yes' if result[key] else 'no'}"
               + (f" ({_margin_words(result['margins'][pair], num_val)})" if pair else ""))
+        if pair and result["margins"][pair]["paired"]:
+            from trainers.compare import paired_words
+
+            print(f"  paired on the same images, {pair.split('_vs_')[0]} minus {pair.split('_vs_')[1]} in accuracy: "
+                  f"{paired_words(result['margins'][pair]['paired'])}")  # fmt: skip
+        elif pair:
+            print(f"  not paired: {result['margins'][pair]['paired_why']}")
     print(f"written: {root / 'figure4.png'}, {root / 'figure4.json'}")
     return result
 
@@ -179,6 +188,21 @@ def _margin(shallow_error: float, deep_error: float, n: int | None) -> dict:
         return {"val_error_points": points, "two_standard_errors_points": None, "beyond_noise": None}
     noise = 200 * ((shallow_error * (1 - shallow_error) + deep_error * (1 - deep_error)) / n) ** 0.5
     return {"val_error_points": points, "two_standard_errors_points": noise, "beyond_noise": abs(points) > noise}
+
+
+def _paired(shallow_dir: pathlib.Path, deep_dir: pathlib.Path, data_dir) -> dict:
+    """The two runs' final models scored image by image on the validation
+    images (``trainers/compare.py``: A the shallower, B the deeper), or why
+    not: the unpaired noise above treats the two error rates as independent;
+    the paired test uses that both runs saw the same images."""
+    from trainers.compare import paired
+
+    missing = [str(d / name) for d in (shallow_dir, deep_dir) for name in ("config.json", "model.keras")
+               if not (d / name).exists()]  # fmt: skip
+    if missing:
+        return {"paired": None, "paired_why": f"no {', '.join(missing)}"}
+    (config_a, model_a), (config_b, model_b) = _run_model(shallow_dir), _run_model(deep_dir)
+    return {"paired": paired(model_a, config_a, model_b, config_b, data_dir=data_dir), "paired_why": None}
 
 
 def _margin_words(margin: dict, n: int | None) -> str:
