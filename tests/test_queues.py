@@ -1,6 +1,7 @@
 """benchmarks/queues: the measurement queues stop at a preempted run and go on past a failed one."""
 
 import os
+import shutil
 import subprocess
 import time
 
@@ -43,7 +44,7 @@ def test_a_failed_run_does_not_stop_the_imagenette_queue(tmp_path):
     assert [c.split("--arch ")[1].split()[0] for c in calls] == ["resnet18", "resnet18", "resnet34", "resnet50"]
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/flock") and not os.path.exists("/bin/flock"), reason="needs flock")
+@pytest.mark.skipif(not (shutil.which("flock") and shutil.which("pgrep")), reason="needs flock (util-linux) and pgrep (procps)")
 def test_stop_ends_the_queue_at_a_backup_and_one_queue_runs_at_a_time(tmp_path):
     # A stand-in trainer that, like fit.py, answers SIGTERM by exiting 75 (after its backup).
     calls = tmp_path / "calls.log"

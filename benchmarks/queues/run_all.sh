@@ -11,8 +11,12 @@ runs=${RUNS:-$HOME/resnet-runs}
 mkdir -p "$runs/imagenette" "$runs/table6"
 # One queue at a time: a second would find the running run locked, log that and start the next one beside it.
 # The lock is held by every process of the queue (a trainer left running after its shell died too).
-exec 9> "$runs/queue.lock"
-if ! flock -n 9; then echo "a queue is already running under $runs (benchmarks/queues/stop.sh stops it)" >&2; exit 2; fi
+if command -v flock > /dev/null; then
+  exec 9> "$runs/queue.lock"
+  if ! flock -n 9; then echo "a queue is already running under $runs (benchmarks/queues/stop.sh stops it)" >&2; exit 2; fi
+else
+  echo "flock (util-linux) not found: nothing stops a second queue beside this one" >&2
+fi
 echo $$ > "$runs/queue.pid.tmp" && mv "$runs/queue.pid.tmp" "$runs/queue.pid"   # for stop.sh
 # Imagenette's results rows (issue 16), then the CIFAR-10 paper-budget runs (issue 17), then Figure 4 at
 # 128 px on Imagenette (an extra: docs/imagenet.md's Figure 4 stands at 48 px).

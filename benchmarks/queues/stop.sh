@@ -5,6 +5,7 @@
 #   RUNS=~/resnet-runs benchmarks/queues/stop.sh
 set -u
 runs=${RUNS:-$HOME/resnet-runs}
+command -v pgrep > /dev/null || { echo "stop.sh needs pgrep (procps)" >&2; exit 2; }
 pid=$(cat "$runs/queue.pid" 2>/dev/null) || { echo "no queue has run under $runs (no queue.pid)"; exit 0; }
 if ! kill -0 "$pid" 2>/dev/null; then echo "the queue under $runs is not running (process $pid has ended)"; exit 0; fi
 trainers="" shells=""
