@@ -74,5 +74,7 @@ def test_what_cannot_be_paired_is_one_line(tmp_path):
         compare.main([str(a), str(small), "--dataset", "synthetic"])
     with pytest.raises(UserError, match="--batch-size 0"):
         compare.main([str(a), str(a), "--dataset", "synthetic", "--batch-size", "0"])
+    with pytest.raises(UserError, match="its folder does not exist"):
+        compare.main([str(a), str(a), "--dataset", "synthetic", "--output", str(tmp_path / "no" / "c.json")])
     with pytest.raises(UserError, match="--dataset is required"):
         compare.main([str(a), str(a)])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pathlib
 import sys
 
 if __package__ in (None, ""):
@@ -133,6 +134,8 @@ def compare(args) -> dict:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
+    if args.output and not pathlib.Path(args.output).expanduser().resolve().parent.is_dir():
+        raise UserError(f"--output {args.output}: its folder does not exist")  # said before minutes of evaluation
     model_a, path_a, config_a, _ = load_target(args.a, args.which)
     model_b, path_b, config_b, _ = load_target(args.b, args.which)
     counts = paired(model_a, config_a, model_b, config_b, dataset=args.dataset, data_dir=args.data_dir,
