@@ -53,7 +53,9 @@ def test_stop_ends_the_queue_at_a_backup_and_one_queue_runs_at_a_time(tmp_path):
                     "sleep 60 &\nwait $!\n")  # fmt: skip
     fake.chmod(0o755)
     (tmp_path / "data").mkdir()
-    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"), "DATA_DIR": str(tmp_path / "data")}
+    # COLUMNS=40: ps cuts command lines at $COLUMNS unless told not to; stop.sh must still find the trainer.
+    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"), "DATA_DIR": str(tmp_path / "data"),
+           "COLUMNS": "40"}
     queue = subprocess.Popen(["bash", os.path.join(QUEUES, "run_all.sh")], env=env, start_new_session=True)
     try:
         for _ in range(200):  # the first run has started

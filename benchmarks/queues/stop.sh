@@ -10,7 +10,9 @@ pid=$(cat "$runs/queue.pid" 2>/dev/null) || { echo "no queue has run under $runs
 if ! kill -0 "$pid" 2>/dev/null; then echo "the queue under $runs is not running (process $pid has ended)"; exit 0; fi
 trainers="" shells=""
 walk() {  # the queue's processes: trainers (not descended into) and everything else
-  if ps -o args= -p "$1" | grep -qE 'trainers/(fit|reproduce)\.py'; then trainers="$trainers $1"; return; fi
+  # -ww: without it ps cuts the command line at $COLUMNS (80 where that is set), and a long interpreter path
+  # pushes trainers/fit.py past the cut (seen in CI: the trainer was taken for a shell and killed).
+  if ps -ww -o args= -p "$1" | grep -qE 'trainers/(fit|reproduce)\.py'; then trainers="$trainers $1"; return; fi
   shells="$shells $1"
   local child
   for child in $(pgrep -P "$1"); do walk "$child"; done
