@@ -153,8 +153,31 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     assert rows[0]["best_test_error"] == pytest.approx(100 * float(best["test_error"]))
     assert rows[0]["best_epoch"] == int(best["epoch"]) and rows[0]["best_test_error"] <= rows[0]["test_error"] + 1e-9
     assert rows[0]["akamaster_best_error"] is None and rows[2]["iterations"] == 32
+    assert {r["recipe"] for r in rows} == {"paper"}
+    # A finished run of another recipe or length is not reused for this figure (nothing is trained or written).
+    for other in (["--recipe", "fast"], ["--epochs", "3"]):
+        with pytest.raises(UserError, match="plain8 is a finished run of the paper recipe, 2 epochs; this figure asks"):
+            reproduce.main([*args[:3], *other, *args[5:]] if other[0] == "--epochs" else [*args, *other])
     (root / "resnet14" / "metrics.json").write_text("{}")  # corrupt: one line, not a traceback
     with pytest.raises(UserError, match="resnet14 is not a finished fit.py run"):
         reproduce.main(["table6", "--root", str(root)])
     with pytest.raises(UserError, match="6n\\+2"):
         reproduce.main(["figure6", "--depths", "21"])
+
+
+def test_figure6_trains_every_network_with_the_recipe_asked_for(tmp_path, float32_policy):
+    """figure6 --recipe fast: the fast recipe's warm-up and cosine, scaled to --epochs, for plain and residual twins
+    alike; the default folder name says the recipe, the figure's title too."""
+    from trainers import reproduce
+
+    root = tmp_path / "f6fast"
+    result = reproduce.main(["figure6", "--recipe", "fast", "--depths", "8", "--epochs", "1", "--dataset", "synthetic",
+                             "--synthetic-train", "512", "--image-size", "16", "--precision", "float32",
+                             "--root", str(root)])  # fmt: skip
+    assert result["recipe"] == "fast" and result["epochs"] == 1 and set(result["runs"]) == {"plain8", "resnet8"}
+    for name in result["runs"]:
+        config = json.loads((root / name / "config.json").read_text())
+        assert config["recipe"] == "fast" and config["schedule"]["kind"] == "cosine", config["schedule"]
+        assert json.loads((root / name / "metrics.json").read_text())["iterations"] == 4  # 512 images at batch 128
+    assert (root / "figure6.png").stat().st_size > 0
+    assert [r["recipe"] for r in reproduce.main(["table6", "--root", str(root)])] == ["fast", "fast"]

@@ -1,12 +1,13 @@
 """Reproduce the paper's findings on this project's networks.
 
     python trainers/reproduce.py figure4 [--recipe fast] [--epochs E] [--image-size 128] [--root DIR]
-    python trainers/reproduce.py figure6 [--epochs E] [--depths 20,32,44,56] [--root DIR]
+    python trainers/reproduce.py figure6 [--recipe fast] [--epochs E] [--depths 20,32,44,56] [--root DIR]
     python trainers/reproduce.py table6 [--root DIR]
     python trainers/reproduce.py figure7 RUN_DIR [RUN_DIR ...] [--out DIR]
 
 ``figure6``: trains plain-d and ResNet-d for each depth with one recipe and
-budget (the paper's recipe, its milestones scaled to ``--epochs``), one run
+budget (the paper's recipe, its milestones scaled to ``--epochs``, or the
+fast one's warm-up and cosine scaled to it), one run
 directory each under ``--root``; started again, finished runs are skipped and
 unfinished ones resume. Draws ``figure6.png``: training error (thin) and test
 error (bold) against iterations, plain left, residual right.
@@ -84,18 +85,27 @@ def figure6(args) -> dict:
     from trainers.train import runs_root
 
     depths = _depths(args.depths)
-    root = args.root or runs_root() / "reproduce" / f"figure6-{args.dataset.replace('/', '_')}-e{args.epochs:g}"
-    common = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "precision": args.precision,
+    epochs = args.epochs if args.epochs is not None else FIGURE6_EPOCHS[args.recipe]
+    if not epochs > 0:
+        raise UserError(f"--epochs {args.epochs}; expected a positive number of epochs")
+    recipe = "" if args.recipe == "paper" else f"-{args.recipe}"  # the paper's runs keep their earlier folder names
+    root = args.root or runs_root() / "reproduce" / f"figure6-{args.dataset.replace('/', '_')}{recipe}-e{epochs:g}"
+    common = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": epochs, "recipe": args.recipe,
+              "precision": args.precision,
               "seed": args.seed, "verbose": 0, "synthetic_train": args.synthetic_train,
               "backup_every": args.backup_every}  # fmt: skip
     if args.image_size:
         common["image_size"] = args.image_size
     runs = _train_runs([f"{kind}{depth}" for kind in ("plain", "resnet") for depth in depths], root, common)
-    _plot_figure6(runs, root / "figure6.png")
+    _plot_figure6(runs, root / "figure6.png", f"{args.dataset}, {args.recipe} recipe, {epochs:g} epochs")
     print(f"written: {root / 'figure6.png'}")
-    return {"root": str(root), "runs": {arch: str(d) for arch, d in runs.items()}}
+    return {"root": str(root), "recipe": args.recipe, "epochs": epochs,
+            "runs": {arch: str(d) for arch, d in runs.items()}}  # fmt: skip
 
 
+# figure6's length by recipe where --epochs is not given: the paper's 64k iterations of batch 128 (164 epochs of
+# 50,000 images, its milestones at 82 and 123), or the fast recipe's own 30 epochs.
+FIGURE6_EPOCHS = {"paper": 164.1, "fast": 30.0}
 FIGURE4_ARCHS = ("resnet18", "resnet34", "plain18", "plain34")  # the residual ones first: they are reported alone too
 
 
@@ -109,11 +119,28 @@ def _train_runs(archs, root: pathlib.Path, common: dict) -> dict:
         run_dir = root / arch
         runs[arch] = run_dir
         if (run_dir / "metrics.json").exists():
+            _check_finished(run_dir, common)
             print(f"{arch}: finished, skipped ({run_dir})")
             continue
         print(f"{arch}: {'resuming' if (run_dir / 'config.json').exists() else 'training'} ({run_dir})", flush=True)
         train({**common, "arch": arch, "output_dir": str(run_dir)})
     return runs
+
+
+def _check_finished(run_dir: pathlib.Path, common: dict) -> None:
+    """A finished run is reused only if it was trained with the recipe and
+    length asked for: a figure must not mix budgets. A run trained without
+    --epochs (the recipe's own length) stands for the recipe's default."""
+    config = _read_json(run_dir / "config.json")
+    recipe, epochs = config.get("recipe", "paper"), config.get("epochs")
+    wanted_recipe, wanted_epochs = common.get("recipe", "paper"), common.get("epochs")
+    if epochs is None and wanted_recipe == recipe and wanted_epochs == FIGURE6_EPOCHS.get(recipe):
+        return
+    if recipe != wanted_recipe or (epochs is not None and wanted_epochs is not None and
+                                   abs(float(epochs) - float(wanted_epochs)) > 1e-9):  # fmt: skip
+        ran = f"{recipe} recipe, {'its own length' if epochs is None else f'{float(epochs):g} epochs'}"
+        raise UserError(f"{run_dir} is a finished run of the {ran}; this figure asks for the {wanted_recipe} recipe, "
+                        f"{float(wanted_epochs):g} epochs: choose another --root")  # fmt: skip
 
 
 def figure4(args) -> dict:
@@ -264,14 +291,15 @@ def _plot_figure4(runs: dict, path: pathlib.Path, title: str) -> None:
                         suffix=title)  # fmt: skip
 
 
-def _plot_figure6(runs: dict, path: pathlib.Path) -> None:
+def _plot_figure6(runs: dict, path: pathlib.Path, title: str) -> None:
     def draw(ax, colour, arch, rows, label):
         train_its, train_err = _training_curve(runs[arch], rows)
         ax.plot(train_its, train_err, color=colour, lw=0.7, alpha=0.9)
         ax.plot([int(r["iterations"]) for r in rows], [100 * float(r["test_error"]) for r in rows], color=colour,
                 lw=2.2, marker="o", ms=3, label=label)  # fmt: skip
 
-    _plain_and_residual(runs, path, draw, xlabel="iterations", ylabel="error (%): training thin, test bold")
+    _plain_and_residual(runs, path, draw, xlabel="iterations", ylabel="error (%): training thin, test bold",
+                        suffix=title)  # fmt: skip
 
 
 def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) -> tuple[list, list]:
@@ -309,7 +337,8 @@ def table6(args) -> list[dict]:
             raise UserError(f"{run_dir} is not a finished fit.py run ({type(error).__name__}: {error})") from None
         depth = resnet_keras.resolve_spec(arch).depth
         rows.append({"arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
-                     "flops": resnet_keras.count_flops(model), "epochs": config.get("epochs"),
+                     "flops": resnet_keras.count_flops(model), "recipe": config.get("recipe", "paper"),
+                     "epochs": config.get("epochs"),
                      "iterations": metrics.get("iterations"), "train_error": train_error, "test_error": test_error,
                      "best_test_error": best_error, "best_epoch": best_epoch,
                      "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None,
@@ -317,7 +346,7 @@ def table6(args) -> list[dict]:
     if not rows:
         raise UserError(f"no finished runs under {root}")
     rows.sort(key=lambda r: (not r["arch"].startswith("plain"), r["depth"]))
-    print(f"{'network':12s} {'params':>9s} {'FLOPs':>12s} {'epochs':>7s} {'train err':>9s} {'final err':>9s} "
+    print(f"{'network':12s} {'params':>9s} {'FLOPs':>12s} {'recipe':>6s} {'epochs':>7s} {'train err':>9s} {'final err':>9s} "
           f"{'best err (epoch)':>16s} {'paper':>6s} {'akamaster best':>14s}")  # fmt: skip
 
     def pct(value):
@@ -326,7 +355,7 @@ def table6(args) -> list[dict]:
     for r in rows:
         best = "n/a" if r["best_test_error"] is None else f"{r['best_test_error']:.2f}% ({r['best_epoch']})"
         epochs = "n/a" if r["epochs"] is None else f"{r['epochs']:g}"
-        print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {epochs:>7s} {pct(r['train_error']):>9s} "
+        print(f"{r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['recipe']:>6s} {epochs:>7s} {pct(r['train_error']):>9s} "
               f"{pct(r['test_error']):>9s} {best:>16s} {pct(r['paper_error']):>6s} "
               f"{pct(r['akamaster_best_error']):>14s}")  # fmt: skip
     write_csv_atomic(root / "table6.csv", rows)
@@ -409,8 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     f6 = sub.add_parser("figure6", help="train plain and residual networks of several depths; plot their errors")
     f6.add_argument("--depths", default="20,32,44,56", help="comma-separated CIFAR depths (6n+2)")
-    f6.add_argument("--epochs", type=float, default=164.1, help="budget per run, the paper's milestones scaled to it "
-                    "(default: the paper's 64k iterations)")  # fmt: skip
+    f6.add_argument("--recipe", default="paper", choices=("paper", "fast"),
+                    help="one recipe for every network (default paper: SGD 0.1, divided by 10 at 50%% and 75%%)")
+    f6.add_argument("--epochs", type=float, help="budget per run, the recipe's schedule scaled to it (default: the "
+                    "paper's 64k iterations, 164.1 epochs; the fast recipe's 30)")  # fmt: skip
     f6.add_argument("--root", type=pathlib.Path, help="where the runs go (default saved_models/reproduce/figure6-...)")
     f6.add_argument("--dataset", default="cifar10", help="TFDS name, or 'synthetic' (tests)")
     f6.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR)")
