@@ -13,7 +13,7 @@ if [ ! -f "$T/resnet20/metrics.json" ]; then
   nice -n 19 "$PY" trainers/fit.py --arch resnet20 --recipe paper --data-dir "$DD" --output-dir "$T/resnet20" \
     --backup-every 200 || exit $?
 fi
-# Figure 6 with the fast recipe at its 30 epochs (the paper's 164 epochs for eight networks would be about 130 hours
+# Figure 6 with the fast recipe at its 30 epochs (the paper's 164 epochs for eight networks would be some 60 hours
 # here: docs/reproduction.md), plain and residual twins, the shallow depths first so that a partial queue still
 # compares depths.
 for depths in 20 20,32 20,32,44 20,32,44,56; do
