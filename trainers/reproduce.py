@@ -131,10 +131,12 @@ def _check_finished(run_dir: pathlib.Path, common: dict) -> None:
     """A finished run is reused only if it was trained with the recipe and
     length asked for: a figure must not mix budgets. A run trained without
     --epochs (the recipe's own length) stands for the recipe's default."""
+    if not (run_dir / "config.json").exists():  # not a fit.py run directory: nothing to compare with
+        return
     config = _read_json(run_dir / "config.json")
-    recipe, epochs = config.get("recipe", "paper"), config.get("epochs")
+    recipe, epochs = config.get("recipe"), config.get("epochs")
     wanted_recipe, wanted_epochs = common.get("recipe", "paper"), common.get("epochs")
-    if epochs is None and wanted_recipe == recipe and wanted_epochs == FIGURE6_EPOCHS.get(recipe):
+    if recipe is None or (epochs is None and wanted_recipe == recipe and wanted_epochs == FIGURE6_EPOCHS.get(recipe)):
         return
     if recipe != wanted_recipe or (epochs is not None and wanted_epochs is not None and
                                    abs(float(epochs) - float(wanted_epochs)) > 1e-9):  # fmt: skip
