@@ -30,10 +30,10 @@ def test_a_preempted_run_stops_every_queue(tmp_path):
     # queue must not start the next run in the seconds before it is killed too; rerunning it resumes that run.
     code, calls = _queue(tmp_path, 75, "run_all.sh")
     assert code == 75
-    assert len(calls) == 1 and "--arch resnet18" in calls[0] and "--output-dir" in calls[0]
-    (tmp_path / "t6").mkdir()
-    code, calls = _queue(tmp_path / "t6", 75, "table6.sh")
-    assert code == 75 and len(calls) == 1 and "--arch resnet20" in calls[0]
+    assert len(calls) == 1 and "--arch resnet20" in calls[0] and "--output-dir" in calls[0]
+    (tmp_path / "im").mkdir()
+    code, calls = _queue(tmp_path / "im", 75, "imagenette.sh", "rows")
+    assert code == 75 and len(calls) == 1 and "--arch resnet18" in calls[0]
 
 
 @pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs a POSIX shell")
@@ -72,7 +72,7 @@ def test_stop_ends_the_queue_at_a_backup_and_one_queue_runs_at_a_time(tmp_path):
         assert "SIGTERM sent to its trainer" in stop.stdout and "done" in stop.stdout
         assert queue.wait(timeout=10) != 0  # killed before it could start anything else
         lines = calls.read_text().splitlines()
-        assert len(lines) == 2 and "--arch resnet18" in lines[0] and lines[1] == "SIGTERM"
+        assert len(lines) == 2 and "--arch resnet20" in lines[0] and lines[1] == "SIGTERM"
         again = subprocess.run(["bash", os.path.join(QUEUES, "stop.sh")], env=env, capture_output=True, text=True)
         assert again.returncode == 0 and "not running" in again.stdout
     finally:
