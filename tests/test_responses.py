@@ -165,7 +165,7 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
         reproduce.main(["figure6", "--depths", "21"])
 
 
-def test_figure6_trains_every_network_with_the_recipe_asked_for(tmp_path, float32_policy):
+def test_figure6_trains_every_network_with_the_recipe_asked_for(tmp_path, float32_policy, capsys):
     """figure6 --recipe fast: the fast recipe's warm-up and cosine, scaled to --epochs, for plain and residual twins
     alike; the default folder name says the recipe, the figure's title too."""
     from trainers import reproduce
@@ -180,4 +180,6 @@ def test_figure6_trains_every_network_with_the_recipe_asked_for(tmp_path, float3
         assert config["recipe"] == "fast" and config["schedule"]["kind"] == "cosine", config["schedule"]
         assert json.loads((root / name / "metrics.json").read_text())["iterations"] == 4  # 512 images at batch 128
     assert (root / "figure6.png").stat().st_size > 0
-    assert [r["recipe"] for r in reproduce.main(["table6", "--root", str(root)])] == ["fast", "fast"]
+    rows = reproduce.main(["table6", "--root", str(root)])
+    assert [(r["run"], r["recipe"]) for r in rows] == [("plain8", "fast"), ("resnet8", "fast")]
+    assert capsys.readouterr().out.splitlines()[-3].split()[:2] == ["plain8", "plain8"]  # run, network
