@@ -150,3 +150,75 @@ def test_a_killed_search_resumes_without_rerunning_completed_trials(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # completed trials were not run again
     rows = _rows(directory / "trials.csv")
     assert len(rows) == 3 and len({r["trial"] for r in rows}) == 3
+
+
+def _strict(path):
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not strict JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_diverged_trial_is_recorded_as_failed_in_one_line_and_the_search_goes_on(tmp_path, float32_policy, capsys):
+    # A learning rate of 1e10 or more diverges at once: each trial fails (exit 3 for fit.py), is recorded with its
+    # reason, and the search goes on to the next. No traceback is printed, for these or for a rejected trial.
+    directory = tmp_path / "diverge"
+    tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "2", *TINY, "--lr-min", "1e10",
+               "--lr-max", "1e12", "--directory", str(directory)])  # fmt: skip
+    out = capsys.readouterr()
+    rows = _rows(directory / "trials.csv")
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("non-finite" in r["reason"] and r["val_accuracy"] == "" for r in rows)
+    assert "Traceback" not in out.out + out.err
+    assert out.out.count("-> failed: the training loss became non-finite") == 2
+    assert "no completed trial" in out.out and f"trial {rows[0]['trial']}: failed: the training loss" in out.out
+    assert _strict(directory / "best.json")["best"] is None
+    for path in directory.rglob("*.json"):  # Keras Tuner's own state included
+        _strict(path)
+
+    directory = tmp_path / "reject"
+    tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "4", *TINY, "--max-params", "30000",
+               "--directory", str(directory)])  # fmt: skip
+    out = capsys.readouterr()
+    rejected = [r for r in _rows(directory / "trials.csv") if r["status"] == "rejected"]
+    assert rejected, "the default seed samples a ResNet-14 of width 0.5 (43,634 parameters) among 4 trials"
+    assert "Traceback" not in out.out + out.err
+    assert out.out.count("-> rejected before training: ") == len(rejected)
+    assert f"trial {rejected[0]['trial']}: rejected before training: " in out.out
+
+
+def test_sigterm_in_a_trial_ends_the_search_and_the_same_command_resumes_that_trial(tmp_path, float32_policy,
+                                                                                     monkeypatch):  # fmt: skip
+    # The trainer answers SIGTERM with a backup and Preempted (exit 75). Inside a search it must end the search
+    # (Keras Tuner would count it as one invalid trial and start the next), and the same command must resume the
+    # same trial, not skip it.
+    from trainers import train as train_lib
+
+    real = train_lib.train
+    calls = []
+
+    def preempted_once(config, **kwargs):
+        calls.append(config["output_dir"])
+        if len(calls) == 1:
+            raise train_lib.Preempted("SIGTERM: stopped after a backup at iteration 3")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(train_lib, "train", preempted_once)
+    directory = tmp_path / "preempt"
+    args = ["--family", "cifar", "--tuner", "random", "--max-trials", "2", *TINY, "--directory", str(directory)]
+    with pytest.raises(train_lib.Preempted, match="SIGTERM"):
+        tune.main(args)
+    assert not list(directory.glob("trials/trial_*/result.json"))
+    result = tune.main(args)
+    assert calls[1] == calls[0]  # the interrupted trial again, first
+    assert [r["status"] for r in result["rows"]] == ["completed", "completed"]
+    assert len({r["trial"] for r in result["rows"]}) == 2
+
+
+def test_a_bayesian_search_runs(tmp_path, float32_policy):
+    # BayesianOptimization needs scipy (keras-tuner's "bayesian" extra, in requirements.txt).
+    directory = tmp_path / "bayes"
+    result = tune.main(["--family", "cifar", "--tuner", "bayesian", "--max-trials", "2", *TINY,
+                        "--directory", str(directory)])  # fmt: skip
+    assert [r["status"] for r in result["rows"]] == ["completed", "completed"]
+    assert result["best"]["val_accuracy"] == max(r["val_accuracy"] for r in result["rows"])

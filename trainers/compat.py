@@ -77,6 +77,19 @@ def fix_multi_worker_scalar_reduction() -> None:
     tf_trainer.reduce_per_replica = reduce_per_replica
 
 
+def quiet_keras_tuner_failed_trials() -> None:
+    """Stops Keras Tuner printing a Python traceback for every trial that
+    fails (``keras_tuner.src.config.DEBUG``, True by default, no public
+    setting): ``trainers/tune.py`` prints one line per rejected or diverged
+    trial instead, and the traceback stays in the trial's ``trial.json``
+    (``message``) for whoever needs it."""
+    try:
+        from keras_tuner.src import config as kt_config
+    except ImportError:  # another layout: its default stands
+        return
+    kt_config.DEBUG = False
+
+
 def make_keras_tuner_saves_atomic() -> None:
     """Makes Keras Tuner write its JSON state (``oracle.json``, each
     ``trial.json``, the tuner's state) to a temporary name and rename it.

@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic, read_json  # noqa: E402
 from trainers.common import save_figure_atomic, write_failed, write_text_atomic  # noqa: E402
 from trainers import runlock  # noqa: E402
-from trainers.compat import make_keras_tuner_saves_atomic  # noqa: E402
+from trainers.compat import make_keras_tuner_saves_atomic, quiet_keras_tuner_failed_trials  # noqa: E402
 
 FAMILIES = ("cifar", "imagenet")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -168,11 +168,27 @@ def over_budget(c, max_params, max_flops) -> str | None:
     return None
 
 
+def _stop_search_class():
+    import keras_tuner as kt
+
+    class StopSearch(kt.errors.FatalError):
+        """Carries a trainer's UserError out of Keras Tuner's trial loop (which
+        lets only FatalError through) so that the search ends with it."""
+
+        def __init__(self, error: UserError):
+            super().__init__(str(error))
+            self.error = error
+
+    return StopSearch
+
+
 def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, max_trials, max_epochs, seed, epochs):
     """A Keras Tuner whose trials train through trainers.train.train."""
     import keras_tuner as kt
 
-    from trainers.train import train
+    from trainers.train import TrainingError, train
+
+    StopSearch = _stop_search_class()
 
     class TrainThroughFit:
         def run_trial(self, trial, *args, **kwargs):
@@ -186,11 +202,28 @@ def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, m
             except kt.errors.FailedTrialError as error:
                 write_json_atomic(trial_dir / "result.json", {**record, **self.hypermodel.last_cost, "status": "rejected",
                                                               "reason": str(error)})  # fmt: skip
+                print(f"trial {trial.trial_id}: {record['values']} -> {error}", flush=True)
                 raise
             values = space_values(hp, hypermodel)
             trial_epochs = hp.values.get("tuner/epochs", epochs)
             config = {**base_config, **values, "epochs": trial_epochs, "output_dir": str(trial_dir / "run"), "verbose": 0}
-            result = train(config, model=model, strategy=strategy)
+            try:
+                result = train(config, model=model, strategy=strategy)
+            except TrainingError as error:
+                # A candidate that diverges (a non-finite loss, validation figure, weight or BN statistic) is a result
+                # of the search: recorded as failed with its reason, and the search goes on.
+                reason = str(error).split(";")[0]
+                write_json_atomic(trial_dir / "result.json", {
+                    **record, **cost(model), "status": "failed", "epochs": trial_epochs, "reason": reason,
+                    "seconds": time.time() - started, "run_dir": str(trial_dir / "run"),
+                })  # fmt: skip
+                print(f"trial {trial.trial_id}: {record['values']} -> failed: {reason}", flush=True)
+                raise kt.errors.FailedTrialError(reason) from None
+            except UserError as error:
+                # Anything else the trainer refuses (SIGTERM's Preempted, a write that failed, unreadable data, a
+                # locked directory) ends the search, as it would end fit.py: Keras Tuner would otherwise count it as
+                # one invalid trial and start the next.
+                raise StopSearch(error) from None
             accuracy = result["best_val_accuracy"]
             write_json_atomic(trial_dir / "result.json", {
                 **record, **cost(model), "status": "completed", "epochs": trial_epochs, "val_accuracy": accuracy,
@@ -212,6 +245,7 @@ def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, m
         cls, extra = kt.Hyperband, {"max_epochs": max_epochs, "factor": 3, "hyperband_iterations": 1}
     tuner_cls = type(f"{cls.__name__}ThroughFit", (TrainThroughFit, cls), {})
     make_keras_tuner_saves_atomic()  # a killed search must leave oracle.json whole
+    quiet_keras_tuner_failed_trials()  # run_trial prints one line for a rejected or failed trial, not a traceback
     try:
         return tuner_cls(**common, **extra)
     except json.JSONDecodeError as error:
@@ -320,12 +354,21 @@ def render(rows, front) -> str:
             r["arch"] + (f"[{r['stage_depths']}]" if r["stage_depths"] else ""), f"{r['width']:g}", r["shortcut"],
             f"{r['lr']:.3g}", f"{r['weight_decay']:.2g}", str(r["epochs"] or ""),
             f"{r['params']:,}" if r["params"] else "", f"{r['flops'] / 1e6:.1f}" if r["flops"] else "",
-            f"{100 * r['val_accuracy']:.2f}%" if r["val_accuracy"] is not None else "",
+            f"{100 * r['val_accuracy']:.2f}%" if r["val_accuracy"] is not None else "n/a",
             f"{r['seconds']:.0f}" if r["seconds"] else "",
         ])  # fmt: skip
     widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(x, widths)) for x in [header, *body]]
-    return "\n".join(lines) + "\n* on the Pareto front of validation error against FLOPs"
+    # Why a trial has no validation accuracy: rejected by the budget before training, or diverged.
+    for r in rows:
+        if r["status"] != "completed" and r["reason"]:
+            reason = r["reason"] if r["reason"].startswith(r["status"]) else f"{r['status']}: {r['reason']}"
+            lines.append(f"trial {r['trial']}: {reason}")
+    if front:
+        lines.append("* on the Pareto front of validation error against FLOPs")
+    else:
+        lines.append("no completed trial: no Pareto front, no best configuration")
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------- main
@@ -423,6 +466,8 @@ def search(space: Space, args) -> dict:
 
 
 def _search(args, directory, space, dataset, image_size, info, strategy):
+    import keras_tuner as kt
+
     from trainers.train import train
 
     spec = {"space": dataclasses.asdict(space), "tuner": args.tuner, "dataset": dataset, "image_size": image_size,
@@ -443,7 +488,12 @@ def _search(args, directory, space, dataset, image_size, info, strategy):
     tuner = make_tuner(args.tuner, hypermodel, base_config=base_config, strategy=strategy, directory=directory,
                        project="trials", max_trials=args.max_trials, max_epochs=args.max_epochs, seed=args.seed,
                        epochs=args.epochs)  # fmt: skip
-    tuner.search(verbose=0)
+    try:
+        tuner.search(verbose=0)
+    except kt.errors.FatalError as stop:
+        if isinstance(getattr(stop, "error", None), UserError):
+            raise stop.error from None  # e.g. SIGTERM: exit 75, and the same command resumes the same trial
+        raise
 
     search_dir = directory / "trials"
     rows = collect(search_dir, space, hypermodel)
