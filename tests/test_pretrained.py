@@ -117,3 +117,31 @@ def test_export_from_shipped_weights(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "trainers" / "export.py"), "weights:resnet20/nope", "--format",
                           "tflite"], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: weights='nope' do not exist")
+
+
+def test_predict_evaluate_and_compare_read_shipped_weights(tmp_path, monkeypatch, float32_policy, capsys):
+    # weights:ARCH/NAME works wherever a trained model is read, not only in export.py: predict.py names the
+    # manifest's classes, evaluate.py writes its results outside the package, compare.py pairs them with a run.
+    import tensorflow as tf
+
+    from trainers import compare, evaluate, predict
+    from trainers.common import UserError
+
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    names = pretrained.find_weights("resnet20", "cifar10")["class_names"]
+    image = tmp_path / "photo.png"
+    tf.io.write_file(str(image), tf.io.encode_png(np.random.default_rng(1).integers(0, 256, (48, 40, 3), dtype=np.uint8)))
+    [result] = predict.main(["--model", "weights:resnet20/cifar10", "--top", "3", str(image)])
+    assert len(result["top"]) == 3 and {name for name, _ in result["top"]} <= set(names)
+    assert sum(p for _, p in result["top"]) <= 1 + 1e-6
+
+    synthetic = ["--dataset", "synthetic", "--batch-size", "256"]
+    scores = evaluate.main(["weights:resnet20/cifar10", *synthetic])
+    written = tmp_path / "runs" / "shipped-resnet20-cifar10"
+    assert [p.name for p in written.glob("eval-*.json")] and 0 <= scores["top1_error"] <= 1
+    assert not list((ROOT / "resnet_keras" / "weights").glob("eval-*"))  # nothing written into the package
+    with pytest.raises(UserError, match="--which best: weights:resnet20/cifar10 is one set of weights"):
+        evaluate.main(["weights:resnet20/cifar10", "--which", "best", *synthetic])
+    same = compare.main(["weights:resnet20/cifar10", "weights:resnet20/cifar10", *synthetic])
+    assert same["difference_b_minus_a"] == 0 and same["only_a_right"] == same["only_b_right"] == 0
+    assert same["accuracy_a"] == pytest.approx(1 - scores["top1_error"])

@@ -76,6 +76,18 @@ def test_bad_command_lines_are_refused(tmp_path, float32_policy):
         tune.main(["--family", "cifar", *TINY, "--val-split", "0"])
     with pytest.raises(UserError, match="--tuner 'grid'"):
         tune.main(["--family", "cifar", "--tuner", "grid"])
+    # Refused before any trial trains (--export-epochs 0 used to be found only after the whole search), and nothing
+    # is written.
+    for extra, match in ((["--export-best", "--export-epochs", "0"], "--export-epochs 0.0; expected a positive"),
+                         (["--epochs", "inf"], "--epochs must be positive"),
+                         (["--seed", "-1"], "--seed -1; expected an integer in"),
+                         (["--synthetic-train", "0"], "--synthetic-train 0; expected an integer >= 1"),
+                         (["--max-params", "-5"], "--max-params -5; expected a positive budget"),
+                         (["--image-size", "0"], "--image-size 0 is too small for the cifar networks"),
+                         (["--image-size", "2"], "--image-size 2 is too small")):  # fmt: skip
+        with pytest.raises(UserError, match=match):
+            tune.main(["--family", "cifar", *TINY, *extra, "--directory", str(tmp_path / "never")])
+        assert not (tmp_path / "never").exists()
     # A search directory whose saved state was cut short (e.g. by an older, non-atomic write).
     (tmp_path / "cut" / "trials").mkdir(parents=True)
     for name in ("tuner0.json", "oracle.json"):

@@ -34,8 +34,8 @@ VIEWS = ("single", "10-crop")
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("a", help="a run directory or a .keras file (A)")
-    p.add_argument("b", help="a run directory or a .keras file (B)")
+    p.add_argument("a", help="a run directory, a .keras file or weights:ARCH/NAME (A)")
+    p.add_argument("b", help="a run directory, a .keras file or weights:ARCH/NAME (B)")
     p.add_argument("--which", choices=("final", "best"), default="final",
                    help="in run directories: model.keras (final, default) or best.keras")  # fmt: skip
     p.add_argument("--view", choices=VIEWS, default="single",

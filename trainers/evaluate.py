@@ -4,6 +4,7 @@
     python trainers/evaluate.py RUN_DIR --which best
     python trainers/evaluate.py model.keras --dataset imagenette/160px-v2 --ten-crop
     python trainers/evaluate.py RUN_DIR --all-views     # centre crop and 10-crop side by side
+    python trainers/evaluate.py weights:resnet20/cifar10  # weights shipped with the package, on their dataset
 
 A run directory supplies the dataset, image size and seed from its config.json
 (the synthetic dataset included); a bare .keras file needs --dataset. Results
@@ -27,12 +28,12 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainers.common import UserError, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
+from trainers.common import UserError, load_keras_model, run_main, write_failed, write_json_atomic, read_json  # noqa: E402
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a run directory or a .keras file")
+    p.add_argument("model", help="a run directory, a .keras file, or weights:ARCH/NAME (shipped with the package)")
     p.add_argument("--which", choices=("final", "best"), default="final",
                    help="in a run directory: model.keras (final, default) or best.keras")
     p.add_argument("--dataset", help="TFDS dataset name or 'synthetic' (default: the run's)")
@@ -52,7 +53,18 @@ def build_parser():
 def load_target(model_arg: str, which: str = "final"):
     """(model, model_path, config, out_dir) for a run directory (its
     ``model.keras`` or ``best.keras`` and its config.json) or a .keras file
-    (an empty config, written beside it)."""
+    (an empty config, written beside it), or weights shipped with the package,
+    ``weights:ARCH/NAME`` (their manifest's dataset and class names; results
+    under saved_models/shipped-ARCH-NAME/)."""
+    from trainers.export import SHIPPED_PREFIX, load_shipped
+
+    if str(model_arg).startswith(SHIPPED_PREFIX):
+        if which == "best":
+            raise UserError(f"--which best: {model_arg} is one set of weights (the manifest says which epoch)")
+        from trainers.train import runs_root
+
+        model, config, path = load_shipped(str(model_arg))
+        return model, path, config, runs_root() / ("shipped-" + config["shipped"].replace("/", "-"))
     target = pathlib.Path(model_arg).expanduser().resolve()
     config = {}
     if target.is_dir():
@@ -139,6 +151,11 @@ def evaluate(args) -> dict:
     suffix = "-views" if args.all_views else "-10crop" if args.ten_crop else ""
     name = f"eval-{args.which if config else model_path.stem}-{args.split}{suffix}.json"
     output = pathlib.Path(args.output) if args.output else out_dir / name
+    if not args.output and not out_dir.exists():  # shipped weights: their results folder under saved_models/
+        try:
+            out_dir.mkdir(parents=True)
+        except OSError as error:
+            raise write_failed(out_dir, error) from None
     write_json_atomic(output, result)
     tag = " [SYNTHETIC DATA]" if info.synthetic else ""
     for view, figures in scores.items():

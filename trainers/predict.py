@@ -3,6 +3,7 @@
     python trainers/predict.py --model saved_models/RUN/model.keras cat.png dog.jpg
     python trainers/predict.py --model saved_models/RUN/export/savedmodel photo.jpg
     python trainers/predict.py --model saved_models/RUN/export/model_int8.tflite photo.jpg
+    python trainers/predict.py --model weights:resnet20/cifar10 photo.png    # weights shipped with the package
 
 Models: a .keras file (class names from its run directory's config.json), a
 SavedModel directory written by export.py (class names inside), or a .tflite
@@ -31,7 +32,8 @@ from trainers.common import UserError, load_keras_model, run_main, read_json  # 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help=".keras file, SavedModel directory or .tflite file")
+    p.add_argument("--model", required=True,
+                   help=".keras file, SavedModel directory, .tflite file, or weights:ARCH/NAME (shipped with the package)")
     p.add_argument("images", nargs="+", help="image files to classify")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     return p
@@ -92,19 +94,31 @@ def load(model_path: pathlib.Path):
         return run, labels.read_text().splitlines(), int(size), family
 
     if model_path.suffix == ".keras":
-        import keras
-
         if not config.get("class_names"):
             raise UserError(f"{model_path} has no class names: no run config.json with class_names beside it")
         model = load_keras_model(model_path)
-
-        def predict(image):
-            logits = model(image[None].astype(np.float32), training=False)
-            return keras.ops.convert_to_numpy(keras.ops.softmax(keras.ops.cast(logits, "float32")))[0]
-
-        return predict, list(config["class_names"]), model.input_shape[1], family
+        return _keras_predictor(model), list(config["class_names"]), model.input_shape[1], family
 
     raise UserError(f"{model_path}: not a model this command reads (.keras, SavedModel directory, .tflite)")
+
+
+def _keras_predictor(model):
+    import keras
+
+    def predict(image):
+        logits = model(image[None].astype(np.float32), training=False)
+        return keras.ops.convert_to_numpy(keras.ops.softmax(keras.ops.cast(logits, "float32")))[0]
+
+    return predict
+
+
+def load_shipped(spec: str):
+    """load()'s answer for weights shipped with the package, ``weights:ARCH/NAME``
+    (class names from their manifest)."""
+    from trainers import export
+
+    model, config, _ = export.load_shipped(spec)
+    return _keras_predictor(model), list(config["class_names"]), model.input_shape[1], config["family"]
 
 
 def read_image(path: pathlib.Path, size: int, family: str | None) -> np.ndarray:
@@ -127,8 +141,12 @@ def read_image(path: pathlib.Path, size: int, family: str | None) -> np.ndarray:
 def predict(args) -> list[dict]:
     if args.top < 1:
         raise UserError(f"--top {args.top}; expected a positive integer")
-    model_path = pathlib.Path(args.model).expanduser().resolve()
-    run, names, size, family = load(model_path)
+    from trainers.export import SHIPPED_PREFIX
+
+    if args.model.startswith(SHIPPED_PREFIX):
+        run, names, size, family = load_shipped(args.model)
+    else:
+        run, names, size, family = load(pathlib.Path(args.model).expanduser().resolve())
     images = [read_image(pathlib.Path(p), size, family) for p in args.images]  # all decodable before printing
     results = []
     for path, image in zip(args.images, images):

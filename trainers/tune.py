@@ -415,8 +415,17 @@ def main(argv=None) -> dict:
         raise UserError(f"--family {args.family!r}; expected one of {', '.join(FAMILIES)}")
     if args.tuner not in TUNERS:
         raise UserError(f"--tuner {args.tuner!r}; expected one of {', '.join(TUNERS)}")
-    if args.max_trials < 1 or args.max_epochs < 1 or not args.epochs > 0:
-        raise UserError("--max-trials, --max-epochs and --epochs must be positive")
+    if args.max_trials < 1 or args.max_epochs < 1 or not (math.isfinite(args.epochs) and args.epochs > 0):
+        raise UserError("--max-trials, --max-epochs and --epochs must be positive (and finite)")
+    if args.export_epochs is not None and not (math.isfinite(args.export_epochs) and args.export_epochs > 0):
+        raise UserError(f"--export-epochs {args.export_epochs}; expected a positive number of epochs")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed {args.seed}; expected an integer in [0, 2**32)")
+    if args.synthetic_train < 1:
+        raise UserError(f"--synthetic-train {args.synthetic_train}; expected an integer >= 1")
+    for flag, value in (("--max-params", args.max_params), ("--max-flops", args.max_flops)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag} {value:g}; expected a positive budget")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}; expected a positive integer")
     if not 0 < args.val_split < 1:
@@ -440,14 +449,18 @@ def search(space: Space, args) -> dict:
     from trainers.train import DEFAULT_DATASET, dataset_slug, runs_root
 
     dataset = args.dataset or DEFAULT_DATASET[space.family]
-    image_size = args.image_size or {"cifar": 32, "imagenet": 224}[space.family]
+    image_size = {"cifar": 32, "imagenet": 224}[space.family] if args.image_size is None else args.image_size
+    smallest = space.smallest()
+    stride = resnet_keras.resolve_spec(smallest["arch"]).total_stride
+    if image_size < stride:
+        raise UserError(f"--image-size {image_size} is too small for the {space.family} networks: their total stride "
+                        f"is {stride}")  # fmt: skip
     info = data_lib.describe(dataset, data_dir=args.data_dir, family=space.family, image_size=image_size,
                              val_split=args.val_split, seed=args.seed, synthetic_train=args.synthetic_train)  # fmt: skip
     policy, _ = resolve_precision(args.precision)
     keras.config.set_dtype_policy(policy)  # before the tuner builds any model
     strategy = make_strategy(args.strategy)
 
-    smallest = space.smallest()
     probe = resnet_keras.get_model(smallest["arch"], num_classes=info.num_classes, input_shape=(image_size, image_size, 3),
                                    width=min(space.widths), stage_depths=smallest["stage_depths"])  # fmt: skip
     over = over_budget(cost(probe), args.max_params, args.max_flops)
