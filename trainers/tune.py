@@ -168,27 +168,11 @@ def over_budget(c, max_params, max_flops) -> str | None:
     return None
 
 
-def _stop_search_class():
-    import keras_tuner as kt
-
-    class StopSearch(kt.errors.FatalError):
-        """Carries a trainer's UserError out of Keras Tuner's trial loop (which
-        lets only FatalError through) so that the search ends with it."""
-
-        def __init__(self, error: UserError):
-            super().__init__(str(error))
-            self.error = error
-
-    return StopSearch
-
-
 def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, max_trials, max_epochs, seed, epochs):
     """A Keras Tuner whose trials train through trainers.train.train."""
     import keras_tuner as kt
 
     from trainers.train import TrainingError, train
-
-    StopSearch = _stop_search_class()
 
     class TrainThroughFit:
         def run_trial(self, trial, *args, **kwargs):
@@ -222,8 +206,11 @@ def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, m
             except UserError as error:
                 # Anything else the trainer refuses (SIGTERM's Preempted, a write that failed, unreadable data, a
                 # locked directory) ends the search, as it would end fit.py: Keras Tuner would otherwise count it as
-                # one invalid trial and start the next.
-                raise StopSearch(error) from None
+                # one invalid trial and start the next. FatalError is the one exception it lets through; _search
+                # re-raises the trainer's own error from it.
+                stop = kt.errors.FatalError(str(error))
+                stop.error = error
+                raise stop from None
             accuracy = result["best_val_accuracy"]
             write_json_atomic(trial_dir / "result.json", {
                 **record, **cost(model), "status": "completed", "epochs": trial_epochs, "val_accuracy": accuracy,
