@@ -340,7 +340,7 @@ def table6(args) -> list[dict]:
         depth = resnet_keras.resolve_spec(arch).depth
         rows.append({"run": run_dir.name, "arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
                      "flops": resnet_keras.count_flops(model), "recipe": config.get("recipe", "paper"),
-                     "epochs": config.get("epochs"),
+                     "epochs": metrics.get("epochs", config.get("epochs")),  # as trained (a --steps run has no --epochs)
                      "iterations": metrics.get("iterations"), "train_error": train_error, "test_error": test_error,
                      "best_test_error": best_error, "best_epoch": best_epoch,
                      "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None,
@@ -357,7 +357,7 @@ def table6(args) -> list[dict]:
 
     for r in rows:
         best = "n/a" if r["best_test_error"] is None else f"{r['best_test_error']:.2f}% ({r['best_epoch']})"
-        epochs = "n/a" if r["epochs"] is None else f"{r['epochs']:g}"
+        epochs = "n/a" if r["epochs"] is None else f"{r['epochs']:.4g}"
         print(f"{r['run']:{width}s} {r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['recipe']:>6s} {epochs:>7s} {pct(r['train_error']):>9s} "
               f"{pct(r['test_error']):>9s} {best:>16s} {pct(r['paper_error']):>6s} "
               f"{pct(r['akamaster_best_error']):>14s}")  # fmt: skip
