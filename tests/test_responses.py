@@ -155,6 +155,7 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     assert rows[0]["akamaster_best_error"] is None and rows[2]["iterations"] == 32
     assert {r["recipe"] for r in rows} == {"paper"}
     assert [r["epochs"] for r in rows] == pytest.approx([2, 2, 2, 2])  # as trained (metrics.json)
+    assert {r["jpeg_quality"] for r in rows} == {None}  # the images as they are (no --jpeg-quality)
     # A finished run of another recipe or length is not reused for this figure (nothing is trained or written).
     for other in (["--recipe", "fast"], ["--epochs", "3"]):
         with pytest.raises(UserError, match="plain8 is a finished run of the paper recipe, 2 epochs; this figure asks"):

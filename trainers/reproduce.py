@@ -340,6 +340,7 @@ def table6(args) -> list[dict]:
         depth = resnet_keras.resolve_spec(arch).depth
         rows.append({"run": run_dir.name, "arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
                      "flops": resnet_keras.count_flops(model), "recipe": config.get("recipe", "paper"),
+                     "jpeg_quality": config.get("jpeg_quality"),  # images re-encoded once more (--jpeg-quality)
                      "epochs": metrics.get("epochs", config.get("epochs")),  # as trained (a --steps run has no --epochs)
                      "iterations": metrics.get("iterations"), "train_error": train_error, "test_error": test_error,
                      "best_test_error": best_error, "best_epoch": best_epoch,
@@ -349,7 +350,7 @@ def table6(args) -> list[dict]:
         raise UserError(f"no finished runs under {root}")
     rows.sort(key=lambda r: (not r["arch"].startswith("plain"), r["depth"], r["run"]))
     width = max(len("run"), *(len(r["run"]) for r in rows))
-    print(f"{'run':{width}s} {'network':12s} {'params':>9s} {'FLOPs':>12s} {'recipe':>6s} {'epochs':>7s} {'train err':>9s} {'final err':>9s} "
+    print(f"{'run':{width}s} {'network':12s} {'params':>9s} {'FLOPs':>12s} {'recipe':>8s} {'epochs':>7s} {'train err':>9s} {'final err':>9s} "
           f"{'best err (epoch)':>16s} {'paper':>6s} {'akamaster best':>14s}")  # fmt: skip
 
     def pct(value):
@@ -358,7 +359,8 @@ def table6(args) -> list[dict]:
     for r in rows:
         best = "n/a" if r["best_test_error"] is None else f"{r['best_test_error']:.2f}% ({r['best_epoch']})"
         epochs = "n/a" if r["epochs"] is None else f"{r['epochs']:.4g}"
-        print(f"{r['run']:{width}s} {r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {r['recipe']:>6s} {epochs:>7s} {pct(r['train_error']):>9s} "
+        recipe = r["recipe"] if r["jpeg_quality"] is None else f"{r['recipe']}/q{r['jpeg_quality']}"
+        print(f"{r['run']:{width}s} {r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {recipe:>8s} {epochs:>7s} {pct(r['train_error']):>9s} "
               f"{pct(r['test_error']):>9s} {best:>16s} {pct(r['paper_error']):>6s} "
               f"{pct(r['akamaster_best_error']):>14s}")  # fmt: skip
     write_csv_atomic(root / "table6.csv", rows)
