@@ -121,8 +121,9 @@ def child(run_dir: pathlib.Path):
 
     model = cifar_resnet_torch((settings["depth"] - 2) // 6, settings["num_classes"])
     model = model.to(memory_format=torch.channels_last)
-    decayed = [p for n, p in model.named_parameters() if p.dim() > 1 or schedule["weight_decay_on"] != "kernels"]
-    others = [p for n, p in model.named_parameters() if not (p.dim() > 1 or schedule["weight_decay_on"] != "kernels")]
+    kernels_only = schedule["weight_decay_on"] == "kernels"
+    decayed = [p for p in model.parameters() if p.dim() > 1 or not kernels_only]
+    others = [p for p in model.parameters() if p.dim() <= 1 and kernels_only]
     groups = [{"params": decayed, "weight_decay": schedule["weight_decay"]}]
     if others:
         groups.append({"params": others, "weight_decay": 0.0})
@@ -260,8 +261,11 @@ def settings_for(args) -> dict:
 
 def keras_figures(run: pathlib.Path):
     """(final, best) test accuracy of one of fit.py's runs, from its history.csv."""
-    with open(run / "history.csv", newline="") as f:
-        rows = [row for row in csv.DictReader(f)]
+    try:
+        with open(run / "history.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as error:
+        raise SystemExit(f"error: --keras-run {run}: no fit.py history to compare with ({error.strerror})") from None
     errors = [float(row["test_error"]) for row in rows if row.get("test_error") not in (None, "")]
     if not errors:
         return None, None
@@ -302,7 +306,12 @@ def main(argv=None):
                              "use another --output-dir")  # fmt: skip
     else:
         _write_json(settings_path, settings)
-    export_images(run_dir, args.data_dir)
+    from trainers.common import UserError
+
+    try:
+        export_images(run_dir, args.data_dir)
+    except UserError as error:  # a missing data dir or dataset, unreadable records
+        raise SystemExit(f"error: {error}") from None
     if not (run_dir / "result.json").exists():
         done = subprocess.run([python, str(pathlib.Path(__file__).resolve()), "--child", "--output-dir", str(run_dir)],
                               cwd=ROOT)  # fmt: skip

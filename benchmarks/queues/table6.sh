@@ -26,15 +26,14 @@ if [ ! -f "$T/resnet20-fast-e10/metrics.json" ]; then
     --output-dir "$T/resnet20-fast-e10" --backup-every 200 || exit $?
 fi
 TORCH_PY=${TORCH_PYTHON:-$HOME/torch-venv/bin/python}
-if [ ! -f "$T/torch-resnet20-fast-e10/result.json" ]; then
-  if [ -x "$TORCH_PY" ]; then
-    echo "=== $(date -u +%FT%TZ) resnet20, fast recipe, 10 epochs, in PyTorch float32"
-    nice -n 19 "$PY" benchmarks/torch_parity.py --recipe fast --epochs 10 --data-dir "$DD" --torch-python "$TORCH_PY" \
-      --output-dir "$T/torch-resnet20-fast-e10" --keras-run "$T/resnet20-fast-e10" || exit $?
-  else
-    echo "=== skipped the PyTorch parity run: no interpreter at $TORCH_PY"
-  fi
-fi
+torch_parity() {  # RECIPE EPOCHS: the PyTorch side of a parity pair, beside fit.py's run resnet20-RECIPE-eEPOCHS
+  [ -f "$T/torch-resnet20-$1-e$2/result.json" ] && return 0
+  if [ ! -x "$TORCH_PY" ]; then echo "=== skipped the PyTorch parity run: no interpreter at $TORCH_PY"; return 0; fi
+  echo "=== $(date -u +%FT%TZ) resnet20, $1 recipe, $2 epochs, in PyTorch float32"
+  nice -n 19 "$PY" benchmarks/torch_parity.py --recipe "$1" --epochs "$2" --data-dir "$DD" --torch-python "$TORCH_PY" \
+    --output-dir "$T/torch-resnet20-$1-e$2" --keras-run "$T/resnet20-$1-e$2"
+}
+torch_parity fast 10 || exit $?
 # What the JPEG copy costs at a longer budget than the 5 epochs of docs/benchmarks.md: the fast recipe's 30 epochs on
 # the copy re-encoded once more at quality 50, against figure6's ResNet-20 (the same recipe on the copy as it is).
 if [ ! -f "$T/resnet20-fast-e30-q50/metrics.json" ]; then
@@ -58,15 +57,7 @@ if [ ! -f "$T/resnet20-paper-e20/metrics.json" ]; then
   nice -n 19 "$PY" trainers/fit.py --arch resnet20 --recipe paper --epochs 20 --data-dir "$DD" \
     --output-dir "$T/resnet20-paper-e20" --backup-every 200 || exit $?
 fi
-if [ ! -f "$T/torch-resnet20-paper-e20/result.json" ]; then
-  if [ -x "$TORCH_PY" ]; then
-    echo "=== $(date -u +%FT%TZ) resnet20, paper recipe, 20 epochs, in PyTorch float32"
-    nice -n 19 "$PY" benchmarks/torch_parity.py --recipe paper --epochs 20 --data-dir "$DD" --torch-python "$TORCH_PY" \
-      --output-dir "$T/torch-resnet20-paper-e20" --keras-run "$T/resnet20-paper-e20" || exit $?
-  else
-    echo "=== skipped the PyTorch parity run: no interpreter at $TORCH_PY"
-  fi
-fi
+torch_parity paper 20 || exit $?
 for depths in 20,32 20,32,44 20,32,44,56; do
   figure6 $depths || exit $?
 done
