@@ -29,7 +29,9 @@ dependency of the project: ``python3 -m venv ~/torch-venv &&
 ~/torch-venv/bin/pip install torch``). The child checkpoints after every epoch
 (temporary name, then rename) and the same command resumes it; it writes
 ``history.csv`` and ``result.json`` (strict JSON). With ``--keras-run`` the
-parent prints the two runs' final and best test accuracies side by side.
+parent prints the two runs' final and best test accuracies side by side. A
+truncated or foreign file in the run directory (``images.npz``,
+``checkpoint.pt``, the JSON files) ends the run with one line naming it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,27 @@ def _write_json(path: pathlib.Path, data: dict):
     os.replace(tmp, path)
 
 
+def _load(path: pathlib.Path, loader):
+    """``loader(path)``, or one line naming a file that is truncated or not of its format."""
+    try:
+        return loader(path)
+    except Exception as error:  # noqa: BLE001 -- zip, pickle, JSON and I/O errors alike
+        raise SystemExit(f"error: {path} is unreadable ({type(error).__name__}: {error}); "
+                         "delete it and rerun the same command, which writes it again") from None  # fmt: skip
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    return _load(path, lambda p: json.loads(p.read_text()))
+
+
+def _read_images(path: pathlib.Path) -> dict:
+    def read(p):
+        with np.load(p) as data:  # every array read here, so a truncated member fails now
+            return {key: data[key] for key in ("x_train", "y_train", "x_test", "y_test", "pixel_mean")}
+
+    return _load(path, read)
+
+
 def _finite_or_none(value):
     return float(value) if value is not None and math.isfinite(value) else None
 
@@ -110,9 +133,9 @@ def child(run_dir: pathlib.Path):
 
     from benchmarks.peer_torch import cifar_resnet_torch
 
-    settings = json.loads((run_dir / "parity.json").read_text())
+    settings = _read_json(run_dir / "parity.json")
     schedule = settings["schedule"]
-    data = np.load(run_dir / "images.npz")
+    data = _read_images(run_dir / "images.npz")
     x_train, y_train = data["x_train"], data["y_train"].astype(np.int64)
     x_test, y_test = data["x_test"], data["y_test"].astype(np.int64)
     mean = data["pixel_mean"].astype(np.float32)  # (S, S, 3)
@@ -136,7 +159,7 @@ def child(run_dir: pathlib.Path):
     history_path = run_dir / "history.csv"
     history, step, epoch = [], 0, 0
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = _load(checkpoint, lambda p: torch.load(p, weights_only=False))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         np_state, torch_state, history = state["numpy_rng"], state["torch_rng"], state["history"]
@@ -300,7 +323,7 @@ def main(argv=None):
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "parity.json"
     if settings_path.exists():
-        old = json.loads(settings_path.read_text())
+        old = _read_json(settings_path)
         if old != settings:
             raise SystemExit(f"error: {run_dir} holds a run of other settings ({settings_path}); "
                              "use another --output-dir")  # fmt: skip
@@ -317,7 +340,7 @@ def main(argv=None):
                               cwd=ROOT)  # fmt: skip
         if done.returncode != 0:
             raise SystemExit(done.returncode)
-    result = json.loads((run_dir / "result.json").read_text())
+    result = _read_json(run_dir / "result.json")
     rows = [("torch float32 (akamaster-style)", result["final_test_accuracy"], result["best_test_accuracy"])]
     if args.keras_run:
         rows.append(("resnet_keras (fit.py)", *keras_figures(pathlib.Path(args.keras_run).expanduser())))

@@ -50,3 +50,19 @@ def test_without_torch_it_says_how_to_install_it(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot import torch" in lines[0] and "--torch-python" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_truncated_or_foreign_file_is_refused_in_one_line(tmp_path):
+    images = tmp_path / "images.npz"
+    arrays = {k: np.zeros((4, 32, 32, 3), np.uint8) for k in ("x_train", "x_test")}
+    arrays.update(y_train=np.zeros(4, np.int64), y_test=np.zeros(4, np.int64), pixel_mean=np.zeros((32, 32, 3)))
+    np.savez(images, **arrays)
+    assert set(torch_parity._read_images(images)) == set(arrays)  # a good file reads whole
+    images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])  # cut off mid-write
+    settings = tmp_path / "parity.json"
+    settings.write_text('{"arch": "resnet20", ')
+    for path, read in ((images, torch_parity._read_images), (settings, torch_parity._read_json)):
+        with pytest.raises(SystemExit) as raised:
+            read(path)
+        message = str(raised.value)
+        assert message.startswith(f"error: {path} is unreadable") and "rerun" in message and "\n" not in message
