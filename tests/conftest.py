@@ -40,3 +40,18 @@ def float32_policy():
     previous = keras.config.dtype_policy()
     yield
     keras.config.set_dtype_policy(previous)
+
+
+@pytest.fixture(autouse=True)
+def _dtype_policy_left_as_found():
+    """Fails a test that leaves the global dtype policy changed, and puts it
+    back, so that every later test in the process builds in float32. (A leak
+    shows only where ``--precision auto`` picks bf16, as on CPUs with bf16
+    instructions, and then breaks tests far from its cause.)"""
+    before = keras.config.dtype_policy().name
+    yield
+    after = keras.config.dtype_policy().name
+    if after != before:
+        keras.config.set_dtype_policy(before)
+        pytest.fail(f"the test left the global dtype policy at {after} (it found {before})")
+

@@ -302,3 +302,19 @@ def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop
     assert centre["view"] == "centre crop" and centre["top1_error"] == both["views"]["centre crop"]["top1_error"]
     out = capsys.readouterr().out
     assert "centre crop at 64px" in out and "10-crop at 64px" in out
+
+
+def test_an_in_process_run_puts_the_global_dtype_policy_back(tmp_path, monkeypatch):
+    # fit.main sets --precision's policy for its run; a caller in the same
+    # process (this test, a notebook) must build its next network in its own.
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    assert keras.config.dtype_policy().name == "float32"
+    tiny = [a for a in TINY if a not in ("--precision", "float32")]
+    metrics = fit.main([*tiny, "--precision", "mixed_bfloat16", "--steps", "2", "--output-dir", str(tmp_path / "run")])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved_precision"] == "mixed_bfloat16"
+    assert metrics["run_dir"]
+    assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(UserError):  # and when the run fails
+        fit.main([*tiny, "--precision", "mixed_bfloat16", "--steps", "2", "--output-dir", str(tmp_path / "run")])
+    assert keras.config.dtype_policy().name == "float32"
+

@@ -234,7 +234,18 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
 
     ``model`` (the tuner's): a network already built by ``get_model`` inside
     ``strategy.scope()``; it must match the config's data (classes, image size).
+    The global Keras dtype policy it sets for the run is put back on return,
+    so a caller in the same process (a test, a notebook) builds its next
+    network in the policy it had.
     """
+    previous = keras.config.dtype_policy()
+    try:
+        return _train_in_policy(config, model, strategy)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _train_in_policy(config: dict, model, strategy) -> dict:
     c = resolve(config)
     strategy = strategy or distributed.make_strategy(c["strategy"])  # first: the multi-worker strategy insists
     keras.utils.set_random_seed(c["seed"])

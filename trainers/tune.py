@@ -423,7 +423,13 @@ def main(argv=None) -> dict:
         widths=tuple(args.width), shortcuts=tuple(args.shortcut) if args.shortcut else None,
         lr_min=args.lr_min, lr_max=args.lr_max, wd_min=args.wd_min, wd_max=args.wd_max,
     )  # fmt: skip
-    return search(space, args)
+    import keras
+
+    previous = keras.config.dtype_policy()  # search sets --precision's policy globally: put it back after
+    try:
+        return search(space, args)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def search(space: Space, args) -> dict:
