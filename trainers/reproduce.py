@@ -35,6 +35,7 @@ index and sorted by magnitude (``figure7.png``), with the numbers in
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
@@ -393,6 +394,7 @@ def figure7(args) -> dict:
 
         args.out = runs_root() / "reproduce"
     args.out.mkdir(parents=True, exist_ok=True)
+    _label_runs(rows)
     result = {"runs": rows, "residual_vs_plain": _compare_responses(rows)}
     for c in result["residual_vs_plain"]:
         print(f"{c['resnet']} has the smaller response at {c['smaller']} of {c['layers']} layer indices than {c['plain']}")
@@ -402,16 +404,33 @@ def figure7(args) -> dict:
     return result
 
 
+def _label_runs(rows: list[dict]) -> None:
+    """Each row's ``label``: its network's name, or where two runs train the
+    same network (a 30-epoch and a 64k-iteration ResNet-20), the name and the
+    run's last two path parts."""
+    counts = collections.Counter(row["arch"] for row in rows)
+    for row in rows:
+        run = pathlib.Path(row["run"])
+        row["label"] = str(row["arch"]) if counts[row["arch"]] == 1 else f"{row['arch']} ({run.parent.name}/{run.name})"
+
+
 def _compare_responses(rows: list[dict]) -> list[dict]:
-    """For each depth given both as plainD and resnetD: at how many layer
-    indices the ResNet's response std is the smaller."""
-    by_arch = {row["arch"]: row for row in rows}
+    """For each ResNet given with its plain twin (plainD for resnetD: the one
+    in the same parent directory, or the only one where the ResNet is the only
+    run of its network): at how many layer indices the ResNet's response std
+    is the smaller."""
     pairs = []
-    for arch, row in by_arch.items():
-        twin = by_arch.get(str(arch).replace("resnet", "plain", 1)) if str(arch).startswith("resnet") else None
-        if twin is not None and len(twin["std"]) == len(row["std"]):
-            smaller = sum(r < p for r, p in zip(row["std"], twin["std"]))
-            pairs.append({"resnet": arch, "plain": twin["arch"], "smaller": smaller, "layers": len(row["std"])})
+    for row in rows:
+        arch = str(row["arch"])
+        if not arch.startswith("resnet"):
+            continue
+        twins = [r for r in rows if r["arch"] == arch.replace("resnet", "plain", 1)]
+        siblings = [r for r in twins if pathlib.Path(r["run"]).parent == pathlib.Path(row["run"]).parent]
+        if siblings or sum(r["arch"] == arch for r in rows) > 1:
+            twins = siblings  # of two ResNet-20 runs, the plain-20 beside one is that one's twin only
+        if len(twins) == 1 and len(twins[0]["std"]) == len(row["std"]):
+            smaller = sum(r < p for r, p in zip(row["std"], twins[0]["std"]))
+            pairs.append({"resnet": row["label"], "plain": twins[0]["label"], "smaller": smaller, "layers": len(row["std"])})
     return pairs
 
 
@@ -424,7 +443,7 @@ def _plot_figure7(rows, path: pathlib.Path) -> None:
     fig, (by_index, by_size) = plt.subplots(2, 1, figsize=(7, 6), dpi=110)
     for i, row in enumerate(rows):
         style = "--" if str(row["arch"]).startswith("plain") else "-"
-        label = row["arch"] + (" (synthetic data)" if row["synthetic"] else "")
+        label = row["label"] + (" (synthetic data)" if row["synthetic"] else "")
         x = range(1, len(row["std"]) + 1)
         by_index.plot(x, row["std"], style, color=f"C{i}", lw=1.2, label=label)
         by_size.plot(x, sorted(row["std"], reverse=True), style, color=f"C{i}", lw=1.2, label=label)
