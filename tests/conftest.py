@@ -54,4 +54,3 @@ def _dtype_policy_left_as_found():
     if after != before:
         keras.config.set_dtype_policy(before)
         pytest.fail(f"the test left the global dtype policy at {after} (it found {before})")
-

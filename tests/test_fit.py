@@ -317,4 +317,3 @@ def test_an_in_process_run_puts_the_global_dtype_policy_back(tmp_path, monkeypat
     with pytest.raises(UserError):  # and when the run fails
         fit.main([*tiny, "--precision", "mixed_bfloat16", "--steps", "2", "--output-dir", str(tmp_path / "run")])
     assert keras.config.dtype_policy().name == "float32"
-

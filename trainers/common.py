@@ -3,6 +3,7 @@ choice of precision and of distribution strategy."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -150,6 +151,21 @@ def save_figure_atomic(fig, path) -> None:
         plt.close(fig)
 
 
+@contextlib.contextmanager
+def global_dtype_policy(policy: str | None = None):
+    """Sets Keras' global dtype policy to ``policy`` (if given) inside the
+    block, and puts back the one it found on leaving, however it is left."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    try:
+        if policy is not None:
+            keras.config.set_dtype_policy(policy)
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def float32_clone(model):
     """``model`` rebuilt with float32 layers (every layer's dtype policy
     dropped, built under the float32 policy) and the same weights. Mixed
@@ -157,15 +173,11 @@ def float32_clone(model):
     computation of the copy changes."""
     import keras
 
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
+    with global_dtype_policy("float32"):
         config = model.get_config()
         for layer in config["layers"]:
             layer["config"].pop("dtype", None)
         clone = keras.Model.from_config(config)
-    finally:
-        keras.config.set_dtype_policy(previous)
     clone.set_weights(model.get_weights())
     return clone
 

@@ -36,6 +36,7 @@ from trainers import recipes
 from trainers import runlock
 from trainers.common import (
     cpu_kernels,
+    global_dtype_policy,
     read_json,
     run_cpus,
     UserError,
@@ -238,11 +239,8 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     so a caller in the same process (a test, a notebook) builds its next
     network in the policy it had.
     """
-    previous = keras.config.dtype_policy()
-    try:
+    with global_dtype_policy():
         return _train_in_policy(config, model, strategy)
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _train_in_policy(config: dict, model, strategy) -> dict:

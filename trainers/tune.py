@@ -36,7 +36,7 @@ if __package__ in (None, ""):
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic, read_json  # noqa: E402
-from trainers.common import save_figure_atomic, write_failed, write_text_atomic  # noqa: E402
+from trainers.common import global_dtype_policy, save_figure_atomic, write_failed, write_text_atomic  # noqa: E402
 from trainers import runlock  # noqa: E402
 from trainers.compat import make_keras_tuner_saves_atomic, quiet_keras_tuner_failed_trials  # noqa: E402
 
@@ -423,13 +423,8 @@ def main(argv=None) -> dict:
         widths=tuple(args.width), shortcuts=tuple(args.shortcut) if args.shortcut else None,
         lr_min=args.lr_min, lr_max=args.lr_max, wd_min=args.wd_min, wd_max=args.wd_max,
     )  # fmt: skip
-    import keras
-
-    previous = keras.config.dtype_policy()  # search sets --precision's policy globally: put it back after
-    try:
+    with global_dtype_policy():  # search sets --precision's policy globally: put it back after
         return search(space, args)
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def search(space: Space, args) -> dict:
