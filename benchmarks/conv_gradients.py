@@ -20,8 +20,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import resnet_keras  # noqa: E402,F401  (its import chooses the kernels, as in training)
 from benchmarks import check_counts  # noqa: E402
@@ -70,7 +68,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     check_counts(args, ("runs", "shapes"))
     from benchmarks.model_throughput import describe_cpu
-    from trainers.common import cpu_kernels, write_json_atomic
+    from trainers.core.common import cpu_kernels, write_json_atomic
 
     machine, kernels = describe_cpu(), cpu_kernels()
     print(f"float32 convolution gradients against float64, {kernels} kernels, {machine}", flush=True)

@@ -1,20 +1,20 @@
 """Is the input pipeline the bottleneck? Three measurements, each alternated
 over rounds in one process:
 
-1. pipeline alone: images per second that ``trainers.data.train_pipeline``
+1. pipeline alone: images per second that ``trainers.core.data.train_pipeline``
    delivers (the paper's augmentation, decoded images cached), with tf.data's
    autotuner and per-image augmentation, with fixed parallelism, and with fixed
    parallelism and the augmentation on whole batches (the project's default);
 2. the stall: seconds that destroying an iterator takes (what ``fit`` and
    ``evaluate`` do when they return), both ways;
 3. end to end against model only: the steady-state training images per second
-   of ``trainers.train.train`` (what ``fit.py`` runs: real pipeline, every
+   of ``trainers.core.train.train`` (what ``fit.py`` runs: real pipeline, every
    callback; timed inside the run, from the 6th to the last step of its second
    epoch, after the first has filled the cache of decoded images) against the
    same network, optimizer, loss, metrics and precision fed one constant batch
    already in memory (timed the same way, no other callback). With
    ``--pipeline-threads 0 1`` the end-to-end run is repeated per value of
-   ``trainers.data.PIPELINE_INTRA_OP_THREADS`` (threads one pipeline op may
+   ``trainers.core.data.PIPELINE_INTRA_OP_THREADS`` (threads one pipeline op may
    use; 0 is TensorFlow's default, the intra-op pool the step also uses), all
    alternated.
 
@@ -35,8 +35,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,10 +42,10 @@ import tensorflow as tf  # noqa: E402
 
 import resnet_keras  # noqa: E402
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers import data as data_lib  # noqa: E402
-from trainers import recipes  # noqa: E402
-from trainers.common import resolve_precision, write_json_atomic  # noqa: E402
-from trainers.train import train  # noqa: E402
+from trainers.core import data as data_lib  # noqa: E402
+from trainers.core import recipes  # noqa: E402
+from trainers.core.common import resolve_precision, write_json_atomic  # noqa: E402
+from trainers.core.train import train  # noqa: E402
 
 
 def _info(args):
@@ -166,7 +164,7 @@ def build_parser():
     p.add_argument("--steps-per-execution", type=int, default=1)
     p.add_argument("--pipeline-batches", type=int, default=200, help="batches timed per pipeline round")
     p.add_argument("--pipeline-threads", type=int, nargs="+", default=[data_lib.PIPELINE_INTRA_OP_THREADS],
-                   help="end to end once per value of trainers.data.PIPELINE_INTRA_OP_THREADS "
+                   help="end to end once per value of trainers.core.data.PIPELINE_INTRA_OP_THREADS "
                    f"(default: the project's, {data_lib.PIPELINE_INTRA_OP_THREADS})")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "end-to-end"])

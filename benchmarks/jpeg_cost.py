@@ -24,14 +24,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainers import data as data_lib  # noqa: E402
-from trainers.common import UserError, run_main, write_json_atomic  # noqa: E402
+from trainers.core import data as data_lib  # noqa: E402
+from trainers.core.common import UserError, run_main, write_json_atomic  # noqa: E402
 
 QUALITIES = (95, 90, 75, 50, 30, 20, 10)
 

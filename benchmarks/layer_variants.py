@@ -28,8 +28,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -43,7 +41,7 @@ from resnet_keras.layers import (  # noqa: E402
     zero_pad_output_shape,
     zero_pad_shortcut,
 )
-from trainers.common import write_json_atomic  # noqa: E402
+from trainers.core.common import write_json_atomic  # noqa: E402
 
 SETTINGS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "num_classes": 10, "steps": 12},

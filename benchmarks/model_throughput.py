@@ -36,8 +36,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -45,7 +43,7 @@ from keras import layers, ops  # noqa: E402
 
 import resnet_keras  # noqa: E402
 from benchmarks import check_counts  # noqa: E402
-from trainers.common import cpu_name, write_json_atomic  # noqa: E402
+from trainers.core.common import cpu_name, write_json_atomic  # noqa: E402
 
 PAIRS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "steps": 15},
@@ -194,7 +192,7 @@ def run_pair(pair, args):
 
 def describe_cpu():
     """The CPU in one line: its family and model numbers, model name, CPU count
-    and the instruction sets that matter for speed (trainers.common.cpu_name)."""
+    and the instruction sets that matter for speed (trainers.core.common.cpu_name)."""
     return cpu_name()
 
 

@@ -26,8 +26,6 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks import check_counts  # noqa: E402
 
@@ -46,7 +44,7 @@ def _worker(cases, steps: int, warmup: int, modes) -> dict:
     import numpy as np
 
     import resnet_keras
-    from trainers.common import cpu_kernels
+    from trainers.core.common import cpu_kernels
 
     out = {"onednn_enabled": cpu_kernels() == "oneDNN", "cases": {}}
     rng = np.random.default_rng(0)
@@ -103,7 +101,7 @@ def main(argv=None) -> dict:
         print(json.dumps(_worker(cases, args.steps, args.warmup, args.modes)))
         return {}
 
-    from trainers.common import write_json_atomic
+    from trainers.core.common import write_json_atomic
     from benchmarks.model_throughput import describe_cpu
 
     machine = describe_cpu()

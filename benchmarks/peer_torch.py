@@ -59,8 +59,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks import check_counts  # noqa: E402  (standard library only)
 
@@ -368,7 +366,7 @@ def child_command(variant, pair, args, torch_python):
     side, _, child_args = VARIANTS[variant]
     python, kind = (torch_python, "torch") if side == "torch" else (sys.executable, "keras")
     config = PAIRS.get(pair, {})
-    return [python, str(pathlib.Path(__file__).resolve()), "--child", kind, pair, *child_args,
+    return [python, "-m", "benchmarks.peer_torch", "--child", kind, pair, *child_args,
             "--batch-size", str(args.batch_size or config.get("batch_size", 1)),
             "--steps", str(args.steps or config.get("steps", 1)), "--warmup", str(args.warmup)]  # fmt: skip
 
@@ -534,7 +532,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from benchmarks.model_throughput import describe_cpu
-    from trainers.common import write_json_atomic
+    from trainers.core.common import write_json_atomic
 
     torch_info = find_torch(args)
     machine = describe_cpu()
@@ -549,7 +547,7 @@ def main(argv=None):
     env = {key: os.environ[key] for key in RECORDED_ENV if key in os.environ}
     ceiling, ceiling_status = None, "not run: --no-ceiling"
     if not args.no_ceiling:
-        command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", "ceiling", "--ceiling-conv",
+        command = [sys.executable, "-m", "benchmarks.peer_torch", "--child", "ceiling", "--ceiling-conv",
                    *map(str, args.ceiling_conv), "--ceiling-matmul", str(args.ceiling_matmul)]  # fmt: skip
         ceiling, why = run_child(command, "ceiling", args.child_timeout)
         ceiling_status = "ok" if ceiling else f"failed: {why}"

@@ -32,8 +32,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -41,7 +39,7 @@ import numpy as np  # noqa: E402
 import resnet_keras  # noqa: E402
 from benchmarks import check_counts  # noqa: E402
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers.common import write_json_atomic  # noqa: E402
+from trainers.core.common import write_json_atomic  # noqa: E402
 
 SETTINGS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "num_classes": 10},

@@ -23,13 +23,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers.common import write_json_atomic  # noqa: E402
+from trainers.core.common import write_json_atomic  # noqa: E402
 from trainers import export  # noqa: E402
 
 TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
@@ -53,7 +51,7 @@ def _model_and_images(args):
     import json
 
     import resnet_keras
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
 
     if args.run:
         run = pathlib.Path(args.run)

@@ -8,14 +8,14 @@ This trains the option-A CIFAR ResNet as akamaster/pytorch_resnet_cifar10
 writes it (``benchmarks/peer_torch.py``'s, kaiming-normal convolutions and
 linear layer) in PyTorch float32, on the same CIFAR-10 copy, with what
 ``trainers/fit.py`` does for the recipe mirrored step for step: the
-learning rate of every iteration (``trainers/recipes.py``'s schedule, the
+learning rate of every iteration (``trainers/core/recipes.py``'s schedule, the
 same formula as Keras' schedules; a test checks it), SGD (Nesterov where the
 recipe says) momentum 0.9, weight decay with Caffe's meaning on the same
 weights (conv and linear kernels for ``fast``, every weight for ``paper``),
 batch 128 with the last partial batch of each epoch dropped, BN momentum 0.1
 (Keras' 0.9) and epsilon 1e-5, the per-pixel mean of the training images
 subtracted, 4 zero pixels of padding on the uint8 image, a random crop and a
-random flip per image (the same arithmetic as ``trainers/data.py``'s
+random flip per image (the same arithmetic as ``trainers/core/data.py``'s
 ``cifar_batch_view``; a test checks it), no label smoothing. What differs:
 the random draws (initial weights, order, crops), float32 here against the
 project's mixed bf16 on CPUs, and Keras folding the learning rate into the
@@ -50,8 +50,6 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # Module level: the standard library and numpy only (the PyTorch interpreter has
 # neither TensorFlow nor this project's dependencies).
@@ -59,7 +57,7 @@ if str(ROOT) not in sys.path:
 
 def learning_rate_at(schedule: dict, step: int) -> float:
     """The learning rate of iteration ``step`` (0-based) under a schedule of
-    ``trainers.recipes.resolve_schedule``: what ``recipes.learning_rate``'s
+    ``trainers.core.recipes.resolve_schedule``: what ``recipes.learning_rate``'s
     Keras schedule returns at that optimizer iteration."""
     kind = schedule["kind"]
     if kind == "step":
@@ -79,7 +77,7 @@ def learning_rate_at(schedule: dict, step: int) -> float:
 
 
 def batch_view(images: np.ndarray, u: np.ndarray, pad: int = 4) -> np.ndarray:
-    """``trainers.data.cifar_batch_view`` in numpy: uint8 (B, S, S, 3) images
+    """``trainers.core.data.cifar_batch_view`` in numpy: uint8 (B, S, S, 3) images
     zero-padded by ``pad``, cropped at ``floor(u[:, :2] * (2 pad + 1))``,
     flipped where ``u[:, 2] < 0.5``; float32 (B, S, S, 3)."""
     b, s = images.shape[0], images.shape[1]
@@ -252,7 +250,7 @@ def export_images(run_dir: pathlib.Path, data_dir, dataset: str = "cifar10"):
     target = run_dir / "images.npz"
     if target.exists():
         return
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
 
     info = data_lib.describe(dataset, data_dir=data_dir, family="cifar", image_size=32, val_split=0.0, seed=0)
     arrays = {}
@@ -269,7 +267,7 @@ def export_images(run_dir: pathlib.Path, data_dir, dataset: str = "cifar10"):
 
 
 def settings_for(args) -> dict:
-    from trainers import recipes
+    from trainers.core import recipes
 
     depth = int(args.arch.removeprefix("resnet"))
     recipe = recipes.get_recipe(args.recipe, "cifar", depth)
@@ -329,14 +327,14 @@ def main(argv=None):
                              "use another --output-dir")  # fmt: skip
     else:
         _write_json(settings_path, settings)
-    from trainers.common import UserError
+    from trainers.core.common import UserError
 
     try:
         export_images(run_dir, args.data_dir)
     except UserError as error:  # a missing data dir or dataset, unreadable records
         raise SystemExit(f"error: {error}") from None
     if not (run_dir / "result.json").exists():
-        done = subprocess.run([python, str(pathlib.Path(__file__).resolve()), "--child", "--output-dir", str(run_dir)],
+        done = subprocess.run([python, "-m", "benchmarks.torch_parity", "--child", "--output-dir", str(run_dir)],
                               cwd=ROOT)  # fmt: skip
         if done.returncode != 0:
             raise SystemExit(done.returncode)

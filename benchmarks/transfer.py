@@ -27,10 +27,8 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from trainers.common import UserError, run_main, write_json_atomic  # noqa: E402
+from trainers.core.common import UserError, run_main, write_json_atomic  # noqa: E402
 
 VARIANTS = ("scratch", "finetune", "finetune-frozen")
 
@@ -74,7 +72,7 @@ def first_per_class(examples, per_class: int, num_classes: int):
 def tfds_splits(dataset: str, data_dir, per_class: int, test_per_class: int):
     import tensorflow_datasets as tfds
 
-    from trainers.data import resolve_data_dir, tfds_builder
+    from trainers.core.data import resolve_data_dir, tfds_builder
 
     builder = tfds_builder(dataset, resolve_data_dir(data_dir))  # one line where it is missing; never downloads
     names = builder.info.features["label"].names

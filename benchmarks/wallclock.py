@@ -20,10 +20,8 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from trainers.common import save_figure_atomic, write_json_atomic  # noqa: E402
+from trainers.core.common import save_figure_atomic, write_json_atomic  # noqa: E402
 
 
 def load(run_dir: pathlib.Path) -> dict:

@@ -59,7 +59,7 @@ def test_model_throughput_rejects_bad_counts():
 @pytest.mark.slow  # a benchmark's smoke test of 55 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
 def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float32_policy, monkeypatch):
     from benchmarks import input_pipeline
-    from trainers import data
+    from trainers.core import data
 
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "pipeline.json"
@@ -138,7 +138,7 @@ def test_bf16_shapes_benchmark_covers_every_width_and_batch(float32_policy):
 
 def test_jpeg_cost_measures_distortion_and_fits_the_runs(tmp_path):
     from benchmarks import jpeg_cost
-    from trainers.common import UserError
+    from trainers.core.common import UserError
 
     def run(name, quality, error, **identity):
         d = tmp_path / name
@@ -217,8 +217,8 @@ def test_profile_steps_sums_op_time_by_type_and_layer(tmp_path):
 
 def test_transfer_writes_a_whole_folder_and_the_runs_it_compares(tmp_path, capsys):
     from benchmarks import transfer
-    from trainers import folder
-    from trainers.common import UserError
+    from trainers.core import folder
+    from trainers.core.common import UserError
 
     rng = np.random.default_rng(0)
     examples = [(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), i % 3) for i in range(30)]

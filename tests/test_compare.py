@@ -8,7 +8,7 @@ import pytest
 
 import resnet_keras
 from trainers import compare, evaluate
-from trainers.common import UserError
+from trainers.core.common import UserError
 
 
 def _brute_force_p(only_a, only_b):

@@ -1,4 +1,4 @@
-"""Each work-around of trainers/compat.py: the Keras behaviour it answers
+"""Each work-around of trainers/core/compat.py: the Keras behaviour it answers
 (which fails here when a Keras upgrade changes it) and the fix."""
 
 import json
@@ -9,19 +9,19 @@ import sys
 
 import pytest
 
-from trainers import compat
+from trainers.core import compat
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SKIPPED_FIRST_BATCH = r"""
 import json, sys
-from trainers.common import split_cpu
+from trainers.core.common import split_cpu
 split_cpu(2)  # two logical CPU devices, before TensorFlow starts
 import keras, numpy as np, tensorflow as tf
 import resnet_keras
-from trainers import compat
+from trainers.core import compat
 
-from trainers import data
+from trainers.core import data
 
 info = data.describe("synthetic", data_dir=None, family="cifar", image_size=16, val_split=0.0, seed=0,
                      synthetic_train=512)
@@ -67,7 +67,7 @@ import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras
 import resnet_keras
-from trainers import callbacks as cb, compat, data, distributed
+from trainers.core import callbacks as cb, compat, data, distributed
 
 role = distributed.role(strategy)
 out = {}

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from trainers import data
+from trainers.core import data
 
 
 def _info(name="synthetic", style="cifar", size=32, classes=10, train=256, val=0, test=64):

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from trainers.common import UserError, load_keras_model
-from trainers.distributed import Role, role, tf_config
+from trainers.core.common import UserError, load_keras_model
+from trainers.core.distributed import Role, role, tf_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--arch", "resnet8", "--dataset", "synthetic", "--image-size", "16", "--synthetic-train", "512",

@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 
 import resnet_keras
-from trainers import data, export, predict
-from trainers.common import UserError
+from trainers import export, predict
+from trainers.core import data
+from trainers.core.common import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}

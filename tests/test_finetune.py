@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import resnet_keras
-from trainers import fit, finetune
-from trainers.common import UserError, load_keras_model
+from trainers import fit
+from trainers.core import finetune
+from trainers.core.common import UserError, load_keras_model
 
 SHIPPED = str(resnet_keras.pretrained.WEIGHTS_DIR / "resnet20-cifar10.weights.h5")
 
@@ -117,7 +118,7 @@ def _backbone_state(model):
 
 
 def test_freeze_epochs_trains_the_classifier_alone_then_everything(source_run, tmp_path, monkeypatch, float32_policy):
-    from trainers import callbacks as cb
+    from trainers.core import callbacks as cb
 
     seen = {}
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers import data, evaluate, fit, folder
-from trainers.common import UserError
+from trainers import evaluate, fit
+from trainers.core import data, folder
+from trainers.core.common import UserError
 
 COLOURS = {"apple": (200, 30, 30), "leaf": (30, 200, 30), "sky": (30, 30, 200)}
 

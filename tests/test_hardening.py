@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from trainers import fit, runlock
-from trainers.common import UserError
+from trainers import fit
+from trainers.core import runlock
+from trainers.core.common import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SYNTHETIC = ["--arch", "resnet8", "--dataset", "synthetic", "--precision", "float32", "--verbose", "0",
@@ -82,7 +83,7 @@ def test_the_guard_names_a_non_finite_validation_figure_or_weight(float32_policy
     import numpy as np
 
     import resnet_keras
-    from trainers import callbacks as cb
+    from trainers.core import callbacks as cb
 
     model = resnet_keras.get_model("resnet8", num_classes=3)
     model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
@@ -106,7 +107,7 @@ def test_the_guard_names_a_non_finite_validation_figure_or_weight(float32_policy
 def test_json_is_strict_and_unknown_figures_are_null(tmp_path):
     import numpy as np
 
-    from trainers.common import write_json_atomic
+    from trainers.core.common import write_json_atomic
 
     path = tmp_path / "m.json"
     write_json_atomic(path, {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": {"d": -float("inf")}, "e": 2})
@@ -120,8 +121,8 @@ def test_json_is_strict_and_unknown_figures_are_null(tmp_path):
 def test_an_unwritable_file_keeps_the_previous_one_and_says_so_in_one_line(tmp_path, monkeypatch):
     import errno
 
-    from trainers import common
-    from trainers.common import OutputError, write_json_atomic
+    from trainers.core import common
+    from trainers.core.common import OutputError, write_json_atomic
 
     path = tmp_path / "m.json"
     write_json_atomic(path, {"v": 1})
@@ -141,7 +142,7 @@ def test_a_full_disk_at_a_backup_or_the_final_model_keeps_the_last_good_files(tm
 
     import keras
 
-    from trainers.common import OutputError
+    from trainers.core.common import OutputError
 
     real_save_weights = keras.Model.save_weights
     calls = []
@@ -280,8 +281,8 @@ def test_preemption_stops_every_worker_at_the_step_they_agree_on(float32_policy)
     import numpy as np
     import tensorflow as tf
 
-    from trainers import callbacks as cb
-    from trainers import distributed
+    from trainers.core import callbacks as cb
+    from trainers.core import distributed
 
     agree = distributed.any_worker(tf.distribute.get_strategy())
     assert agree(True) is True and agree(False) is False
@@ -319,7 +320,7 @@ def test_a_batchnorm_statistic_turned_nan_stops_the_run_at_the_next_backup(tmp_p
     import numpy as np
 
     import resnet_keras
-    from trainers import callbacks as cb
+    from trainers.core import callbacks as cb
 
     original = cb.AverageBatchNormStatistics.on_train_batch_end
     poisoned = {}
@@ -345,7 +346,7 @@ def test_a_batchnorm_statistic_turned_nan_stops_the_run_at_the_next_backup(tmp_p
 
 def test_a_data_dir_without_read_permission_is_one_line(tmp_path, monkeypatch):
     """As root every directory reads, so the permission is taken away by patching os.access."""
-    from trainers import data
+    from trainers.core import data
 
     (tmp_path / "cifar10").mkdir()
     real = os.access

@@ -3,7 +3,7 @@ ONEDNN_MAX_CPU_ISA as oneDNN caps itself, and the rule docs/benchmarks.md measur
 
 import pytest
 
-from trainers import common
+from trainers.core import common
 
 AMX = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 AVX512_BF16 = {"avx512f", "avx512_bf16"}

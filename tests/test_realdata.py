@@ -35,7 +35,7 @@ def test_resnet20_paper_recipe_160_iterations_reach_30_percent(tmp_path):
 def test_shipped_resnet20_reaches_its_manifest_accuracy_on_the_cifar10_copy(float32_policy):
     import resnet_keras
     from resnet_keras import pretrained
-    from trainers import data
+    from trainers.core import data
     from trainers.evaluate import score
 
     entry = pretrained.find_weights("resnet20", "cifar10")

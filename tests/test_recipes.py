@@ -4,8 +4,8 @@ import tensorflow as tf
 
 import keras
 
-from trainers import recipes
-from trainers.common import UserError
+from trainers.core import recipes
+from trainers.core.common import UserError
 
 
 def _schedule(arch_depth=20, family="cifar", **kwargs):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import resnet_keras
-from trainers import responses
+from trainers.core import responses
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,9 @@ def test_response_std_matches_a_direct_computation_at_any_batch_size():
 
 
 def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
-    from trainers import data, fit, reproduce
-    from trainers.common import UserError, load_keras_model
+    from trainers import fit, reproduce
+    from trainers.core import data
+    from trainers.core.common import UserError, load_keras_model
 
     runs = []
     for arch in ("plain8", "resnet8"):
@@ -94,8 +95,9 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     """SIGKILL the figure6 command inside one of its runs, then run it again:
     finished runs are left untouched, the killed one resumes from its backup
     (no iteration logged twice), and the rest are trained."""
-    from trainers import callbacks, reproduce
-    from trainers.common import UserError
+    from trainers import reproduce
+    from trainers.core import callbacks
+    from trainers.core.common import UserError
 
     root = tmp_path / "f6"
     args = ["figure6", "--depths", "8,14", "--epochs", "2", "--dataset", "synthetic", "--synthetic-train", "2048",

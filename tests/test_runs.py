@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from trainers import runlock, runs
-from trainers.common import UserError
+from trainers import runs
+from trainers.core import runlock
+from trainers.core.common import UserError
 
 
 def _config(run_dir, **extra):
@@ -104,7 +105,7 @@ def test_a_damaged_history_row_is_skipped_not_fatal(tree, capsys):
 
 
 def test_cpu_name_tells_machines_apart(monkeypatch):
-    from trainers import common
+    from trainers.core import common
 
     info = {"vendor_id": "GenuineIntel", "cpu family": "6", "model": "106",
             "model name": "Intel(R) Xeon(R) Processor @ 2.80GHz", "flags": "fpu avx2 avx512f avx512_vnni"}  # fmt: skip

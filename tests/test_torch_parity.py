@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks import torch_parity
-from trainers import data as data_lib
-from trainers import recipes
+from trainers.core import data as data_lib
+from trainers.core import recipes
 
 
 @pytest.mark.parametrize("recipe, epochs", [("fast", None), ("fast", 10), ("paper", None), ("paper", 3)])

@@ -14,7 +14,7 @@ import keras_tuner as kt
 import pytest
 
 from trainers import tune
-from trainers.common import UserError
+from trainers.core.common import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Tiny: ResNet-8/14 at width 0.25-0.5 on 512 synthetic images, one epoch of 7 steps.
@@ -204,7 +204,7 @@ def test_sigterm_in_a_trial_ends_the_search_and_the_same_command_resumes_that_tr
     # The trainer answers SIGTERM with a backup and Preempted (exit 75). Inside a search it must end the search
     # (Keras Tuner would count it as one invalid trial and start the next), and the same command must resume the
     # same trial, not skip it.
-    from trainers import train as train_lib
+    from trainers.core import train as train_lib
 
     real = train_lib.train
     calls = []

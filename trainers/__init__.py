@@ -1,13 +1,14 @@
-"""The entry points (fit, evaluate, export, predict, tune, reproduce, ...) and
-the code they share.
+"""The commands (``python trainers/fit.py ...``) and, in ``trainers.core``, the
+library they share.
 
-TensorFlow chooses between its oneDNN and its Eigen CPU kernels once, when it is
-first imported, and ``resnet_keras`` turns oneDNN on where TensorFlow would pick
-Eigen (AVX2-only CPUs). Every entry point imports this package before
-TensorFlow, so importing ``resnet_keras`` here puts all of them on the same
-kernels. (Until 2026-12-02 only fit.py and summary.py imported it first:
-reproduce.py trained Figure 4's ResNet-18 on Eigen at 20.5 images/s at 64 px on
-the AMD EPYC, against 62 images/s for the same run through fit.py.)
+Importing this package imports ``resnet_keras`` first, before TensorFlow:
+TensorFlow picks its CPU kernels (oneDNN or Eigen) once, at import, and
+``resnet_keras`` turns oneDNN on where TensorFlow would pick the slower Eigen,
+so every command runs on the same kernels. The import runs quietly
+(:mod:`trainers.core.quiet`): TensorFlow's C++ start-up notes are not shown
+unless ``TF_CPP_MIN_LOG_LEVEL`` asks for them.
 """
 
-import resnet_keras  # noqa: F401
+from trainers.core.quiet import import_quietly
+
+import_quietly("resnet_keras")

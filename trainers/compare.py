@@ -22,12 +22,7 @@ import os
 import pathlib
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from trainers.common import UserError, run_main, write_json_atomic  # noqa: E402
+from trainers.core.common import UserError, run_main, write_json_atomic  # noqa: E402
 
 VIEWS = ("single", "10-crop")
 

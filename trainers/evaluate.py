@@ -23,12 +23,7 @@ import os
 import pathlib
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from trainers.common import UserError, load_keras_model, run_main, write_failed, write_json_atomic, read_json  # noqa: E402
+from trainers.core.common import UserError, load_keras_model, run_main, write_failed, write_json_atomic, read_json  # noqa: E402
 
 
 def build_parser():
@@ -61,7 +56,7 @@ def load_target(model_arg: str, which: str = "final"):
     if str(model_arg).startswith(SHIPPED_PREFIX):
         if which == "best":
             raise UserError(f"--which best: {model_arg} is one set of weights (the manifest says which epoch)")
-        from trainers.train import runs_root
+        from trainers.core.train import runs_root
 
         model, config, path = load_shipped(str(model_arg))
         return model, path, config, runs_root() / ("shipped-" + config["shipped"].replace("/", "-"))
@@ -83,7 +78,7 @@ def dataset_for(model, config: dict, dataset: str | None, data_dir: str | None):
     """The DataInfo ``model`` is evaluated on: ``dataset`` (default the run's)
     read as the run read it (its family, validation hold-out and seed) where it
     is the run's own, at the model's input size."""
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
 
     dataset = dataset or config.get("dataset")
     if dataset is None:
@@ -111,7 +106,7 @@ def single_view(info) -> str:
 
 
 def view_pipeline(info, view: str, split: str, batch_size: int, seed: int = 0):
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
 
     if view == "10-crop":
         return data_lib.ten_crop_pipeline(info, split, batch_size)

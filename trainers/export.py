@@ -33,15 +33,10 @@ import statistics
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np  # noqa: E402
 
-from trainers.common import UserError, float32_clone, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
-from trainers.common import write_text_atomic  # noqa: E402
+from trainers.core.common import UserError, float32_clone, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
+from trainers.core.common import write_text_atomic  # noqa: E402
 
 FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 FILENAMES = {
@@ -259,7 +254,7 @@ def tflite_runner(content: bytes):
 def check_samples(config, image_size, n, data_dir, seed=0):
     """(uint8 images, labels or None, source) from the evaluation split of the
     run's dataset, or synthetic images when it is absent."""
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
 
     try:
         info = data_lib.describe_run(config, image_size, data_dir)
@@ -276,7 +271,7 @@ def check_samples(config, image_size, n, data_dir, seed=0):
 
 
 def calibration_images(config, image_size, n, data_dir):
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
 
     info = data_lib.describe_run(config, image_size, data_dir)
     ds = data_lib.raw_dataset(info, "train", config.get("seed", 0)).shuffle(10_000, seed=1).take(n)
@@ -327,7 +322,7 @@ def export(args) -> dict:
     if args.output:
         out_dir = pathlib.Path(args.output).expanduser().resolve()
     elif config.get("shipped"):  # never into the package: saved_models/<arch>-<name>-export
-        from trainers.train import runs_root
+        from trainers.core.train import runs_root
 
         out_dir = runs_root() / (config["shipped"].replace("/", "-") + "-export")
     else:

@@ -17,14 +17,10 @@ import argparse
 import os
 import sys
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import resnet_keras  # noqa: E402
-from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu  # noqa: E402
-from trainers.recipes import AUGMENTS, RECIPES  # noqa: E402
+import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
+import resnet_keras
+from trainers.core.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu  # noqa: E402
+from trainers.core.recipes import AUGMENTS, RECIPES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +89,7 @@ def main(argv=None) -> dict:
         raise UserError(f"--cpu-replicas {args.cpu_replicas}; expected a positive integer")
     split_cpu(args.cpu_replicas)
 
-    from trainers.train import train  # imports TensorFlow's devices after the split
+    from trainers.core.train import train  # imports TensorFlow's devices after the split
 
     config = vars(args).copy()
     config.pop("cpu_replicas")

@@ -25,10 +25,8 @@ import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from trainers.common import UserError, run_main  # noqa: E402
+from trainers.core.common import UserError, run_main  # noqa: E402
 
 
 def free_ports(n: int) -> list[int]:

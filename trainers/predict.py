@@ -20,14 +20,9 @@ import os
 import pathlib
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np  # noqa: E402
 
-from trainers.common import UserError, load_keras_model, run_main, read_json  # noqa: E402
+from trainers.core.common import UserError, load_keras_model, run_main, read_json  # noqa: E402
 
 
 def build_parser():
@@ -125,7 +120,7 @@ def read_image(path: pathlib.Path, size: int, family: str | None) -> np.ndarray:
     """The image as the model's evaluation view, uint8 (size, size, 3)."""
     import tensorflow as tf
 
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
 
     if not path.is_file():
         raise UserError(f"no image at {path}")

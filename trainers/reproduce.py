@@ -29,7 +29,7 @@ runs under ``--root``; printed and written as ``table6.csv``.
 before the ReLU or the addition) on the run's test images, for every run
 given (fit.py run directories of plain and residual networks), drawn by layer
 index and sorted by magnitude (``figure7.png``), with the numbers in
-``figure7.json``. The statistic is defined in :mod:`trainers.responses`.
+``figure7.json``. The statistic is defined in :mod:`trainers.core.responses`.
 """
 
 from __future__ import annotations
@@ -42,14 +42,9 @@ import pathlib
 import statistics
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from trainers.common import PRECISIONS, UserError, load_keras_model, read_csv_rows, run_main  # noqa: E402
-from trainers.common import save_figure_atomic, write_csv_atomic, write_json_atomic  # noqa: E402
-from trainers.recipes import RECIPES  # noqa: E402
+from trainers.core.common import PRECISIONS, UserError, load_keras_model, read_csv_rows, run_main  # noqa: E402
+from trainers.core.common import save_figure_atomic, write_csv_atomic, write_json_atomic  # noqa: E402
+from trainers.core.recipes import RECIPES  # noqa: E402
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -83,7 +78,7 @@ def _depths(text: str) -> list[int]:
 
 
 def figure6(args) -> dict:
-    from trainers.train import runs_root
+    from trainers.core.train import runs_root
 
     depths = _depths(args.depths)
     epochs = args.epochs if args.epochs is not None else FIGURE6_EPOCHS[args.recipe]
@@ -113,7 +108,7 @@ FIGURE4_ARCHS = ("resnet18", "resnet34", "plain18", "plain34")  # the residual o
 def _train_runs(archs, root: pathlib.Path, common: dict) -> dict:
     """Trains each network into root/<arch> (finished runs skipped, unfinished
     ones resumed); returns {arch: run_dir}."""
-    from trainers.train import train
+    from trainers.core.train import train
 
     runs = {}
     for arch in archs:
@@ -147,7 +142,7 @@ def _check_finished(run_dir: pathlib.Path, common: dict) -> None:
 
 
 def figure4(args) -> dict:
-    from trainers.train import runs_root
+    from trainers.core.train import runs_root
 
     root = args.root or runs_root() / "reproduce" / (
         f"figure4-{args.dataset.replace('/', '_')}-{args.recipe}-{args.image_size}px-e{args.epochs:g}")
@@ -370,8 +365,8 @@ def table6(args) -> list[dict]:
 
 
 def figure7(args) -> dict:
-    from trainers import data as data_lib
-    from trainers import responses
+    from trainers.core import data as data_lib
+    from trainers.core import responses
 
     rows = []
     for run_dir in args.runs:
@@ -390,7 +385,7 @@ def figure7(args) -> dict:
               f"median {statistics.median(stds.values()):.3f}; "
               f"BN scale (mean |gamma|) {min(rows[-1]['bn_scale']):.3f} .. {max(rows[-1]['bn_scale']):.3f}")
     if args.out is None:
-        from trainers.train import runs_root
+        from trainers.core.train import runs_root
 
         args.out = runs_root() / "reproduce"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,8 @@ import os
 import pathlib
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from trainers import runlock  # noqa: E402
-from trainers.common import UserError, read_csv_rows, run_cpus, run_main, strict  # noqa: E402
+from trainers.core import runlock  # noqa: E402
+from trainers.core.common import UserError, read_csv_rows, run_cpus, run_main, strict  # noqa: E402
 
 COLUMNS = (
     ("run", "run"),

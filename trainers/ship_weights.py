@@ -21,12 +21,7 @@ import os
 import pathlib
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from trainers.common import UserError, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
+from trainers.core.common import UserError, load_keras_model, run_main, write_json_atomic, read_json  # noqa: E402
 
 MAX_BYTES = 8 * 2**20
 # fit.py flags of the settings a manifest's command repeats (the rest are defaults).
@@ -67,7 +62,7 @@ def ship(args) -> dict:
     import resnet_keras
     from resnet_keras import pretrained
     from resnet_keras.models import build_settings
-    from trainers import data as data_lib
+    from trainers.core import data as data_lib
     from trainers.evaluate import score
 
     run = args.run.expanduser().resolve()

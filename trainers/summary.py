@@ -12,9 +12,8 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import resnet_keras  # noqa: E402
+import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
+import resnet_keras
 
 COLUMNS = [
     ("network", "network"),

@@ -5,7 +5,7 @@
     python trainers/tune.py --family imagenet --tuner bayesian --max-trials 10 --max-flops 2e9 --dataset synthetic --image-size 64
 
 The hypermodel only samples: its ``build(hp)`` picks a depth and width and calls
-``resnet_keras.get_model``. Every trial trains through ``trainers.train.train``,
+``resnet_keras.get_model``. Every trial trains through ``trainers.core.train.train``,
 the code behind ``fit.py`` (same data pipeline, recipe, precision, strategy), on
 the training split less a validation split (``--val-split``, default 0.1); the
 objective is the best validation accuracy, never the test split. Candidates over
@@ -30,15 +30,10 @@ import pathlib
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from trainers.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic, read_json  # noqa: E402
-from trainers.common import global_dtype_policy, save_figure_atomic, write_failed, write_text_atomic  # noqa: E402
-from trainers import runlock  # noqa: E402
-from trainers.compat import make_keras_tuner_saves_atomic, quiet_keras_tuner_failed_trials  # noqa: E402
+from trainers.core.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu, write_json_atomic, read_json  # noqa: E402
+from trainers.core.common import global_dtype_policy, save_figure_atomic, write_failed, write_text_atomic  # noqa: E402
+from trainers.core import runlock  # noqa: E402
+from trainers.core.compat import make_keras_tuner_saves_atomic, quiet_keras_tuner_failed_trials  # noqa: E402
 
 FAMILIES = ("cifar", "imagenet")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -169,10 +164,10 @@ def over_budget(c, max_params, max_flops) -> str | None:
 
 
 def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, max_trials, max_epochs, seed, epochs):
-    """A Keras Tuner whose trials train through trainers.train.train."""
+    """A Keras Tuner whose trials train through trainers.core.train.train."""
     import keras_tuner as kt
 
-    from trainers.train import TrainingError, train
+    from trainers.core.train import TrainingError, train
 
     class TrainThroughFit:
         def run_trial(self, trial, *args, **kwargs):
@@ -431,10 +426,10 @@ def search(space: Space, args) -> dict:
     import keras
 
     import resnet_keras
-    from trainers import data as data_lib
-    from trainers.common import resolve_precision
-    from trainers.distributed import make_strategy
-    from trainers.train import DEFAULT_DATASET, dataset_slug, runs_root
+    from trainers.core import data as data_lib
+    from trainers.core.common import resolve_precision
+    from trainers.core.distributed import make_strategy
+    from trainers.core.train import DEFAULT_DATASET, dataset_slug, runs_root
 
     dataset = args.dataset or DEFAULT_DATASET[space.family]
     image_size = {"cifar": 32, "imagenet": 224}[space.family] if args.image_size is None else args.image_size
@@ -469,7 +464,7 @@ def search(space: Space, args) -> dict:
 def _search(args, directory, space, dataset, image_size, info, strategy):
     import keras_tuner as kt
 
-    from trainers.train import train
+    from trainers.core.train import train
 
     spec = {"space": dataclasses.asdict(space), "tuner": args.tuner, "dataset": dataset, "image_size": image_size,
             "val_split": args.val_split, "epochs": args.epochs, "max_epochs": args.max_epochs, "seed": args.seed,

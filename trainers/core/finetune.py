@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pathlib
 
-from trainers.common import UserError, load_keras_model, read_json
+from trainers.core.common import UserError, load_keras_model, read_json
 
 APPLICATION_DEPTHS = {50: "ResNet50", 101: "ResNet101", 152: "ResNet152"}
 CLASSIFIER = "logits"

@@ -16,8 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from trainers import folder
-from trainers.common import UserError
+from trainers.core import folder
+from trainers.core.common import UserError
 
 SYNTHETIC = "synthetic"
 AUTOTUNE = tf.data.AUTOTUNE

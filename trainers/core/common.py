@@ -12,8 +12,6 @@ import os
 import pathlib
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 class UserError(Exception):
     """A problem with what the user asked for. Entry points print its message

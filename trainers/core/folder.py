@@ -25,7 +25,7 @@ import io
 import os
 import pathlib
 
-from trainers.common import UserError
+from trainers.core.common import UserError
 
 PREFIX = "folder:"
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}

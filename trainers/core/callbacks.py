@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from trainers.common import (
+from trainers.core.common import (
     cpu_name,
     read_csv_rows,
     save_figure_atomic,
@@ -62,7 +62,7 @@ class Unfreeze(keras.callbacks.Callback):
 
     def _check(self):
         if not self.done and iterations(self.model) >= self.at_step:
-            from trainers import finetune
+            from trainers.core import finetune
 
             finetune.unfreeze(self.model, self.frozen)
             self.done = True
@@ -252,7 +252,7 @@ class Backup(keras.callbacks.BackupAndRestore):
       backup is kept until the trainer has written the run's results
       (:meth:`discard`);
     * ``restore_dir``: where to restore from, when it is not where this
-      process saves (the multi-worker convention: see trainers/distributed.py).
+      process saves (the multi-worker convention: see trainers/core/distributed.py).
     """
 
     def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, restore_dir=None,

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 
-from trainers.common import STRATEGIES, UserError
+from trainers.core.common import STRATEGIES, UserError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from trainers.common import UserError, write_failed
+from trainers.core.common import UserError, write_failed
 
 LOCK_NAME = ".lock"
 

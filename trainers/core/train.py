@@ -27,14 +27,14 @@ import keras
 import numpy as np
 
 import resnet_keras
-from trainers import callbacks as cb
-from trainers import compat
-from trainers import data as data_lib
-from trainers import distributed
-from trainers import finetune
-from trainers import recipes
-from trainers import runlock
-from trainers.common import (
+from trainers.core import callbacks as cb
+from trainers.core import compat
+from trainers.core import data as data_lib
+from trainers.core import distributed
+from trainers.core import finetune
+from trainers.core import recipes
+from trainers.core import runlock
+from trainers.core.common import (
     cpu_kernels,
     global_dtype_policy,
     read_json,
@@ -46,7 +46,7 @@ from trainers.common import (
     write_json_atomic,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def runs_root() -> pathlib.Path:
