@@ -7,6 +7,7 @@ import json
 import pytest
 
 from trainers import reproduce
+from trainers.core import reproduction
 
 
 def _finished_run(run_dir, train_errors, val_errors):
@@ -59,10 +60,10 @@ def test_a_resumed_run_is_drawn_at_its_iterations_not_its_epoch_count(tmp_path):
     _finished_run(run_dir, [0.5] * 9, [0.5] * 9)
     with open(run_dir / "history.csv", "a", newline="") as f:
         csv.writer(f).writerows([[10, 1547, 0.4, 0.4], [11, 1694, 0.3, 0.3]])
-    rows = reproduce.read_csv_rows(run_dir / "history.csv")
-    assert reproduce.epochs_of(run_dir, rows)[:2] == [1.0, 2.0]  # no config.json: the first row's length, 100
+    rows = reproduction.read_csv_rows(run_dir / "history.csv")
+    assert reproduction.epochs_of(run_dir, rows)[:2] == [1.0, 2.0]  # no config.json: the first row's length, 100
     (run_dir / "config.json").write_text(json.dumps({"schedule": {"steps_per_epoch": 147}}))
-    epochs = reproduce.epochs_of(run_dir, rows)
+    epochs = reproduction.epochs_of(run_dir, rows)
     assert [round(e, 3) for e in epochs[-2:]] == [round(1547 / 147, 3), round(1694 / 147, 3)]
     assert epochs[0] == 100 / 147
 

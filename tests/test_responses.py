@@ -190,7 +190,7 @@ def test_figure6_trains_every_network_with_the_recipe_asked_for(tmp_path, float3
 
 
 def test_two_runs_of_one_network_are_told_apart_and_paired_with_their_own_twin():
-    from trainers import reproduce
+    from trainers.core import reproduction
 
     def row(run, arch, std):
         return {"run": run, "arch": arch, "std": std}
@@ -198,11 +198,11 @@ def test_two_runs_of_one_network_are_told_apart_and_paired_with_their_own_twin()
     rows = [row("/r/f6/plain20", "plain20", [2.0, 2.0]), row("/r/f6/resnet20", "resnet20", [1.0, 3.0]),
             row("/r/table6/resnet20", "resnet20", [1.0, 1.0]), row("/r/f6/plain32", "plain32", [1.0, 1.0, 1.0]),
             row("/r/x/resnet32", "resnet32", [0.5, 0.5, 2.0])]  # fmt: skip
-    reproduce._label_runs(rows)
+    reproduction._label_runs(rows)
     assert [r["label"] for r in rows] == ["plain20", "resnet20 (f6/resnet20)", "resnet20 (table6/resnet20)",
                                           "plain32", "resnet32"]  # fmt: skip
     # The 64k ResNet-20 has no plain twin beside it: it is compared with none;
     # ResNet-32 is its network's only run, so the lone plain-32 is its twin.
-    assert reproduce._compare_responses(rows) == [
+    assert reproduction._compare_responses(rows) == [
         {"resnet": "resnet20 (f6/resnet20)", "plain": "plain20", "smaller": 1, "layers": 2},
         {"resnet": "resnet32", "plain": "plain32", "smaller": 2, "layers": 3}]  # fmt: skip

@@ -4,6 +4,7 @@ import pathlib
 import pytest
 
 from trainers import summary
+from trainers.core import network_table
 
 
 def test_summary_reports_measured_numbers_beside_the_papers(capsys):
@@ -35,14 +36,17 @@ def test_summary_rejects_unknown_networks(capsys):
     assert "invalid choice: 'resnet99'" in capsys.readouterr().err
 
 
-def test_readme_table_is_what_summary_prints():
-    """The README's table of networks is summary.py's output: spot-check rows of
+def test_docs_table_is_what_summary_prints():
+    """The docs' table of networks is summary.py's output: spot-check rows of
     each kind (CIFAR, basic ImageNet, bottleneck ImageNet, plain) so the
     document cannot drift from the code."""
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    table = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| ")}
+    root = pathlib.Path(__file__).resolve().parents[1]
     names = ["resnet20", "plain20", "resnet18", "resnet50"]
-    expected = summary.render([summary.summarize(name) for name in names], "markdown").splitlines()
-    assert table["network"] == expected[0]
-    for name, line in zip(names, expected[2:]):
-        assert table[name] == line
+    expected = network_table.render([network_table.summarize(name) for name in names], "markdown").splitlines()
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    holding = [page for page in pages if expected[0] in page.read_text().splitlines()]
+    assert holding, "no page of README.md or docs/ holds summary.py's table of networks"
+    for page in holding:
+        table = {line.split("|")[1].strip(): line for line in page.read_text().splitlines() if line.startswith("| ")}
+        for name, line in zip(names, expected[2:]):
+            assert table[name] == line, page.name
