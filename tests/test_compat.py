@@ -150,7 +150,7 @@ os._exit(0)
 
 
 def test_multi_worker_bugs_of_keras_and_their_fixes(tmp_path):
-    from trainers.launch_local import free_ports, tf_configs
+    from trainers.core.launcher import free_ports, tf_configs
 
     script = tmp_path / "probe.py"
     script.write_text(MULTI_WORKER_PROBE)
