@@ -9,9 +9,9 @@ import os as _os
 
 # TensorFlow chooses, once, when it is first imported, between its oneDNN and its
 # Eigen CPU kernels (TF_ENABLE_ONEDNN_OPTS). Left unset it picks oneDNN only on
-# CPUs with AVX-512 VNNI, AVX-512 BF16 or AMX, so an AVX2-only CPU (AMD EPYC Zen 3)
-# trained these networks 1.7-1.9x slower on Eigen (benchmarks/onednn.py,
-# docs/benchmarks.md). Importing this package first turns oneDNN on; an explicit
+# CPUs with AVX-512 VNNI, AVX-512 BF16 or AMX, so an AVX2-only CPU trains these
+# networks far slower on Eigen (benchmarks/onednn.py measures it; docs/benchmarks.md
+# has the figures). Importing this package first turns oneDNN on; an explicit
 # TF_ENABLE_ONEDNN_OPTS=0 is kept, and a TensorFlow imported earlier keeps its choice.
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

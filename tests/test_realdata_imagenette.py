@@ -18,9 +18,8 @@ def test_resnet18_fast_recipe_learns_imagenette_above_chance(tmp_path):
     """60 iterations of batch 64 (0.4 epoch) at 32 px, random-resized crops,
     the fast recipe at a peak learning rate of 0.05 (its warm-up is 3
     iterations at this length): validation top-1 above the 10% of chance
-    (24.1% in 95 s, measured on 2026-12-02 on an AMD EPYC beside the CIFAR-10
-    test; 64 px gave 30.2% in 174 s, and 120 iterations at 64 px 36% in
-    388 s of the test command), and a complete run directory."""
+    (docs/setup.md has the accuracy and time measured, and the longer
+    settings tried), and a complete run directory."""
     run_dir = tmp_path / "resnet18-imagenette"
     result = subprocess.run(
         [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet18", "--recipe", "fast",

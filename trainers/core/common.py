@@ -317,12 +317,10 @@ def cpu_kernels() -> str:
 
 def cpu_precision(kind, vendor) -> tuple[str, str]:
     """What ``--precision auto`` picks on a CPU of bf16 ``kind`` and ``vendor``, and
-    why. Measured (docs/benchmarks.md, "Which precision is fastest"): AMX, bf16
-    1.7-1.8x float32; AVX-512 BF16 without AMX on an AMD EPYC, bf16 1.1-1.3x even
-    with Keras' unfused BatchNormalization (issue 15's measurements); AVX-512 BF16
-    without AMX on Intel (an AMX Xeon capped by ONEDNN_MAX_CPU_ISA), bf16
-    0.7-0.9x: oneDNN's bf16 convolutions there run below its float32 ones; no bf16
-    instructions, bf16 emulated and slower still."""
+    why, by the measurements in docs/benchmarks.md ("Which precision is
+    fastest"): bf16 pays with AMX tiles, and with AVX-512 BF16 on AMD CPUs; on
+    Intel CPUs with AVX-512 BF16 but no AMX, oneDNN's bf16 convolutions run
+    below its float32 ones; without bf16 instructions bf16 is emulated."""
     if kind == "amx":
         return "mixed_bfloat16", "CPU with AMX-BF16 (bf16 measured 1.7-1.8x float32)"
     if kind == "avx512_bf16" and vendor == "AuthenticAMD":

@@ -26,9 +26,8 @@ def build_before_fit(model, strategy, batch_spec) -> None:
     function instead, and the optimizer's slots and the metrics' variables are
     then created inside that trace: TensorFlow traces a function that creates
     variables a second time, so every run paid for two traces of its train step.
-    Built here first, it is traced once: ``fit.py --arch resnet20 --dataset
-    synthetic --steps 4 --batch-size 16`` took 24.4 s instead of 27.8 s (medians
-    of 3, alternated; AMD EPYC, 2 vCPUs).
+    Built here first, it is traced once (docs/benchmarks.md has the start-up
+    time this saves).
     """
     (x_shape, x_dtype), (y_shape, y_dtype) = batch_spec
     batch = (np.zeros(x_shape, x_dtype), np.zeros(y_shape, y_dtype))
