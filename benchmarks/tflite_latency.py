@@ -27,8 +27,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 import numpy as np  # noqa: E402
 
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers.core.common import write_json_atomic  # noqa: E402
-from trainers import export  # noqa: E402
+from trainers.core import exporting  # noqa: E402
+from trainers.core.common import float32_clone, write_json_atomic  # noqa: E402
+from trainers.core.sources import load_trained  # noqa: E402
 
 TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 
@@ -48,18 +49,16 @@ def _runner(content: bytes, threads: int):
 
 
 def _model_and_images(args):
-    import json
-
     import resnet_keras
     from trainers.core import data as data_lib
 
     if args.run:
         run = pathlib.Path(args.run)
-        config = json.loads((run / "config.json").read_text())
-        model = export.float32_copy(export.load_keras_model(run / "model.keras"))
+        trained = load_trained(run)
+        config, model = trained.config, float32_clone(trained.model)
         size = model.input_shape[1]
-        calibration = export.calibration_images(config, size, args.calibration, args.data_dir)
-        images, _, source = export.check_samples(config, size, args.images, args.data_dir)
+        calibration = exporting.calibration_images(config, size, args.calibration, args.data_dir)
+        images, _, source = exporting.check_images(config, size, args.images, args.data_dir)
         return model, calibration.astype(np.float32), images, f"{run.name} ({source})"
     model = resnet_keras.get_model(args.arch, num_classes=10, seed=0)
     size = model.input_shape[1]
@@ -88,7 +87,7 @@ def main(argv=None):
     print(f"{source}; {machine}", flush=True)
     runners, sizes = {}, {}
     for fmt in args.formats:
-        content = export.convert_tflite(model, fmt, calibration=calibration if fmt == "tflite-int8" else None)
+        content = exporting.convert_tflite(model, fmt, calibration=calibration if fmt == "tflite-int8" else None)
         sizes[fmt] = len(content)
         for threads in args.threads:
             runners[f"{fmt}|{threads}"] = _runner(content, threads)

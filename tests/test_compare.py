@@ -8,6 +8,7 @@ import pytest
 
 import resnet_keras
 from trainers import compare, evaluate
+from trainers.core.evaluation import mcnemar_exact, paired_difference
 from trainers.core.common import UserError
 
 
@@ -21,15 +22,15 @@ def _brute_force_p(only_a, only_b):
 
 @pytest.mark.parametrize("only_a, only_b", [(0, 10), (10, 0), (3, 9), (10, 20), (111, 132), (7, 7), (40, 41)])
 def test_mcnemar_exact_matches_the_binomial_enumeration(only_a, only_b):
-    assert compare.mcnemar_exact(only_a, only_b) == pytest.approx(_brute_force_p(only_a, only_b), rel=1e-12)
+    assert mcnemar_exact(only_a, only_b) == pytest.approx(_brute_force_p(only_a, only_b), rel=1e-12)
 
 
 def test_mcnemar_and_interval_edge_cases():
-    assert compare.mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
-    assert compare.mcnemar_exact(0, 0) == 1.0 and compare.mcnemar_exact(5, 5) == 1.0
-    assert compare.paired_difference(0, 0, 100) == (0.0, 0.0, 0.0)
+    assert mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
+    assert paired_difference(0, 0, 100) == (0.0, 0.0, 0.0)
     # 30 images only B gets right, 10 only A, of 1000: +2 points, se = sqrt(40 - 400/1000) / 1000.
-    diff, low, high = compare.paired_difference(10, 30, 1000)
+    diff, low, high = paired_difference(10, 30, 1000)
     se = math.sqrt(40 - 0.4) / 1000
     assert diff == pytest.approx(0.02) and low == pytest.approx(0.02 - 1.96 * se) and high == pytest.approx(0.02 + 1.96 * se)
 
@@ -57,7 +58,7 @@ def test_two_models_on_the_same_synthetic_images(tmp_path, capsys):
     assert 1 - alone["top1_error"] == pytest.approx(result["accuracy_b"])
     low, high = result["difference_95_interval"]
     assert low <= result["difference_b_minus_a"] <= high
-    assert result["mcnemar_exact_p"] == pytest.approx(compare.mcnemar_exact(result["only_a_right"], result["only_b_right"]))
+    assert result["mcnemar_exact_p"] == pytest.approx(mcnemar_exact(result["only_a_right"], result["only_b_right"]))
     assert json.loads(out.read_text()) == result  # strict JSON, the same figures
     printed = capsys.readouterr().out
     assert "[SYNTHETIC DATA]" in printed and "McNemar's exact test" in printed

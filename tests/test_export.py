@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import resnet_keras
 from trainers import export, predict
-from trainers.core import data
+from trainers.core import data, exporting
 from trainers.core.common import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_every_format_is_written_and_reported(trained):
     assert not list(out.glob(".*"))  # no temporary names left
     assert json.loads((out / "report.json").read_text())["formats"] == json.loads(json.dumps(report["formats"]))
     rows = _rows(report)
-    assert set(rows) == {"keras", *export.FORMATS}
+    assert set(rows) == {"keras", *exporting.FORMATS}
     for row in rows.values():
         assert row["size_bytes"] > 0 and row["latency_ms"] > 0 and 0 <= row["top1_accuracy"] <= 1
     assert rows["keras"]["top1_accuracy"] > 0.5  # trained: chance is 0.1
@@ -105,8 +105,8 @@ def test_option_a_converts_with_builtin_ops_only(trained):
 @pytest.mark.parametrize("name", ["resnet56", "resnet110"])
 def test_deeper_option_a_networks_convert_without_flex(name):
     model = resnet_keras.get_model(name, num_classes=10)
-    content = export.convert_tflite(model, "tflite")
-    _, ops, _ = export.tflite_runner(content)
+    content = exporting.convert_tflite(model, "tflite")
+    _, ops, _ = exporting.tflite_runner(content)
     assert not [op for op in ops if op.startswith("Flex")] and "PAD" in ops
 
 
@@ -149,7 +149,7 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(trained, tmp_path):
     (corrupt_run / "model.keras").write_bytes((run_dir / "model.keras").read_bytes()[:3000])
     with pytest.raises(UserError, match=r"is not a (loadable )?\.keras model"):
         export.main([str(corrupt_run), "--format", "all", "--output", str(export_dir)])
-    with pytest.raises(UserError, match="neither a run directory nor a .keras model"):
+    with pytest.raises(UserError, match="not a trained model; expected a run directory"):
         export.main([str(run_dir / "history.csv"), "--format", "tflite"])
     with pytest.raises(SystemExit):  # argparse: an unknown format lists the choices
         export.main([str(run_dir), "--format", "onnx"])

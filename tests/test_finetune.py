@@ -77,7 +77,7 @@ def test_a_source_that_does_not_fit_is_refused_and_nothing_is_written(source_run
         (["--arch", "resnet14", "--init-from", str(source_run)], r"does not fit 'resnet14': \d+ layer\(s\) differ"),
         (["--arch", "resnet14", "--init-from", SHIPPED], "these weights do not fit 'resnet14'"),
         (["--arch", "resnet8", "--init-from", str(tmp_path / "nothing.keras")], "no such file or directory"),
-        (["--arch", "resnet8", "--init-from", str(tmp_path)], "not a finished run directory"),
+        (["--arch", "resnet8", "--init-from", str(tmp_path)], "not a run directory"),
         (["--arch", "resnet18", "--init-from", str(source_run / "pixel_mean.npy")], "expected a run directory"),
     ]
     for args, match in cases:

@@ -35,7 +35,7 @@ def test_shipped_resnet20_reaches_its_manifest_accuracy_on_the_cifar10_copy(floa
     import resnet_keras
     from resnet_keras import pretrained
     from trainers.core import data
-    from trainers.evaluate import score
+    from trainers.core.evaluation import score
 
     entry = pretrained.find_weights("resnet20", "cifar10")
     model = resnet_keras.get_model("resnet20", num_classes=10, weights="cifar10")
