@@ -23,6 +23,10 @@ from trainers.core.common import (
     write_failed,
     write_json_atomic,
 )
+from trainers.core import finetune
+import signal
+import tensorflow as tf
+import threading
 
 
 def iterations(model) -> int:
@@ -62,7 +66,6 @@ class Unfreeze(keras.callbacks.Callback):
 
     def _check(self):
         if not self.done and iterations(self.model) >= self.at_step:
-            from trainers.core import finetune
 
             finetune.unfreeze(self.model, self.frozen)
             self.done = True
@@ -89,15 +92,12 @@ class StopRequest:
         self.requested = True
 
     def __enter__(self):
-        import signal
-        import threading
 
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._request)
         return self
 
     def __exit__(self, *exc):
-        import signal
 
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
@@ -205,7 +205,6 @@ class AverageBatchNormStatistics(keras.callbacks.Callback):
         self._sync = None
 
     def _build(self):
-        import tensorflow as tf
 
         stats = [
             v.value

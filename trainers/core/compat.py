@@ -8,6 +8,9 @@ fix.
 from __future__ import annotations
 
 import numpy as np
+import json
+import os
+import tensorflow as tf
 
 
 def build_before_fit(model, strategy, batch_spec) -> None:
@@ -56,7 +59,6 @@ def fix_multi_worker_scalar_reduction() -> None:
     original = tf_trainer.reduce_per_replica
     if getattr(original, "_resnet_keras_fix", False):
         return
-    import tensorflow as tf
     from keras.src import tree
 
     def reduce_per_replica(values, strategy, reduction):
@@ -104,8 +106,6 @@ def make_keras_tuner_saves_atomic() -> None:
 
     if getattr(kt_utils.save_json, "_resnet_keras_fix", False):
         return
-    import json
-    import os
 
     from keras_tuner.src import backend as kt_backend
 

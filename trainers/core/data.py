@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from trainers.core import folder
 from trainers.core.common import UserError
+import tensorflow_datasets as tfds
 
 SYNTHETIC = "synthetic"
 AUTOTUNE = tf.data.AUTOTUNE
@@ -148,7 +149,6 @@ def resolve_data_dir(data_dir: str | None) -> str:
 def tfds_builder(name: str, data_dir: str):
     """The prepared TFDS builder for ``name`` in ``data_dir``, or a
     :class:`UserError` saying where it looked and how to fix it."""
-    import tensorflow_datasets as tfds
 
     how = (
         f"This project never downloads during a run. Prepare it where a network is reachable "
@@ -202,7 +202,6 @@ def explain_data_error(error, dataset: str, data_dir) -> UserError | None:
     if dataset.startswith("folder:"):
         return UserError(f"--dataset {dataset}: a file could not be read or decoded during the run ({message}); "
                          "it changed since the run checked it")  # fmt: skip
-    import tensorflow_datasets as tfds
 
     try:
         builder = tfds.builder(dataset, data_dir=resolve_data_dir(data_dir))
@@ -398,7 +397,6 @@ def _source(info: DataInfo, which: str, seed: int):
             return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
         return ds, decode
 
-    import tensorflow_datasets as tfds
 
     ds = tfds.load(
         info.name, split=_tfds_split(info, which), data_dir=info.data_dir, download=False,

@@ -19,6 +19,10 @@ import shutil
 import tempfile
 
 from trainers.core.common import STRATEGIES, UserError
+import hashlib
+import numpy as np
+import pathlib
+import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +81,6 @@ def make_multi_worker_strategy(timeout_seconds: float | None = None):
     Slurm's environment (``SlurmClusterResolver``: one task per node or per
     GPU). Collectives are NCCL on GPUs and ring all-reduce on CPUs (AUTO).
     Must be called before TensorFlow runs any op."""
-    import tensorflow as tf
 
     if tf_config() is not None:
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -101,7 +104,6 @@ def make_multi_worker_strategy(timeout_seconds: float | None = None):
 
 def role(strategy) -> Role:
     """This process's place in the job of ``strategy``."""
-    import tensorflow as tf
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return SINGLE
@@ -118,7 +120,6 @@ def role(strategy) -> Role:
 def all_agree(strategy, ok: bool) -> bool:
     """True on every worker when ``ok`` is true on every worker; a barrier
     (every worker must call it at the same point of the program)."""
-    import tensorflow as tf
 
     @tf.function
     def count_failures(flag):
@@ -131,7 +132,6 @@ def any_worker(strategy):
     """A function ``flag -> bool``: true on every worker when ``flag`` is true
     on any worker; a collective (every worker calls it at the same point),
     traced once, cheap enough for every step."""
-    import tensorflow as tf
 
     @tf.function
     def count(flag):
@@ -147,7 +147,6 @@ def barrier(strategy) -> None:
 def output_dir(role: Role, run_dir):
     """Where this worker writes: the run directory on the chief, a fresh
     temporary directory elsewhere (remove it with :func:`cleanup`)."""
-    import pathlib
 
     if role.is_chief:
         return pathlib.Path(run_dir)
@@ -162,9 +161,7 @@ def cleanup(role: Role, out_dir) -> None:
 def weights_fingerprint(model) -> str:
     """SHA-256 of every weight's bytes, in order: equal on two workers exactly
     when their networks are bit-identical."""
-    import hashlib
 
-    import numpy as np
 
     digest = hashlib.sha256()
     for w in model.get_weights():
@@ -180,7 +177,6 @@ def make_strategy(name: str):
     describes a cluster of several processes, MirroredStrategy over the GPUs
     when there are several, else the default strategy. Call it before
     TensorFlow runs anything (the multi-worker strategy insists)."""
-    import tensorflow as tf
 
     if name not in STRATEGIES:
         raise UserError(f"--strategy {name!r}; expected one of {', '.join(STRATEGIES)}")

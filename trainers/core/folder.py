@@ -26,6 +26,8 @@ import os
 import pathlib
 
 from trainers.core.common import UserError
+import keras
+import tensorflow as tf
 
 PREFIX = "folder:"
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
@@ -47,7 +49,6 @@ def is_folder(dataset: str | None) -> bool:
 
 def _index(directory: pathlib.Path) -> tuple[list[str], list[int], list[str]]:
     """(paths, labels, class names) of one split folder, by Keras' indexer."""
-    import keras
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # "Found N files belonging to K classes."
@@ -103,7 +104,6 @@ def index_folder(dataset: str, check_decoding: bool = True) -> FolderData:
 
 def check_images(paths) -> None:
     """Decodes every file once; a :class:`UserError` naming the first that fails."""
-    import tensorflow as tf
 
     for path in paths:
         try:

@@ -12,6 +12,7 @@ import os
 import pathlib
 
 from trainers.core.common import UserError, write_failed
+import fcntl
 
 LOCK_NAME = ".lock"
 
@@ -28,7 +29,6 @@ class RunLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        import fcntl
 
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
@@ -73,7 +73,6 @@ def live_holder(directory) -> int | None:
 def acquire(directory, what: str = "run directory", hint: str = "wait for it to end or choose another --output-dir"):
     """Locks ``directory`` (which must exist) or raises :class:`DirectoryInUse`
     naming the holder's PID."""
-    import fcntl
 
     path = pathlib.Path(directory) / LOCK_NAME
     try:
