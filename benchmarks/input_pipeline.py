@@ -108,12 +108,12 @@ def model_only(args, info, policy):
     schedule = recipes.resolve_schedule(recipe, batch_size=args.batch_size, steps_per_epoch=info.num_train //
                                         args.batch_size, steps=args.steps)  # fmt: skip
     model = resnet_keras.get_model(args.arch, num_classes=10, seed=0,
-                                   zero_init_residual=schedule["zero_init_residual"])  # fmt: skip
+                                   zero_init_residual=schedule.zero_init_residual)  # fmt: skip
     model.compile(
-        optimizer=recipes.CaffeSGD(learning_rate=recipes.learning_rate(schedule), momentum=schedule["momentum"],
-                                   l2_decay=schedule["weight_decay"], nesterov=schedule["nesterov"],
-                                   kernels_only=schedule["weight_decay_on"] == "kernels"),
-        loss=recipes.SparseCrossentropy(schedule["label_smoothing"]) if schedule["label_smoothing"]
+        optimizer=recipes.CaffeSGD(learning_rate=recipes.learning_rate(schedule), momentum=schedule.momentum,
+                                   l2_decay=schedule.weight_decay, nesterov=schedule.nesterov,
+                                   kernels_only=schedule.weight_decay_on == "kernels"),
+        loss=recipes.SparseCrossentropy(schedule.label_smoothing) if schedule.label_smoothing
         else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                  keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],

@@ -274,10 +274,10 @@ def settings_for(args) -> dict:
     steps_per_epoch = 50_000 // recipe.batch_size
     schedule = recipes.resolve_schedule(recipe, batch_size=recipe.batch_size, steps_per_epoch=steps_per_epoch,
                                         epochs=args.epochs)  # fmt: skip
-    if schedule["label_smoothing"] or schedule["zero_init_residual"]:
+    if schedule.label_smoothing or schedule.zero_init_residual:
         raise SystemExit("error: this recipe's label smoothing / zero-initialized BN are not mirrored")
     return {"arch": args.arch, "depth": depth, "num_classes": 10, "recipe": args.recipe, "epochs": args.epochs,
-            "seed": args.seed, "schedule": schedule}  # fmt: skip
+            "seed": args.seed, "schedule": schedule.to_dict()}  # fmt: skip
 
 
 def keras_figures(run: pathlib.Path):

@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,36 +20,36 @@ def _schedule(arch_depth=20, family="cifar", **kwargs):
 
 def test_paper_cifar_recipe_is_the_papers():
     s = _schedule()
-    assert s["total_steps"] == 64_000 and s["boundaries"] == [32_000, 48_000]
-    np.testing.assert_allclose(s["values"], [0.1, 0.01, 0.001])
-    assert (s["momentum"], s["weight_decay"], s["batch_size"]) == (0.9, 1e-4, 128)
+    assert s.total_steps == 64_000 and s.boundaries == (32_000, 48_000)
+    np.testing.assert_allclose(s.values, [0.1, 0.01, 0.001])
+    assert (s.momentum, s.weight_decay, s.batch_size) == (0.9, 1e-4, 128)
 
 
 def test_resnet110_warms_up_at_0_01():
     s = _schedule(110)
-    assert s["boundaries"] == [400, 32_000, 48_000]
-    np.testing.assert_allclose(s["values"], [0.01, 0.1, 0.01, 0.001])
-    assert _schedule(56)["boundaries"] == [32_000, 48_000]
+    assert s.boundaries == (400, 32_000, 48_000)
+    np.testing.assert_allclose(s.values, [0.01, 0.1, 0.01, 0.001])
+    assert _schedule(56).boundaries == (32_000, 48_000)
 
 
 def test_shorter_runs_scale_every_milestone():
     s = _schedule(110, epochs=3)  # 1170 iterations: x 1170/64000
-    assert s["total_steps"] == 1170
-    assert s["boundaries"] == [round(400 * 1170 / 64000), 585, round(48_000 * 1170 / 64000)]
-    assert _schedule(steps=640)["boundaries"] == [320, 480]
+    assert s.total_steps == 1170
+    assert s.boundaries == (round(400 * 1170 / 64000), 585, round(48_000 * 1170 / 64000))
+    assert _schedule(steps=640).boundaries == (320, 480)
 
 
 def test_another_batch_keeps_the_epochs_and_scales_the_lr():
     s = _schedule(batch_size=256)
-    assert s["total_steps"] == 32_000 and s["boundaries"] == [16_000, 24_000]
-    np.testing.assert_allclose(s["values"], [0.2, 0.02, 0.002])
-    np.testing.assert_allclose(_schedule(batch_size=256, lr=0.1)["values"], [0.1, 0.01, 0.001])
+    assert s.total_steps == 32_000 and s.boundaries == (16_000, 24_000)
+    np.testing.assert_allclose(s.values, [0.2, 0.02, 0.002])
+    np.testing.assert_allclose(_schedule(batch_size=256, lr=0.1).values, [0.1, 0.01, 0.001])
 
 
 def test_imagenet_recipe_divides_on_plateau():
     s = _schedule(34, "imagenet", steps_per_epoch=100)
-    assert s["kind"] == "plateau" and s["lr"] == 0.1 and s["batch_size"] == 256
-    assert s["total_steps"] == 120 * 100 and s["plateau_factor"] == 0.1
+    assert s.kind == "plateau" and s.lr == 0.1 and s.batch_size == 256
+    assert s.total_steps == 120 * 100 and s.plateau_factor == 0.1
 
 
 @pytest.mark.parametrize(
@@ -87,9 +90,9 @@ def test_caffe_weight_decay_goes_through_momentum():
 def test_fast_recipe_warms_up_then_decays_by_cosine_to_zero():
     recipe = recipes.get_recipe("fast", "cifar", 20)
     s = recipes.resolve_schedule(recipe, batch_size=128, steps_per_epoch=390)
-    assert s["total_steps"] == 30 * 390 and s["warmup_steps"] == 2 * 390
-    assert s["nesterov"] and s["label_smoothing"] == 0.0 and s["weight_decay"] == 5e-4
-    assert s["weight_decay_on"] == "kernels" and not s["zero_init_residual"]
+    assert s.total_steps == 30 * 390 and s.warmup_steps == 2 * 390
+    assert s.nesterov and s.label_smoothing == 0.0 and s.weight_decay == 5e-4
+    assert s.weight_decay_on == "kernels" and not s.zero_init_residual
     lr = recipes.learning_rate(s)
     at = lambda step: float(lr(step))  # noqa: E731
     np.testing.assert_allclose(at(0), 0.02, rtol=1e-5)
@@ -100,7 +103,7 @@ def test_fast_recipe_warms_up_then_decays_by_cosine_to_zero():
     assert at(30 * 390) < 1e-6
     # Shorter runs keep the shape; another batch scales the peak.
     s = recipes.resolve_schedule(recipe, batch_size=256, steps_per_epoch=195, epochs=3)
-    assert s["total_steps"] == 585 and s["warmup_steps"] == 39 and s["lr"] == 0.4
+    assert s.total_steps == 585 and s.warmup_steps == 39 and s.lr == 0.4
     with pytest.raises(UserError, match="ImageNet networks only"):
         recipes.resolve_schedule(recipe, batch_size=128, steps_per_epoch=390, augment="rrc")
 
@@ -109,39 +112,39 @@ def test_fast_imagenet_recipe_for_short_runs():
     """Imagenette: 147 steps of batch 64 per epoch; 5 epochs of a 20-epoch recipe."""
     recipe = recipes.get_recipe("fast", "imagenet", 34)
     s = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, epochs=5)
-    assert s["kind"] == "cosine" and s["total_steps"] == 735 and s["warmup_steps"] == round(147 * 5 / 20)
-    assert s["augment"] == "rrc" and s["label_smoothing"] == 0.1 and s["nesterov"]
-    assert s["weight_decay"] == 5e-5 and s["weight_decay_on"] == "kernels" and s["zero_init_residual"]
-    assert s["lr"] == recipes.FAST_IMAGENET_LR == 0.4
+    assert s.kind == "cosine" and s.total_steps == 735 and s.warmup_steps == round(147 * 5 / 20)
+    assert s.augment == "rrc" and s.label_smoothing == 0.1 and s.nesterov
+    assert s.weight_decay == 5e-5 and s.weight_decay_on == "kernels" and s.zero_init_residual
+    assert s.lr == recipes.FAST_IMAGENET_LR == 0.4
     lr = recipes.learning_rate(s)
-    np.testing.assert_allclose(float(lr(s["warmup_steps"])), recipes.FAST_IMAGENET_LR, rtol=1e-5)
+    np.testing.assert_allclose(float(lr(s.warmup_steps)), recipes.FAST_IMAGENET_LR, rtol=1e-5)
     assert float(lr(735)) < 1e-6
     full = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147)
-    assert full["total_steps"] == 20 * 147 and full["warmup_steps"] == 147
+    assert full.total_steps == 20 * 147 and full.warmup_steps == 147
     # Overrides: the paper's augmentation, no smoothing; bad values are refused.
     s = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, augment="scale", label_smoothing=0.0)
-    assert s["augment"] == "scale" and s["label_smoothing"] == 0.0 and s["zero_init_residual"]
+    assert s.augment == "scale" and s.label_smoothing == 0.0 and s.zero_init_residual
     off = recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, zero_init_residual=False)
-    assert not off["zero_init_residual"]
+    assert not off.zero_init_residual
     for kwargs, match in (({"augment": "mixup"}, "--augment 'mixup'"), ({"label_smoothing": 1.0}, "--label-smoothing")):
         with pytest.raises(UserError, match=match):
             recipes.resolve_schedule(recipe, batch_size=64, steps_per_epoch=147, **kwargs)
-    assert "random-resized crops" in recipes.describe_schedule(s.copy() | {"augment": "rrc"})
+    assert "random-resized crops" in recipes.describe_schedule(dataclasses.replace(s, augment="rrc"))
 
 
 def test_shortened_imagenet_paper_recipe_steps_at_the_papers_milestones():
     """Below its 120 epochs the plateau rule becomes drops at 25% and 50% of
     the run (Figure 4's drops near 15e4 and 30e4 of 60e4 iterations)."""
     s = _schedule(34, "imagenet", steps_per_epoch=36, epochs=20)
-    assert s["kind"] == "step" and s["shortened_from"] == "plateau" and s["total_steps"] == 720
-    assert s["boundaries"] == [180, 360]
-    np.testing.assert_allclose(s["values"], [0.1, 0.01, 0.001])
+    assert s.kind == "step" and s.shortened_from == "plateau" and s.total_steps == 720
+    assert s.boundaries == (180, 360)
+    np.testing.assert_allclose(s.values, [0.1, 0.01, 0.001])
     lr = recipes.learning_rate(s)
     np.testing.assert_allclose([float(lr(179)), float(lr(181)), float(lr(361))], [0.1, 0.01, 0.001], rtol=1e-6)
     assert "25% and 50%" in recipes.describe_schedule(s)
     # At its full length (or longer) it stays the plateau rule.
-    assert _schedule(34, "imagenet", steps_per_epoch=36, epochs=120)["kind"] == "plateau"
-    assert _schedule(34, "imagenet", steps_per_epoch=36)["augment"] == "scale"
+    assert _schedule(34, "imagenet", steps_per_epoch=36, epochs=120).kind == "plateau"
+    assert _schedule(34, "imagenet", steps_per_epoch=36).augment == "scale"
 
 
 def test_kernels_only_weight_decay_leaves_vectors_alone():
@@ -164,3 +167,30 @@ def test_label_smoothing_loss_matches_the_formula():
     plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     np.testing.assert_allclose(float(recipes.SparseCrossentropy()(labels, logits)), float(plain(labels, logits)),
                                rtol=1e-5)  # fmt: skip
+
+
+def test_a_schedule_is_typed_and_written_as_the_dict_config_json_has_always_held():
+    common = (
+        "recipe kind total_steps steps_per_epoch epochs batch_size lr momentum nesterov weight_decay "
+        "weight_decay_meaning weight_decay_on label_smoothing augment zero_init_residual scaled_by"
+    ).split()
+    fast = recipes.get_recipe("fast", "cifar", 20)
+    kinds = {
+        "step": (_schedule(), ["boundaries", "values"]),
+        "cosine": (
+            recipes.resolve_schedule(fast, batch_size=128, steps_per_epoch=390),
+            ["warmup_steps", "warmup_start"],
+        ),
+        "plateau": (_schedule(34, "imagenet", steps_per_epoch=36), ["plateau_factor", "plateau_patience"]),
+        "shortened": (
+            _schedule(34, "imagenet", steps_per_epoch=36, epochs=20),
+            ["shortened_from", "boundaries", "values"],
+        ),
+    }
+    for name, (schedule, own) in kinds.items():
+        as_dict = schedule.to_dict()
+        assert list(as_dict) == common + own, name
+        assert json.loads(json.dumps(as_dict)) == as_dict  # plain JSON: lists, not tuples
+        assert (as_dict["total_steps"], as_dict["lr"]) == (schedule.total_steps, schedule.lr)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        schedule.lr = 1.0

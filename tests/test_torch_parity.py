@@ -17,12 +17,13 @@ def test_learning_rate_matches_the_keras_schedule_at_every_iteration(recipe, epo
     schedule = recipes.resolve_schedule(recipes.get_recipe(recipe, "cifar", 20), batch_size=128,
                                         steps_per_epoch=390, epochs=epochs)  # fmt: skip
     keras_schedule = recipes.learning_rate(schedule)
-    total = schedule["total_steps"]
-    steps = sorted(set(range(0, total, 97)) | {0, 1, total - 1} | {b + d for b in schedule.get("boundaries", [])
+    total = schedule.total_steps
+    steps = sorted(set(range(0, total, 97)) | {0, 1, total - 1} | {b + d for b in schedule.boundaries or []
                                                                       for d in (-1, 0, 1)}
-                   | {schedule.get("warmup_steps", 0) + d for d in (-1, 0, 1)})  # fmt: skip
+                   | {(schedule.warmup_steps or 0) + d for d in (-1, 0, 1)})  # fmt: skip
     steps = [s for s in steps if 0 <= s < total]
-    ours = np.array([torch_parity.learning_rate_at(schedule, s) for s in steps])
+    # The PyTorch child reads the schedule from the JSON the parent writes: a dict.
+    ours = np.array([torch_parity.learning_rate_at(schedule.to_dict(), s) for s in steps])
     theirs = np.array([float(keras_schedule(s)) for s in steps])
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-8)
     assert len(set(np.round(ours, 6))) > 2  # the schedule does change

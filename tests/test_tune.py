@@ -14,6 +14,7 @@ import keras_tuner as kt
 import pytest
 
 from trainers import tune
+from trainers.core import tuning
 from trainers.core.common import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def _rows(path):
 
 
 def test_default_space_defaults_and_bounds():
-    space = tune.Space()
+    space = tuning.Space()
     hp = kt.HyperParameters()
     values = space.sample(hp)
     # Defaults: the paper's ResNet-20 with its recipe.
@@ -41,19 +42,19 @@ def test_default_space_defaults_and_bounds():
     assert (by_name["lr"].min_value, by_name["lr"].max_value, by_name["lr"].sampling) == (0.01, 0.3, "log")
     assert (by_name["weight_decay"].min_value, by_name["weight_decay"].max_value) == (1e-5, 1e-3)
 
-    imagenet = tune.Space(family="imagenet")
+    imagenet = tuning.Space(family="imagenet")
     hp = kt.HyperParameters()
     values = imagenet.sample(hp)
     assert values["arch"] == "resnet18" and values["shortcut"] == "B"
-    assert list({p.name: p for p in hp.space}["arch"].values) == list(tune.IMAGENET_ARCHS)
-    free = tune.Space(family="imagenet", free_depths=True, stage_min=1, stage_max=4)
+    assert list({p.name: p for p in hp.space}["arch"].values) == list(tuning.IMAGENET_ARCHS)
+    free = tuning.Space(family="imagenet", free_depths=True, stage_min=1, stage_max=4)
     hp = kt.HyperParameters()
     values = free.sample(hp)
     assert values["stage_depths"] == [2, 2, 2, 2] and values["arch"] == "resnet18"
     assert {p.name: p for p in hp.space}["stage5"].max_value == 4
     # A range with min == max fixes the value.
     hp = kt.HyperParameters()
-    assert tune.Space(lr_min=0.05, lr_max=0.05).sample(hp)["lr"] == 0.05
+    assert tuning.Space(lr_min=0.05, lr_max=0.05).sample(hp)["lr"] == 0.05
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def test_default_space_defaults_and_bounds():
 )  # fmt: skip
 def test_bad_spaces_are_refused(kwargs, match):
     with pytest.raises(UserError, match=match):
-        tune.Space(**kwargs)
+        tuning.Space(**kwargs)
 
 
 def test_bad_command_lines_are_refused(tmp_path, float32_policy):
@@ -210,7 +211,7 @@ def test_sigterm_in_a_trial_ends_the_search_and_the_same_command_resumes_that_tr
     calls = []
 
     def preempted_once(config, **kwargs):
-        calls.append(config["output_dir"])
+        calls.append(config.output_dir)
         if len(calls) == 1:
             raise train_lib.Preempted("SIGTERM: stopped after a backup at iteration 3")
         return real(config, **kwargs)

@@ -14,27 +14,33 @@ when the same command is run again.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
 import resnet_keras
-from trainers.core.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu  # noqa: E402
-from trainers.core.recipes import AUGMENTS, RECIPES  # noqa: E402
+from resnet_keras.specs import DEFAULT_IMAGE_SIZE, DEFAULT_SHORTCUT
+from trainers.core.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu
+from trainers.core.config import DEFAULT_DATASET, RunConfig
+from trainers.core.recipes import AUGMENTS, RECIPES
+from trainers.core.train import train
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """fit.py's flags. Every flag of a setting defaults to None: RunConfig fills in its default (and the help
+    text quotes it from there)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = RunConfig.defaults()
     models = resnet_keras.list_models()
     p.add_argument("--arch", required=True, metavar="ARCH",
                    help=f"network to train: {', '.join(models)}, or resnet<6n+2>/plain<6n+2>")
     p.add_argument("--dataset", help="TFDS image classification dataset with 'image' and 'label' "
-                   "(default cifar10 for CIFAR networks, imagenette/160px-v2 for ImageNet networks), "
+                   f"(default {DEFAULT_DATASET['cifar']} for CIFAR networks, {DEFAULT_DATASET['imagenet']} for "
+                   "ImageNet networks), "
                    "'folder:PATH' for a directory of class-named image folders (docs/training.md), "
                    "or 'synthetic' for the built-in dataset that needs no download")
     p.add_argument("--data-dir", help="TFDS data dir holding the prepared dataset (default $TFDS_DATA_DIR, "
                    "else ~/tensorflow_datasets); nothing is ever downloaded")
-    p.add_argument("--image-size", type=int, help="training crop size (default 32 CIFAR, 224 ImageNet)")
+    p.add_argument("--image-size", type=int, help="training crop size (default "
+                   f"{DEFAULT_IMAGE_SIZE['cifar']} CIFAR, {DEFAULT_IMAGE_SIZE['imagenet']} ImageNet)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="train this many epochs; the recipe's milestones scale along")
     length.add_argument("--steps", type=int, help="train this many iterations; the recipe's milestones scale along")
@@ -54,32 +60,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "shorter side in [256, 480], scaled) or rrc (random-resized crops); default: the recipe's")
     p.add_argument("--zero-init-residual", choices=("on", "off"), help="start the last BN scale of every residual "
                    "branch at 0 (Goyal et al. 2017); default: the recipe's (off)")
-    p.add_argument("--shortcut", choices=("A", "B", "C"), help="shortcut option (default A CIFAR, B ImageNet)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 on CPUs with "
+    p.add_argument("--shortcut", choices=("A", "B", "C"), help="shortcut option (default "
+                   f"{DEFAULT_SHORTCUT['cifar']} CIFAR, {DEFAULT_SHORTCUT['imagenet']} ImageNet)")
+    p.add_argument("--width", type=float, help=f"width multiplier of every layer (default {default['width']})")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto: mixed_bfloat16 on CPUs with "
                    "AVX-512 BF16/AMX, mixed_float16 on GPUs with tensor cores, float32 otherwise")
-    p.add_argument("--jit-compile", action="store_true", help="compile the training step with XLA")
-    p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="auto: MultiWorkerMirroredStrategy when "
+    p.add_argument("--jit-compile", action="store_true", default=None, help="compile the training step with XLA")
+    p.add_argument("--strategy", choices=STRATEGIES, help="auto: MultiWorkerMirroredStrategy when "
                    "TF_CONFIG or Slurm describes a cluster, else MirroredStrategy over all GPUs when there are several, "
                    "else the default strategy (docs/distributed.md)")
-    p.add_argument("--sync-bn", action="store_true", help="BatchNormalization batch statistics over the global batch (all replicas of all workers)")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="BatchNormalization batch statistics over "
+                   "the global batch (all replicas of all workers)")
     p.add_argument("--cpu-replicas", type=int, default=1, help="split the CPU into N logical devices "
                    "(to try --strategy mirrored without GPUs)")
     p.add_argument("--output-dir", help="run directory (default saved_models/<arch>-<dataset>-<timestamp>)")
-    p.add_argument("--no-resume", dest="resume", action="store_false",
+    p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="start a new run even if an unfinished run of the same settings exists")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
-    p.add_argument("--val-split", type=float, default=0.0, help="fraction of the training split held out for "
+    p.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
+    p.add_argument("--val-split", type=float, help="fraction of the training split held out for "
                    "validation (the paper tuned on 0.1 of CIFAR-10); 0: validate on the test split")
-    p.add_argument("--backup-every", type=int, default=200, help="iterations between backups (default 200)")
-    p.add_argument("--log-every", type=int, default=20, help="iterations between steps.csv rows (default 20)")
-    p.add_argument("--steps-per-execution", type=int, default=1, help="training steps per compiled call")
-    p.add_argument("--synthetic-classes", type=int, default=10, help="classes of the synthetic dataset")
-    p.add_argument("--synthetic-train", type=int, default=4096, help="training images of the synthetic dataset")
-    p.add_argument("--synthetic-test", type=int, default=1024, help="test images of the synthetic dataset")
+    p.add_argument("--backup-every", type=int,
+                   help=f"iterations between backups (default {default['backup_every']})")
+    p.add_argument("--log-every", type=int, help=f"iterations between steps.csv rows (default {default['log_every']})")
+    p.add_argument("--steps-per-execution", type=int, help="training steps per compiled call")
+    p.add_argument("--synthetic-classes", type=int, help="classes of the synthetic dataset")
+    p.add_argument("--synthetic-train", type=int, help="training images of the synthetic dataset")
+    p.add_argument("--synthetic-test", type=int, help="test images of the synthetic dataset")
     p.add_argument("--jpeg-quality", type=int, help="re-encode every image (training and evaluation) as JPEG at this "
                    "quality before use: an experiment knob to measure what compression costs (docs/benchmarks.md)")
-    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="0 silent, 1 progress bar, 2 a line per epoch")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress bar, 2 a line per epoch")
     return p
 
 
@@ -87,14 +96,14 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.cpu_replicas < 1:
         raise UserError(f"--cpu-replicas {args.cpu_replicas}; expected a positive integer")
+    settings = vars(args).copy()
+    settings.pop("cpu_replicas")
+    if settings["zero_init_residual"] is not None:
+        settings["zero_init_residual"] = settings["zero_init_residual"] == "on"
+    config = RunConfig.from_dict(settings)
+    # Before anything asks TensorFlow for its devices (train() does, making the strategy; importing
+    # trainers.core does not): the split must come first.
     split_cpu(args.cpu_replicas)
-
-    from trainers.core.train import train  # imports TensorFlow's devices after the split
-
-    config = vars(args).copy()
-    config.pop("cpu_replicas")
-    if config["zero_init_residual"] is not None:
-        config["zero_init_residual"] = config["zero_init_residual"] == "on"
     return train(config)
 
 

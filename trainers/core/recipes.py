@@ -127,8 +127,77 @@ def get_recipe(name: str, family: str, depth: int) -> Recipe:
     return paper_recipe(family, depth)
 
 
-def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, epochs=None, steps=None,
-                     lr=None, weight_decay=None, label_smoothing=None, augment=None, zero_init_residual=None) -> dict:
+WEIGHT_DECAY_MEANING = "Caffe/L2: gradient += weight_decay * w, before momentum"
+# Schedule's fields that only some kinds of schedule have: None elsewhere, and
+# then not in its dict.
+_KIND_FIELDS = (
+    "shortened_from",
+    "boundaries",
+    "values",
+    "warmup_steps",
+    "warmup_start",
+    "plateau_factor",
+    "plateau_patience",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A recipe resolved for one run (:func:`resolve_schedule`), in iterations
+    of the run's batch. config.json records it as :meth:`to_dict`."""
+
+    recipe: str
+    kind: str  # "step" (piecewise constant), "cosine" or "plateau" (divided by 10 when validation stalls)
+    total_steps: int
+    steps_per_epoch: int
+    epochs: float  # total_steps in epochs
+    batch_size: int
+    lr: float  # the initial learning rate (cosine: the peak, after the warm-up)
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    weight_decay_on: str  # "kernels" or "all trainable weights"
+    label_smoothing: float
+    augment: str | None  # the ImageNet networks' training crops ("scale", "rrc"); None for CIFAR
+    zero_init_residual: bool
+    scaled_by: float  # total_steps / the recipe's own length
+    weight_decay_meaning: str = dataclasses.field(default=WEIGHT_DECAY_MEANING, init=False)
+    # "step", and "plateau" shortened into steps (shortened_from "plateau"): the
+    # learning rate is values[i] up to iteration boundaries[i], then values[-1].
+    shortened_from: str | None = None
+    boundaries: tuple[int, ...] | None = None
+    values: tuple[float, ...] | None = None
+    # "cosine": linear from warmup_start to lr over warmup_steps, then cosine decay to 0.
+    warmup_steps: int | None = None
+    warmup_start: float | None = None
+    # "plateau": lr x plateau_factor after plateau_patience epochs without improvement.
+    plateau_factor: float | None = None
+    plateau_patience: int | None = None
+
+    def to_dict(self) -> dict:
+        """The schedule as config.json's ``"schedule"`` (the dict earlier
+        versions resolved): a kind's fields only where the kind has them."""
+        fields = dataclasses.asdict(self)
+        order = [name for name in fields if name not in ("weight_decay_meaning", *_KIND_FIELDS)]
+        order.insert(order.index("weight_decay_on"), "weight_decay_meaning")
+        order += [name for name in _KIND_FIELDS if fields[name] is not None]
+        return {name: list(fields[name]) if isinstance(fields[name], tuple) else fields[name] for name in order}
+
+
+
+def resolve_schedule(
+    recipe: Recipe,
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    epochs=None,
+    steps=None,
+    lr=None,
+    weight_decay=None,
+    label_smoothing=None,
+    augment=None,
+    zero_init_residual=None,
+) -> Schedule:
     """The run's concrete schedule, in iterations of the run's batch.
 
     The recipe's length is kept in epochs when the batch differs from the
@@ -169,24 +238,23 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
     else:
         total = recipe_steps
     ratio = total / recipe_steps
-    schedule = {
-        "recipe": recipe.name,
-        "kind": recipe.schedule,
-        "total_steps": total,
-        "steps_per_epoch": steps_per_epoch,
-        "epochs": total / steps_per_epoch,
-        "batch_size": batch_size,
-        "lr": base_lr,
-        "momentum": recipe.momentum,
-        "nesterov": recipe.nesterov,
-        "weight_decay": wd,
-        "weight_decay_meaning": "Caffe/L2: gradient += weight_decay * w, before momentum",
-        "weight_decay_on": "kernels" if recipe.decay_kernels_only else "all trainable weights",
-        "label_smoothing": smoothing,
-        "augment": augment or recipe.augment,
-        "zero_init_residual": recipe.zero_init_residual if zero_init_residual is None else bool(zero_init_residual),
-        "scaled_by": ratio,
-    }
+    schedule = dict(
+        recipe=recipe.name,
+        kind=recipe.schedule,
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        epochs=total / steps_per_epoch,
+        batch_size=batch_size,
+        lr=base_lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=wd,
+        weight_decay_on="kernels" if recipe.decay_kernels_only else "all trainable weights",
+        label_smoothing=smoothing,
+        augment=augment or recipe.augment,
+        zero_init_residual=recipe.zero_init_residual if zero_init_residual is None else bool(zero_init_residual),
+        scaled_by=ratio,
+    )
     if recipe.schedule == "step":
         scale = recipe.batch_size / batch_size * ratio
         boundaries, values = [], []
@@ -199,63 +267,61 @@ def resolve_schedule(recipe: Recipe, *, batch_size: int, steps_per_epoch: int, e
             values.append(lr_now)
             lr_now /= 10
         values.append(lr_now)
-        schedule.update(boundaries=boundaries, values=values)
+        schedule.update(boundaries=tuple(boundaries), values=tuple(values))
     elif recipe.schedule == "cosine":
         warmup = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch * ratio))
         schedule.update(warmup_steps=max(0, warmup), warmup_start=recipe.warmup_lr * base_lr)
     elif total < recipe_steps and recipe.shortened_milestones:
         # Shortened: the milestones the paper's plateau runs ended up with.
         boundaries = [max(1, round(f * total)) for f in recipe.shortened_milestones]
-        schedule.update(kind="step", shortened_from="plateau", boundaries=boundaries,
-                        values=[base_lr / 10**i for i in range(len(boundaries) + 1)])  # fmt: skip
+        schedule.update(kind="step", shortened_from="plateau", boundaries=tuple(boundaries),
+                        values=tuple(base_lr / 10**i for i in range(len(boundaries) + 1)))  # fmt: skip
     else:
         schedule.update(plateau_factor=0.1, plateau_patience=recipe.plateau_patience)
-    return schedule
+    return Schedule(**schedule)
 
 
-def learning_rate(schedule: dict):
-    if schedule["kind"] == "step":
-        return keras.optimizers.schedules.PiecewiseConstantDecay(schedule["boundaries"], schedule["values"])
-    if schedule["kind"] == "cosine":
-        warmup = schedule["warmup_steps"]
+def learning_rate(schedule: Schedule):
+    if schedule.kind == "step":
+        return keras.optimizers.schedules.PiecewiseConstantDecay(list(schedule.boundaries), list(schedule.values))
+    if schedule.kind == "cosine":
+        warmup = schedule.warmup_steps
         return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=schedule["warmup_start"] if warmup else schedule["lr"],
-            decay_steps=schedule["total_steps"] - warmup, alpha=0.0,
-            warmup_target=schedule["lr"] if warmup else None, warmup_steps=warmup,
+            initial_learning_rate=schedule.warmup_start if warmup else schedule.lr,
+            decay_steps=schedule.total_steps - warmup, alpha=0.0,
+            warmup_target=schedule.lr if warmup else None, warmup_steps=warmup,
         )  # fmt: skip
-    return schedule["lr"]
+    return schedule.lr
 
 
-def describe_schedule(schedule: dict) -> str:
+def describe_schedule(schedule: Schedule) -> str:
+    s = schedule
     lines = [
-        f"recipe {schedule['recipe']}: {schedule['total_steps']} iterations of batch {schedule['batch_size']} "
-        f"({schedule['epochs']:.2f} epochs of {schedule['steps_per_epoch']} steps)"
-        + (f", the {schedule['recipe']} recipe's length x {schedule['scaled_by']:.4g}" if schedule["scaled_by"] != 1 else ""),
-        f"  SGD {'Nesterov ' if schedule.get('nesterov') else ''}momentum {schedule['momentum']}, weight decay "
-        f"{schedule['weight_decay']:g} (Caffe meaning) on {schedule.get('weight_decay_on', 'all trainable weights')}"
-        + (f", label smoothing {schedule['label_smoothing']:g}" if schedule.get("label_smoothing") else "")
-        + (f", augmentation {AUGMENT_NAMES[schedule['augment']]}" if schedule.get("augment") else "")
-        + (", residual branches' last BN gamma = 0 at start" if schedule.get("zero_init_residual") else ""),
+        f"recipe {s.recipe}: {s.total_steps} iterations of batch {s.batch_size} "
+        f"({s.epochs:.2f} epochs of {s.steps_per_epoch} steps)"
+        + (f", the {s.recipe} recipe's length x {s.scaled_by:.4g}" if s.scaled_by != 1 else ""),
+        f"  SGD {'Nesterov ' if s.nesterov else ''}momentum {s.momentum}, weight decay "
+        f"{s.weight_decay:g} (Caffe meaning) on {s.weight_decay_on}"
+        + (f", label smoothing {s.label_smoothing:g}" if s.label_smoothing else "")
+        + (f", augmentation {AUGMENT_NAMES[s.augment]}" if s.augment else "")
+        + (", residual branches' last BN gamma = 0 at start" if s.zero_init_residual else ""),
     ]
-    if schedule["kind"] == "cosine":
-        if schedule["warmup_steps"]:
-            lines.append(f"  lr {schedule['warmup_start']:g} -> {schedule['lr']:g} linearly over iterations "
-                         f"[0, {schedule['warmup_steps']})")  # fmt: skip
-        lines.append(f"  lr {schedule['lr']:g} -> 0 by cosine over iterations [{schedule['warmup_steps']}, "
-                     f"{schedule['total_steps']})")  # fmt: skip
-    elif schedule["kind"] == "step":
-        if schedule.get("shortened_from") == "plateau":
+    if s.kind == "cosine":
+        if s.warmup_steps:
+            lines.append(f"  lr {s.warmup_start:g} -> {s.lr:g} linearly over iterations [0, {s.warmup_steps})")
+        lines.append(f"  lr {s.lr:g} -> 0 by cosine over iterations [{s.warmup_steps}, {s.total_steps})")
+    elif s.kind == "step":
+        if s.shortened_from == "plateau":
             lines.append("  the plateau rule, shortened: step milestones at "
-                         + " and ".join(f"{b / schedule['total_steps']:.0%}" for b in schedule["boundaries"])
+                         + " and ".join(f"{b / s.total_steps:.0%}" for b in s.boundaries)
                          + " of the run (where the paper's ImageNet runs dropped)")  # fmt: skip
         start = 0
-        for boundary, value in zip([*schedule["boundaries"], schedule["total_steps"]], schedule["values"]):
+        for boundary, value in zip([*s.boundaries, s.total_steps], s.values):
             lines.append(f"  lr {value:g} for iterations [{start}, {boundary})")
             start = boundary
     else:
         lines.append(
-            f"  lr {schedule['lr']:g}, divided by 10 when validation error has not improved for "
-            f"{schedule['plateau_patience']} epochs"
+            f"  lr {s.lr:g}, divided by 10 when validation error has not improved for {s.plateau_patience} epochs"
         )
     return "\n".join(lines)
 

@@ -1,11 +1,12 @@
 """``train(config)``: one code path for every network, dataset and strategy.
 
-The caller (``trainers/fit.py``, later the tuner) passes a plain dict of
-settings; this resolves it (precision, strategy, data, schedule, run
-directory), builds model, optimizer and metrics inside ``strategy.scope()``,
-trains with ``model.fit`` and writes the run directory:
+The caller (``trainers/fit.py``, the tuner) passes a
+:class:`~trainers.core.config.RunConfig` (or a plain dict of its settings);
+this resolves what the run needs (precision, strategy, data, schedule, run
+directory) onto its run object, builds model, optimizer and metrics inside
+``strategy.scope()``, trains with ``model.fit`` and writes the run directory:
 
-    config.json   the fully resolved configuration (status: running/finished)
+    config.json   the settings, resolved, and what the run derived (status: running/finished)
     model.keras   the final network          best.keras  best validation epoch
     history.csv   one row per epoch           steps.csv   loss every N steps
     metrics.json  final test top-1/top-5 error, wall time, images/second
@@ -45,6 +46,7 @@ from trainers.core.common import (
     write_failed,
     write_json_atomic,
 )
+from trainers.core.config import RunConfig, record_identity
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -53,16 +55,9 @@ def runs_root() -> pathlib.Path:
     """Where runs land without --output-dir: saved_models/ of the repository, or
     $RESNET_KERAS_RUNS (tests point it at a temporary directory)."""
     return pathlib.Path(os.environ.get("RESNET_KERAS_RUNS") or ROOT / "saved_models")
-DEFAULT_DATASET = {"cifar": "cifar10", "imagenet": "imagenette/160px-v2"}
-SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers say nothing about real images"
 
-# Settings that decide what a run computes: a run directory is resumed only by
-# a command with the same values.
-IDENTITY_KEYS = (
-    "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
-    "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split", "jpeg_quality",
-    "augment", "label_smoothing", "zero_init_residual", "init_from", "freeze_epochs",
-)  # fmt: skip
+
+SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers say nothing about real images"
 
 
 class TrainingError(UserError):
@@ -78,89 +73,6 @@ class Preempted(UserError):
     exit_code = 75
 
 
-DEFAULTS = {
-    "arch": None,
-    "dataset": None,
-    "data_dir": None,
-    "image_size": None,
-    "epochs": None,
-    "steps": None,
-    "batch_size": None,
-    "recipe": None,  # paper, or finetune with init_from
-    "lr": None,
-    "weight_decay": None,
-    "shortcut": None,
-    "width": 1.0,
-    "stage_depths": None,
-    "precision": "auto",
-    "jit_compile": False,
-    "strategy": "auto",
-    "sync_bn": False,
-    "output_dir": None,
-    "seed": 0,
-    "val_split": 0.0,
-    "resume": True,
-    "backup_every": 200,
-    "log_every": 20,
-    "steps_per_execution": 1,
-    "verbose": 2,
-    "synthetic_train": 4096,
-    "synthetic_test": 1024,
-    "synthetic_classes": 10,
-    "jpeg_quality": None,
-    "augment": None,
-    "label_smoothing": None,
-    "zero_init_residual": None,
-    "init_from": None,
-    "freeze_epochs": None,
-}
-
-
-def resolve(config: dict) -> dict:
-    """Fills defaults and checks every setting that needs no data or device."""
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}")
-    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    if c["arch"] is None:
-        raise UserError("--arch is required; known: " + ", ".join(resnet_keras.list_models()))
-    try:
-        spec = resnet_keras.resolve_spec(c["arch"])
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    c["recipe"] = c["recipe"] or ("finetune" if c["init_from"] else "paper")
-    if c["init_from"]:
-        c["init_from"] = str(pathlib.Path(c["init_from"]).expanduser().resolve())
-    if c["freeze_epochs"] is not None:
-        if not (isinstance(c["freeze_epochs"], (int, float)) and math.isfinite(c["freeze_epochs"])
-                and c["freeze_epochs"] >= 0):  # fmt: skip
-            raise UserError(f"--freeze-epochs {c['freeze_epochs']}; expected a number of epochs >= 0")
-        if c["freeze_epochs"] and not c["init_from"]:
-            raise UserError("--freeze-epochs needs --init-from: it trains a new classifier on a trained backbone")
-        c["freeze_epochs"] = c["freeze_epochs"] or None
-    c["family"] = spec.family
-    c["depth"] = spec.depth
-    c["dataset"] = c["dataset"] or DEFAULT_DATASET[spec.family]
-    size = spec.default_input_shape[0] if c["image_size"] is None else c["image_size"]
-    if not isinstance(size, int) or size < spec.total_stride:
-        raise UserError(
-            f"--image-size {size} is too small for {c['arch']!r}: its total stride is {spec.total_stride}"
-        )
-    c["image_size"] = size
-    if not (isinstance(c["seed"], int) and 0 <= c["seed"] < 2**32):
-        raise UserError(f"--seed {c['seed']}; expected an integer in [0, 2**32)")
-    if c["dataset"] == data_lib.SYNTHETIC:
-        for key, low in (("synthetic_classes", 2), ("synthetic_train", 1), ("synthetic_test", 1)):
-            if c[key] < low:
-                raise UserError(f"--{key.replace('_', '-')} {c[key]}; expected an integer >= {low}")
-    if c["batch_size"] is not None and c["batch_size"] < 1:
-        raise UserError(f"--batch-size {c['batch_size']}; expected a positive integer")
-    for key in ("backup_every", "log_every", "steps_per_execution"):
-        if c[key] < 1:
-            raise UserError(f"--{key.replace('_', '-')} {c[key]}; expected a positive integer")
-    return c
-
-
 def dataset_slug(dataset: str) -> str:
     """The dataset's part of a run directory's name: imagenette_160px-v2, folder-NAME."""
     if dataset.startswith("folder:"):
@@ -168,50 +80,48 @@ def dataset_slug(dataset: str) -> str:
     return dataset.replace("/", "_")
 
 
-def _default_run_dir(c) -> pathlib.Path:
+def _default_run_dir(config: RunConfig) -> pathlib.Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return runs_root() / f"{c['arch']}-{dataset_slug(c['dataset'])}-{stamp}"
-
-
-def _identity(c) -> dict:
-    return {key: c.get(key) for key in IDENTITY_KEYS}
+    return runs_root() / f"{config.arch}-{dataset_slug(config.dataset)}-{stamp}"
 
 
 def _is_finished(run_dir: pathlib.Path) -> bool:
     return (run_dir / "metrics.json").exists()
 
 
-def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
+def choose_run_dir(config: RunConfig) -> tuple[pathlib.Path, bool]:
     """The run directory, and whether it resumes an unfinished run.
 
     ``--output-dir`` names it: a finished run there is never overwritten; an
     unfinished run is resumed only by the same settings. Without it, the newest
     unfinished run of the same settings under saved_models/ is resumed (so the
     same command continues a killed run), or a new timestamped directory made.
+    ``config`` is resolved (:meth:`RunConfig.resolved`).
     """
-    if c["output_dir"]:
-        run_dir = pathlib.Path(c["output_dir"]).expanduser().resolve()
+    identity = config.identity()
+    if config.output_dir:
+        run_dir = pathlib.Path(config.output_dir).expanduser().resolve()
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--output-dir {run_dir} exists and is not a directory")
         if _is_finished(run_dir):
             raise UserError(f"{run_dir} holds a finished run; it is never overwritten. Choose another --output-dir")
         config_path = run_dir / "config.json"
         if config_path.exists():
-            previous = read_json(config_path, "run configuration")
-            if _identity(previous) != _identity(c):
-                diff = {k: (previous.get(k), c.get(k)) for k in IDENTITY_KEYS if previous.get(k) != c.get(k)}
+            previous = record_identity(read_json(config_path, "run configuration"))
+            if previous != identity:
+                diff = {k: (previous[k], identity[k]) for k in identity if previous[k] != identity[k]}
                 raise UserError(
                     f"{run_dir} holds an unfinished run with other settings {diff} (was, now); "
                     "rerun with the same settings to resume it, or choose another --output-dir"
                 )
-            if not c["resume"]:
+            if not config.resume:
                 raise UserError(f"{run_dir} holds an unfinished run and --no-resume was given; choose another --output-dir")
             return run_dir, True
         if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
             raise UserError(f"--output-dir {run_dir} is not empty and holds no run of this trainer")
         return run_dir, False
-    if c["resume"]:
-        candidates = sorted(runs_root().glob(f"{c['arch']}-{dataset_slug(c['dataset'])}-*"), reverse=True)
+    if config.resume:
+        candidates = sorted(runs_root().glob(f"{config.arch}-{dataset_slug(config.dataset)}-*"), reverse=True)
         for run_dir in candidates:
             config_path = run_dir / "config.json"
             if config_path.exists() and not _is_finished(run_dir):
@@ -219,19 +129,22 @@ def choose_run_dir(c) -> tuple[pathlib.Path, bool]:
                     previous = read_json(config_path, "run configuration")
                 except UserError:
                     continue  # a corrupt directory of another run is not this one
-                if _identity(previous) == _identity(c):
+                if record_identity(previous) == identity:
                     return run_dir, True
-    return _default_run_dir(c), False
+    return _default_run_dir(config), False
 
 
-def _log(message, c):
-    if c["verbose"]:
-        prefix = "[synthetic] " if c["dataset"] == data_lib.SYNTHETIC else ""
+def _log(message, config: RunConfig):
+    if config.verbose:
+        prefix = "[synthetic] " if config.dataset == data_lib.SYNTHETIC else ""
         print(prefix + message, flush=True)
 
 
-def train(config: dict, *, model=None, strategy=None) -> dict:
+def train(config: RunConfig | dict, *, model=None, strategy=None) -> dict:
     """Trains one network; returns the contents of metrics.json (plus run_dir).
+
+    ``config``: a :class:`RunConfig`, or a dict of its settings (a name that
+    is no setting is a ``ValueError``; None values are defaults).
 
     ``model`` (the tuner's): a network already built by ``get_model`` inside
     ``strategy.scope()``; it must match the config's data (classes, image size).
@@ -239,35 +152,30 @@ def train(config: dict, *, model=None, strategy=None) -> dict:
     so a caller in the same process (a test, a notebook) builds its next
     network in the policy it had.
     """
+    config = (config if isinstance(config, RunConfig) else RunConfig.from_dict(config)).resolved()
     with global_dtype_policy():
         return _train_in_policy(config, model, strategy)
 
 
-def _train_in_policy(config: dict, model, strategy) -> dict:
-    c = resolve(config)
-    strategy = strategy or distributed.make_strategy(c["strategy"])  # first: the multi-worker strategy insists
-    keras.utils.set_random_seed(c["seed"])
-    policy, why = resolve_precision(c["precision"])
-    c["resolved_precision"] = policy
+def _train_in_policy(config: RunConfig, model, strategy) -> dict:
+    strategy = strategy or distributed.make_strategy(config.strategy)  # first: the multi-worker strategy insists
+    keras.utils.set_random_seed(config.seed)
+    policy, why = resolve_precision(config.precision)
     keras.config.set_dtype_policy(policy)
-    replicas = strategy.num_replicas_in_sync
     role = distributed.role(strategy)
-    c["resolved_strategy"] = type(strategy).__name__
-    c["replicas"] = replicas
-    c["workers"] = role.workers
     if role.multi_worker:
         compat.fix_multi_worker_scalar_reduction()
-        if not c["output_dir"]:
+        if not config.output_dir:
             raise UserError(
                 "a multi-worker run needs --output-dir: one directory, on storage every worker can read, that all "
                 "workers are given (the chief writes it; the others restore their backups from it)"
             )
-    run = _Run(c, strategy, role, policy, why)
+    run = _Run(config, strategy, role, policy, why)
     try:
         with cb.StopRequest() as run.request:  # SIGTERM from here on stops at a step boundary, with a backup
             return _train(run, model)
     except Exception as error:  # noqa: BLE001 (a corrupt or unreadable dataset becomes one line)
-        explained = data_lib.explain_data_error(error, c["dataset"], c["data_dir"])
+        explained = data_lib.explain_data_error(error, config.dataset, config.data_dir)
         created = run.created
         if (explained is not None or isinstance(error, UserError) and not isinstance(error, TrainingError)) \
                 and created is not None and not (created / "backup").exists():  # fmt: skip
@@ -278,18 +186,19 @@ def _train_in_policy(config: dict, model, strategy) -> dict:
     finally:
         if run.lock is not None:
             run.lock.release()
-        distributed.cleanup(role, c.get("out_dir"))
+        distributed.cleanup(role, run.out_dir)
 
 
 @dataclasses.dataclass
 class _Run:
     """What the stages of :func:`_train` share: the settings and the
-    strategy, then what each stage resolves for the next."""
+    strategy, then what each stage resolves for the next; config.json is
+    :meth:`record`."""
 
-    c: dict
+    config: RunConfig  # resolved
     strategy: object
     role: distributed.Role
-    policy: str
+    policy: str  # the Keras dtype policy --precision resolved to
     why: str
     request: cb.StopRequest | None = None
     # The run directory's lock, released however the run ends, and the
@@ -297,18 +206,49 @@ class _Run:
     # fails before its first backup: a failed start leaves nothing behind).
     lock: runlock.RunLock | None = None
     created: pathlib.Path | None = None
-    batch: int = 0
+    batch: int = 0  # the global batch: --batch-size, or the recipe's
     info: data_lib.DataInfo | None = None
-    schedule: dict | None = None
+    schedule: recipes.Schedule | None = None
     steps_per_epoch: int = 0
     freeze_steps: int = 0
     run_dir: pathlib.Path | None = None
-    out_dir: pathlib.Path | None = None
+    out_dir: pathlib.Path | None = None  # where this process writes: run_dir on the chief
     resuming: bool = False
+    cpu_kernels: str | None = None
+    status: str = "running"
+    init: dict | None = None  # what --init-from copied (finetune.initialize), where it did
 
     @property
     def replicas(self) -> int:
         return self.strategy.num_replicas_in_sync
+
+    def record(self) -> dict:
+        """config.json: the settings, then what the run derived from them, in
+        the layout (keys, order, values) every earlier version wrote, which
+        other commands and old run directories rely on."""
+        config, info = self.config, self.info
+        record = {
+            **config.to_dict(),
+            "family": config.family,
+            "depth": config.depth,
+            "resolved_precision": self.policy,
+            "resolved_strategy": type(self.strategy).__name__,
+            "replicas": self.replicas,
+            "workers": self.role.workers,
+            "batch_size_resolved": self.batch,
+            "freeze_steps": self.freeze_steps or None,
+            "run_dir": str(self.run_dir),
+            "data": {k: v for k, v in vars(info).items() if k not in ("class_names", "files")},
+            "class_names": info.class_names,
+            "schedule": self.schedule.to_dict(),
+            "synthetic": info.synthetic,
+        }
+        if info.synthetic:
+            record["note"] = SYNTHETIC_NOTE
+        record.update(cpu_kernels=self.cpu_kernels, status=self.status)
+        if self.init is not None:
+            record["init"] = self.init
+        return record
 
 
 def _train(run: _Run, model):
@@ -324,52 +264,53 @@ def _train(run: _Run, model):
 def _plan(run: _Run) -> None:
     """Recipe, global batch, data description and schedule: everything that
     needs no file written, checked before anything is."""
-    c = run.c
-    recipe = recipes.get_recipe(c["recipe"], c["family"], c["depth"])
-    batch = c["batch_size"] or recipe.batch_size
+    config = run.config
+    recipe = recipes.get_recipe(config.recipe, config.family, config.depth)
+    batch = config.batch_size or recipe.batch_size
     if batch % run.replicas:
         raise UserError(
             f"--batch-size {batch} does not divide across {run.replicas} replicas; "
             f"use a multiple of {run.replicas} (e.g. {run.replicas * max(1, round(batch / run.replicas))})"
         )
-    c["batch_size_resolved"] = run.batch = batch
+    run.batch = batch
     run.info = info = data_lib.describe(
-        c["dataset"], data_dir=c["data_dir"], family=c["family"], image_size=c["image_size"],
-        val_split=c["val_split"], seed=c["seed"], synthetic_classes=c["synthetic_classes"],
-        synthetic_train=c["synthetic_train"], synthetic_test=c["synthetic_test"], jpeg_quality=c["jpeg_quality"],
+        config.dataset, data_dir=config.data_dir, family=config.family, image_size=config.image_size,
+        val_split=config.val_split, seed=config.seed, synthetic_classes=config.synthetic_classes,
+        synthetic_train=config.synthetic_train, synthetic_test=config.synthetic_test, jpeg_quality=config.jpeg_quality,
     )  # fmt: skip
     run.steps_per_epoch = info.num_train // batch
     if run.steps_per_epoch < 1:
         raise UserError(f"--batch-size {batch} is larger than the training split ({info.num_train} images)")
     run.schedule = recipes.resolve_schedule(
-        recipe, batch_size=batch, steps_per_epoch=run.steps_per_epoch, epochs=c["epochs"], steps=c["steps"],
-        lr=c["lr"], weight_decay=c["weight_decay"], label_smoothing=c["label_smoothing"], augment=c["augment"],
-        zero_init_residual=c["zero_init_residual"],
+        recipe, batch_size=batch, steps_per_epoch=run.steps_per_epoch, epochs=config.epochs, steps=config.steps,
+        lr=config.lr, weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
+        augment=config.augment, zero_init_residual=config.zero_init_residual,
     )  # fmt: skip
-    run.freeze_steps = round(c["freeze_epochs"] * run.steps_per_epoch) if c["freeze_epochs"] else 0
-    if run.freeze_steps >= run.schedule["total_steps"]:
+    run.freeze_steps = round(config.freeze_epochs * run.steps_per_epoch) if config.freeze_epochs else 0
+    if run.freeze_steps >= run.schedule.total_steps:
         raise UserError(
-            f"--freeze-epochs {c['freeze_epochs']:g} ({run.freeze_steps} iterations) leaves nothing of this "
-            f"{run.schedule['total_steps']}-iteration run to train the backbone; give fewer, or more --epochs"
+            f"--freeze-epochs {config.freeze_epochs:g} ({run.freeze_steps} iterations) leaves nothing of this "
+            f"{run.schedule.total_steps}-iteration run to train the backbone; give fewer, or more --epochs"
         )
-    c["freeze_steps"] = run.freeze_steps or None
 
 
 def _open_run_dir(run: _Run) -> None:
     """Chooses the run directory, locks it (the chief) and writes config.json."""
-    c, role, info = run.c, run.role, run.info
+    config, role, info = run.config, run.role, run.info
     if role.multi_worker:
         # Every worker checks the directory before the chief writes to it, and
         # all stop if any objects (no worker is left waiting for the others).
         try:
-            run_dir, resuming = choose_run_dir(c)
+            run_dir, resuming = choose_run_dir(config)
             problem = None
         except UserError as error:
             problem = error
         if not distributed.all_agree(run.strategy, problem is None):
-            raise problem or UserError(f"another worker refused the run directory {c['output_dir']} (see its message)")
+            raise problem or UserError(
+                f"another worker refused the run directory {config.output_dir} (see its message)"
+            )
     else:
-        run_dir, resuming = choose_run_dir(c)
+        run_dir, resuming = choose_run_dir(config)
     created = not run_dir.exists()
     if role.is_chief:
         try:
@@ -387,46 +328,38 @@ def _open_run_dir(run: _Run) -> None:
             raise UserError(f"{run_dir} was just started by another process; choose another --output-dir")
     run.run_dir, run.resuming = run_dir, resuming
     run.out_dir = distributed.output_dir(role, run_dir)
-    c["out_dir"] = str(run.out_dir)
-    c["run_dir"] = str(run_dir)
-    c["data"] = {k: v for k, v in vars(info).items() if k not in ("class_names", "files")}
-    c["class_names"] = info.class_names
-    c["schedule"] = run.schedule
-    c["synthetic"] = info.synthetic
-    if info.synthetic:
-        c["note"] = SYNTHETIC_NOTE
-    c["cpu_kernels"] = cpu_kernels()
-    c["status"] = "running"
+    run.cpu_kernels = cpu_kernels()
     if role.is_chief:
         _write_config(run)
 
-    _log(f"{'resuming' if resuming else 'new'} run: {run_dir}", c)
-    _log(f"{c['arch']} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
-         f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)", c)  # fmt: skip
-    _log(f"precision {run.policy} ({run.why}); CPU kernels {c['cpu_kernels']}; strategy {c['resolved_strategy']} with {run.replicas} replica(s)"
+    _log(f"{'resuming' if resuming else 'new'} run: {run_dir}", config)
+    _log(f"{config.arch} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
+         f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)", config)  # fmt: skip
+    _log(f"precision {run.policy} ({run.why}); CPU kernels {run.cpu_kernels}; strategy {type(run.strategy).__name__} "
+         f"with {run.replicas} replica(s)"
          + (f" on {role.workers} workers (this is {role.name}{', the chief' if role.is_chief else ''})"
             if role.multi_worker else "")
-         + f"; global batch {run.batch} = {run.batch // run.replicas} per replica", c)  # fmt: skip
-    _log(recipes.describe_schedule(run.schedule), c)
+         + f"; global batch {run.batch} = {run.batch // run.replicas} per replica", config)  # fmt: skip
+    _log(recipes.describe_schedule(run.schedule), config)
 
 
 def _write_config(run: _Run) -> None:
-    write_json_atomic(run.out_dir / "config.json", {k: v for k, v in run.c.items() if k != "out_dir"})
+    write_json_atomic(run.out_dir / "config.json", run.record())
 
 
 def _data(run: _Run):
     """The training, validation and test pipelines, and the per-pixel mean
     (computed once and kept in the run directory)."""
-    c, info = run.c, run.info
-    train_ds = data_lib.distributed_train_data(run.strategy, info, run.batch, c["seed"], augment=run.schedule["augment"])
+    config, info = run.config, run.info
+    train_ds = data_lib.distributed_train_data(run.strategy, info, run.batch, config.seed, augment=run.schedule.augment)
     eval_batch = max(run.batch, 256 // run.replicas * run.replicas)
     test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
     val_ds = data_lib.eval_pipeline(info, "val", eval_batch) if info.num_val else test_ds
     if (run.run_dir / "pixel_mean.npy").exists():
         mean = np.load(run.run_dir / "pixel_mean.npy")
     else:
-        _log("computing the per-pixel mean of the training split", c)
-        mean = data_lib.pixel_mean(info, c["seed"])
+        _log("computing the per-pixel mean of the training split", config)
+        mean = data_lib.pixel_mean(info, config.seed)
         tmp = run.out_dir / f".pixel_mean.tmp-{os.getpid()}.npy"
         try:
             np.save(tmp, mean)
@@ -441,34 +374,34 @@ def _model(run: _Run, model, mean):
     """Builds (or checks the tuner's) network in the strategy's scope, sets its
     input mean, copies --init-from weights, compiles it, and freezes the
     backbone for --freeze-epochs; returns the model and the frozen layers."""
-    c, info, schedule = run.c, run.info, run.schedule
+    config, info, schedule = run.config, run.info, run.schedule
     with run.strategy.scope():
         if model is None:
             try:
                 model = resnet_keras.get_model(
-                    c["arch"], num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
-                    shortcut=c["shortcut"], width=c["width"], stage_depths=c["stage_depths"],
-                    synchronized_bn=bool(c["sync_bn"]), seed=c["seed"],
-                    zero_init_residual=schedule["zero_init_residual"],
+                    config.arch, num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
+                    shortcut=config.shortcut, width=config.width, stage_depths=config.stage_depths,
+                    synchronized_bn=bool(config.sync_bn), seed=config.seed,
+                    zero_init_residual=schedule.zero_init_residual,
                 )  # fmt: skip
             except ValueError as error:
                 raise UserError(str(error)) from None
         elif model.output_shape[-1] != info.num_classes or model.input_shape[1] != info.image_size:
             raise ValueError(f"model {model.name!r} does not fit {info.name} ({info.num_classes} classes, {info.image_size}px)")
         resnet_keras.get_normalization(model).set_statistics(mean)
-        if c["init_from"] and not (run.resuming and (run.run_dir / "backup").exists()):
-            c["init"] = finetune.initialize(model, c["init_from"], class_names=info.class_names)
-            _log(f"initialised from {c['init_from']} ({c['init']['kind']}): classifier {c['init']['classifier']}, "
-                 f"input mean from the {c['init']['normalization']}", c)  # fmt: skip
+        if config.init_from and not (run.resuming and (run.run_dir / "backup").exists()):
+            run.init = init = finetune.initialize(model, config.init_from, class_names=info.class_names)
+            _log(f"initialised from {config.init_from} ({init['kind']}): classifier {init['classifier']}, "
+                 f"input mean from the {init['normalization']}", config)  # fmt: skip
         optimizer = recipes.CaffeSGD(
             learning_rate=recipes.learning_rate(schedule),
-            momentum=schedule["momentum"],
-            l2_decay=schedule["weight_decay"],
-            nesterov=schedule["nesterov"],
-            kernels_only=schedule["weight_decay_on"] == "kernels",
+            momentum=schedule.momentum,
+            l2_decay=schedule.weight_decay,
+            nesterov=schedule.nesterov,
+            kernels_only=schedule.weight_decay_on == "kernels",
         )
-        if schedule["label_smoothing"]:
-            loss = recipes.SparseCrossentropy(label_smoothing=schedule["label_smoothing"])
+        if schedule.label_smoothing:
+            loss = recipes.SparseCrossentropy(label_smoothing=schedule.label_smoothing)
         else:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(
@@ -478,8 +411,8 @@ def _model(run: _Run, model, mean):
                 keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                 keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, info.num_classes), name="top5"),
             ],
-            jit_compile=bool(c["jit_compile"]),
-            steps_per_execution=c["steps_per_execution"],
+            jit_compile=bool(config.jit_compile),
+            steps_per_execution=config.steps_per_execution,
         )
         frozen = []
         if run.freeze_steps:
@@ -497,16 +430,16 @@ def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
     """``model.fit`` with the trainer's callbacks; a preempted or non-finite
     run, or one that ended short, stops here. Returns the run log, the backup
     callback and the seconds this session trained."""
-    c, info, schedule, role = run.c, run.info, run.schedule, run.role
-    total = schedule["total_steps"]
+    config, info, schedule, role = run.config, run.info, run.schedule, run.role
+    total = schedule.total_steps
     guard = cb.NonFiniteGuard()
-    title = f"{c['arch']} on {info.name}" + (" (SYNTHETIC DATA)" if info.synthetic else "")
+    title = f"{config.arch} on {info.name}" + (" (SYNTHETIC DATA)" if info.synthetic else "")
     run_log = cb.RunLog(
-        run.out_dir, batch_size=run.batch, log_every=c["log_every"],
+        run.out_dir, batch_size=run.batch, log_every=config.log_every,
         test_data=test_ds if info.num_val else None, title=title,
     )  # fmt: skip
     bn_statistics = cb.AverageBatchNormStatistics(run.strategy, run.steps_per_epoch)
-    backup = cb.Backup(run.out_dir / "backup", save_freq=c["backup_every"], guard=guard,
+    backup = cb.Backup(run.out_dir / "backup", save_freq=config.backup_every, guard=guard,
                        restore_dir=run.run_dir / "backup", before_save=[bn_statistics.sync, run_log.flush])  # fmt: skip
     preemption = cb.Preemption(
         run.request, backup, agree=distributed.any_worker(run.strategy) if role.multi_worker else None
@@ -523,19 +456,23 @@ def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
     ]
     if frozen:
         _log(f"backbone frozen for the first {run.freeze_steps} iterations ({len(frozen)} layers; "
-             "BatchNormalization in inference mode): the classifier trains alone", c)  # fmt: skip
-        callbacks.append(cb.Unfreeze(frozen, run.freeze_steps, log=lambda message: _log(message, c)))
-    if schedule["kind"] == "plateau":
+             "BatchNormalization in inference mode): the classifier trains alone", config)  # fmt: skip
+        callbacks.append(cb.Unfreeze(frozen, run.freeze_steps, log=lambda message: _log(message, config)))
+    if schedule.kind == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
-                monitor="val_accuracy", mode="max", factor=0.1, patience=schedule["plateau_patience"], verbose=1
+                monitor="val_accuracy",
+                mode="max",
+                factor=schedule.plateau_factor,
+                patience=schedule.plateau_patience,
+                verbose=1,
             )
         )
     started = time.time()
     try:
         model.fit(
             train_ds, epochs=math.ceil(total / run.steps_per_epoch), steps_per_epoch=run.steps_per_epoch,
-            validation_data=val_ds, callbacks=callbacks, verbose=c["verbose"], shuffle=False,
+            validation_data=val_ds, callbacks=callbacks, verbose=config.verbose, shuffle=False,
         )  # fmt: skip
     except cb.PreemptedAt:
         pass  # preemption.stopped_at says where; its backup is written
@@ -563,7 +500,7 @@ def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
 def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
     """The final test evaluation (refused when non-finite), then model.keras,
     metrics.json and config.json written, the backup discarded last."""
-    c, info, role = run.c, run.info, run.role
+    config, info, role = run.config, run.info, run.role
     done = cb.iterations(model)
     result = model.evaluate(test_ds, verbose=0, return_dict=True)
     bad = [key for key in ("loss", "accuracy", "top5") if not math.isfinite(float(result[key]))]
@@ -573,7 +510,7 @@ def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
             f"nothing is reported as finished. The last good backup is kept in {run.run_dir / 'backup'}"
         )
     metrics = {
-        "arch": c["arch"],
+        "arch": config.arch,
         "dataset": info.name,
         "synthetic": info.synthetic,
         "test_split": info.test_split,
@@ -600,7 +537,7 @@ def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
         metrics["note"] = SYNTHETIC_NOTE
     save_model_atomic(model, run.out_dir / "model.keras")
     write_json_atomic(run.out_dir / "metrics.json", metrics)
-    c["status"] = "finished"
+    run.status = "finished"
     _write_config(run)
     backup.discard()
     if role.multi_worker:
@@ -614,6 +551,6 @@ def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
            else "images/s not measured (too few steady-state steps)")
         + f"; run dir {run.run_dir}"
         + (f"; weights sha256 {metrics['weights_sha256']}" if role.multi_worker else ""),
-        c,
+        config,
     )
     return {**metrics, "run_dir": str(run.run_dir)}
