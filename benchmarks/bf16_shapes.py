@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import resnet_keras  # noqa: E402
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers.core.common import write_json_atomic  # noqa: E402
+from trainers.core.files import write_json_atomic
 
 
 def main(argv=None):

@@ -68,7 +68,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     check_counts(args, ("runs", "shapes"))
     from benchmarks.model_throughput import describe_cpu
-    from trainers.core.common import cpu_kernels, write_json_atomic
+    from trainers.core.files import write_json_atomic
+    from trainers.core.hardware import cpu_kernels
 
     machine, kernels = describe_cpu(), cpu_kernels()
     print(f"float32 convolution gradients against float64, {kernels} kernels, {machine}", flush=True)

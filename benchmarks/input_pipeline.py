@@ -44,7 +44,8 @@ import resnet_keras  # noqa: E402
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
 from trainers.core import data as data_lib  # noqa: E402
 from trainers.core import recipes  # noqa: E402
-from trainers.core.common import resolve_precision, write_json_atomic  # noqa: E402
+from trainers.core.files import write_json_atomic
+from trainers.core.hardware import resolve_precision
 from trainers.core.train import train  # noqa: E402
 
 

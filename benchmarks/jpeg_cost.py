@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from trainers.core import data as data_lib  # noqa: E402
-from trainers.core.common import UserError, run_main, write_json_atomic  # noqa: E402
+from trainers.core.errors import run_main, UserError
+from trainers.core.files import write_json_atomic
 
 QUALITIES = (95, 90, 75, 50, 30, 20, 10)
 

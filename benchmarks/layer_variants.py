@@ -41,7 +41,7 @@ from resnet_keras.layers import (  # noqa: E402
     zero_pad_output_shape,
     zero_pad_shortcut,
 )
-from trainers.core.common import write_json_atomic  # noqa: E402
+from trainers.core.files import write_json_atomic
 
 SETTINGS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "num_classes": 10, "steps": 12},

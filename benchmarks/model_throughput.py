@@ -43,7 +43,8 @@ from keras import layers, ops  # noqa: E402
 
 import resnet_keras  # noqa: E402
 from benchmarks import check_counts  # noqa: E402
-from trainers.core.common import cpu_name, write_json_atomic  # noqa: E402
+from trainers.core.files import write_json_atomic
+from trainers.core.hardware import cpu_name
 
 PAIRS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "steps": 15},
@@ -192,7 +193,7 @@ def run_pair(pair, args):
 
 def describe_cpu():
     """The CPU in one line: its family and model numbers, model name, CPU count
-    and the instruction sets that matter for speed (trainers.core.common.cpu_name)."""
+    and the instruction sets that matter for speed (trainers.core.hardware.cpu_name)."""
     return cpu_name()
 
 

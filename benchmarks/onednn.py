@@ -44,7 +44,7 @@ def _worker(cases, steps: int, warmup: int, modes) -> dict:
     import numpy as np
 
     import resnet_keras
-    from trainers.core.common import cpu_kernels
+    from trainers.core.hardware import cpu_kernels
 
     out = {"onednn_enabled": cpu_kernels() == "oneDNN", "cases": {}}
     rng = np.random.default_rng(0)
@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
         print(json.dumps(_worker(cases, args.steps, args.warmup, args.modes)))
         return {}
 
-    from trainers.core.common import write_json_atomic
+    from trainers.core.files import write_json_atomic
     from benchmarks.model_throughput import describe_cpu
 
     machine = describe_cpu()

@@ -532,7 +532,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from benchmarks.model_throughput import describe_cpu
-    from trainers.core.common import write_json_atomic
+    from trainers.core.files import write_json_atomic
 
     torch_info = find_torch(args)
     machine = describe_cpu()

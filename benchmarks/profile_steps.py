@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import resnet_keras  # noqa: E402
 from benchmarks import check_counts  # noqa: E402
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers.core.common import write_json_atomic  # noqa: E402
+from trainers.core.files import write_json_atomic
 
 SETTINGS = {
     "resnet20": {"image_size": 32, "batch_size": 128, "num_classes": 10},

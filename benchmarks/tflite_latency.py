@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks.model_throughput import describe_cpu  # noqa: E402
 from trainers.core import exporting  # noqa: E402
-from trainers.core.common import float32_clone, write_json_atomic  # noqa: E402
+from trainers.core.files import write_json_atomic
+from trainers.core.sources import float32_clone
 from trainers.core.sources import load_trained  # noqa: E402
 
 TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")

@@ -327,7 +327,7 @@ def main(argv=None):
                              "use another --output-dir")  # fmt: skip
     else:
         _write_json(settings_path, settings)
-    from trainers.core.common import UserError
+    from trainers.core.errors import UserError
 
     try:
         export_images(run_dir, args.data_dir)

@@ -21,7 +21,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from trainers.core.common import save_figure_atomic, write_json_atomic  # noqa: E402
+from trainers.core.files import save_figure_atomic, write_json_atomic
 
 
 def load(run_dir: pathlib.Path) -> dict:

@@ -1,12 +1,10 @@
 import functools
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import trainers  # noqa: F401  (first: TensorFlow starts quietly, on the kernels every command uses)
+import keras
+import pytest
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
-
-import resnet_keras  # noqa: E402
+import resnet_keras
 
 # Small inputs that still exercise every stage: 2x2 ImageNet and 4x4 CIFAR final maps.
 SMALL_SIZE = {"imagenet": 64, "cifar": 16}

@@ -138,7 +138,7 @@ def test_bf16_shapes_benchmark_covers_every_width_and_batch(float32_policy):
 
 def test_jpeg_cost_measures_distortion_and_fits_the_runs(tmp_path):
     from benchmarks import jpeg_cost
-    from trainers.core.common import UserError
+    from trainers.core.errors import UserError
 
     def run(name, quality, error, **identity):
         d = tmp_path / name
@@ -218,7 +218,7 @@ def test_profile_steps_sums_op_time_by_type_and_layer(tmp_path):
 def test_transfer_writes_a_whole_folder_and_the_runs_it_compares(tmp_path, capsys):
     from benchmarks import transfer
     from trainers.core import folder
-    from trainers.core.common import UserError
+    from trainers.core.errors import UserError
 
     rng = np.random.default_rng(0)
     examples = [(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), i % 3) for i in range(30)]

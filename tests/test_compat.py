@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SKIPPED_FIRST_BATCH = r"""
 import json, sys
-from trainers.core.common import split_cpu
+from trainers.core.hardware import split_cpu
 split_cpu(2)  # two logical CPU devices, before TensorFlow starts
 import keras, numpy as np, tensorflow as tf
 import resnet_keras

@@ -12,7 +12,7 @@ import keras
 import pytest
 
 from trainers import fit
-from trainers.core.common import OutputError, UserError
+from trainers.core.errors import OutputError, UserError
 from trainers.core.config import DEFAULT_DATASET, IDENTITY_KEYS, RunConfig, record_identity
 from trainers.core.train import train
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 import resnet_keras
 from trainers import export, predict
 from trainers.core import data, exporting
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -11,7 +11,8 @@ import pytest
 import resnet_keras
 from trainers import fit
 from trainers.core import finetune
-from trainers.core.common import UserError, load_keras_model
+from trainers.core.errors import UserError
+from trainers.core.sources import load_keras_model
 
 SHIPPED = str(resnet_keras.pretrained.WEIGHTS_DIR / "resnet20-cifar10.weights.h5")
 

@@ -16,7 +16,7 @@ import pytest
 
 import resnet_keras
 from trainers import evaluate, fit
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A small, quick run: ResNet-8 (n=1) on 1,024 synthetic 32x32 images, batch 64.
@@ -89,7 +89,7 @@ def test_a_run_writes_every_output_and_learns(finished_run):
     assert [int(r["iterations"]) for r in history] == [16, 32, 48, 64, 80]
     assert float(history[-1]["lr"]) == pytest.approx(0.0005)
     # Each epoch names the CPU it ran on; metrics.json lists the run's CPUs.
-    from trainers.core.common import cpu_name
+    from trainers.core.hardware import cpu_name
 
     assert {r["cpu"] for r in history} == {cpu_name()} and metrics["cpus"] == [cpu_name()]
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from trainers import evaluate, fit
 from trainers.core import data, folder
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 COLOURS = {"apple": (200, 30, 30), "leaf": (30, 200, 30), "sky": (30, 30, 200)}
 

@@ -213,7 +213,7 @@ def test_keras_file_round_trip_in_a_fresh_process_and_models_saved_before_still_
 
 SYNC_BN_PROBE = r"""
 import json, sys
-from trainers.core.common import split_cpu
+from trainers.core.hardware import split_cpu
 split_cpu(2)
 import numpy as np, tensorflow as tf, keras, resnet_keras
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

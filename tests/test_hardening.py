@@ -14,7 +14,7 @@ import pytest
 
 from trainers import fit
 from trainers.core import runlock
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SYNTHETIC = ["--arch", "resnet8", "--dataset", "synthetic", "--precision", "float32", "--verbose", "0",
@@ -107,7 +107,7 @@ def test_the_guard_names_a_non_finite_validation_figure_or_weight(float32_policy
 def test_json_is_strict_and_unknown_figures_are_null(tmp_path):
     import numpy as np
 
-    from trainers.core.common import write_json_atomic
+    from trainers.core.files import write_json_atomic
 
     path = tmp_path / "m.json"
     write_json_atomic(path, {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": {"d": -float("inf")}, "e": 2})
@@ -121,8 +121,9 @@ def test_json_is_strict_and_unknown_figures_are_null(tmp_path):
 def test_an_unwritable_file_keeps_the_previous_one_and_says_so_in_one_line(tmp_path, monkeypatch):
     import errno
 
-    from trainers.core import common
-    from trainers.core.common import OutputError, write_json_atomic
+    from trainers.core import files
+    from trainers.core.errors import OutputError
+    from trainers.core.files import write_json_atomic
 
     path = tmp_path / "m.json"
     write_json_atomic(path, {"v": 1})
@@ -130,7 +131,7 @@ def test_an_unwritable_file_keeps_the_previous_one_and_says_so_in_one_line(tmp_p
     def refused(src, dst):  # what a read-only directory does to a non-root user's rename
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(common.os, "replace", refused)
+    monkeypatch.setattr(files.os, "replace", refused)
     with pytest.raises(OutputError, match="could not write .*m.json: Permission denied; the previous file"):
         write_json_atomic(path, {"v": 2})
     monkeypatch.undo()
@@ -142,7 +143,7 @@ def test_a_full_disk_at_a_backup_or_the_final_model_keeps_the_last_good_files(tm
 
     import keras
 
-    from trainers.core.common import OutputError
+    from trainers.core.errors import OutputError
 
     real_save_weights = keras.Model.save_weights
     calls = []

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-PROBE = ("import os, resnet_keras; from trainers.core.common import cpu_kernels; "
+PROBE = ("import os, resnet_keras; from trainers.core.hardware import cpu_kernels; "
          "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], cpu_kernels())")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 except SystemExit:
     pass
-from trainers.core.common import cpu_kernels
+from trainers.core.hardware import cpu_kernels
 print("RESULT", cpu_kernels())
 """
 

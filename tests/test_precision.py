@@ -3,7 +3,8 @@ ONEDNN_MAX_CPU_ISA as oneDNN caps itself, and the rule docs/benchmarks.md measur
 
 import pytest
 
-from trainers.core import common
+from trainers.core import hardware
+from trainers.core.errors import UserError
 
 AMX = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 AVX512_BF16 = {"avx512f", "avx512_bf16"}
@@ -21,7 +22,7 @@ AVX512 = {"avx512f", "avx2"}
      (AVX512, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None)],
 )  # fmt: skip
 def test_bf16_kind_from_flags_and_the_isa_cap(flags, environ, kind):
-    assert common.cpu_bf16_kind(flags, environ) == kind
+    assert hardware.cpu_bf16_kind(flags, environ) == kind
 
 
 @pytest.mark.parametrize(
@@ -30,21 +31,21 @@ def test_bf16_kind_from_flags_and_the_isa_cap(flags, environ, kind):
      (AVX512_BF16, "GenuineIntel", "float32"), (AVX512, "AuthenticAMD", "float32"), (set(), "", "float32")],
 )  # fmt: skip
 def test_auto_follows_the_measured_rule_on_cpus(monkeypatch, flags, vendor, policy):
-    monkeypatch.setattr(common, "cpu_flags", lambda: set(flags))
-    monkeypatch.setattr(common, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(hardware, "cpu_vendor", lambda: vendor)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    chosen, why = common.resolve_precision("auto")
+    chosen, why = hardware.resolve_precision("auto")
     assert chosen == policy and why
-    assert common.resolve_precision("float32") == ("float32", "asked for")
-    with pytest.raises(common.UserError, match="expected one of"):
-        common.resolve_precision("bf16")
+    assert hardware.resolve_precision("float32") == ("float32", "asked for")
+    with pytest.raises(UserError, match="expected one of"):
+        hardware.resolve_precision("bf16")
 
 
 def test_an_isa_cap_below_amx_turns_auto_to_float32_on_this_kind_of_intel_cpu(monkeypatch):
-    monkeypatch.setattr(common, "cpu_flags", lambda: set(AMX))
-    monkeypatch.setattr(common, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: set(AMX))
+    monkeypatch.setattr(hardware, "cpu_vendor", lambda: "GenuineIntel")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
-    assert common.resolve_precision("auto")[0] == "float32"
+    assert hardware.resolve_precision("auto")[0] == "float32"
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    assert common.resolve_precision("auto")[0] == "mixed_bfloat16"
+    assert hardware.resolve_precision("auto")[0] == "mixed_bfloat16"

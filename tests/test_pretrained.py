@@ -72,7 +72,8 @@ def test_a_file_whose_checksum_does_not_match_is_refused(tmp_path, monkeypatch):
 
 def test_ship_weights_adds_a_run_that_get_model_then_loads(tmp_path, monkeypatch, float32_policy):
     from trainers import fit, ship_weights
-    from trainers.core.common import UserError, load_keras_model
+    from trainers.core.errors import UserError
+    from trainers.core.sources import load_keras_model
 
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     run = tmp_path / "run"
@@ -125,7 +126,7 @@ def test_predict_evaluate_and_compare_read_shipped_weights(tmp_path, monkeypatch
     import tensorflow as tf
 
     from trainers import compare, evaluate, predict
-    from trainers.core.common import UserError
+    from trainers.core.errors import UserError
 
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     names = pretrained.find_weights("resnet20", "cifar10")["class_names"]

@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras
 
 from trainers.core import recipes
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 
 def _schedule(arch_depth=20, family="cifar", **kwargs):

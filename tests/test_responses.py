@@ -59,7 +59,8 @@ def test_response_std_matches_a_direct_computation_at_any_batch_size():
 def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
     from trainers import fit, reproduce
     from trainers.core import data
-    from trainers.core.common import UserError, load_keras_model
+    from trainers.core.errors import UserError
+    from trainers.core.sources import load_keras_model
 
     runs = []
     for arch in ("plain8", "resnet8"):
@@ -97,7 +98,7 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     (no iteration logged twice), and the rest are trained."""
     from trainers import reproduce
     from trainers.core import callbacks
-    from trainers.core.common import UserError
+    from trainers.core.errors import UserError
 
     root = tmp_path / "f6"
     args = ["figure6", "--depths", "8,14", "--epochs", "2", "--dataset", "synthetic", "--synthetic-train", "2048",

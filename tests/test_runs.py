@@ -7,7 +7,7 @@ import pytest
 
 from trainers import runs
 from trainers.core import runlock
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 
 def _config(run_dir, **extra):
@@ -105,13 +105,13 @@ def test_a_damaged_history_row_is_skipped_not_fatal(tree, capsys):
 
 
 def test_cpu_name_tells_machines_apart(monkeypatch):
-    from trainers.core import common
+    from trainers.core import hardware
 
     info = {"vendor_id": "GenuineIntel", "cpu family": "6", "model": "106",
             "model name": "Intel(R) Xeon(R) Processor @ 2.80GHz", "flags": "fpu avx2 avx512f avx512_vnni"}  # fmt: skip
-    monkeypatch.setattr(common, "cpuinfo", lambda: info)
-    name = common.cpu_name()
+    monkeypatch.setattr(hardware, "cpuinfo", lambda: info)
+    name = hardware.cpu_name()
     assert name.startswith("GenuineIntel family 6 model 106, Intel(R) Xeon(R) Processor @ 2.80GHz, ")
     assert name.endswith("CPUs (avx2, avx512f, avx512_vnni)")
-    monkeypatch.setattr(common, "cpuinfo", lambda: {})
-    assert common.cpu_name() == "unknown CPU"
+    monkeypatch.setattr(hardware, "cpuinfo", lambda: {})
+    assert hardware.cpu_name() == "unknown CPU"

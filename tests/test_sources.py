@@ -9,7 +9,7 @@ import pytest
 
 import resnet_keras
 from trainers import fit
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 from trainers.core.sources import KINDS, Trained, load_trained
 
 # The tiny settings of tests/test_pretrained.py's shipped run: 4 iterations of a resnet8 on 128 synthetic images.

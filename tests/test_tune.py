@@ -15,7 +15,7 @@ import pytest
 
 from trainers import tune
 from trainers.core import tuning
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Tiny: ResNet-8/14 at width 0.25-0.5 on 512 synthetic images, one epoch of 7 steps.

@@ -18,7 +18,9 @@ import argparse
 import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
 import resnet_keras
 from resnet_keras.specs import DEFAULT_IMAGE_SIZE, DEFAULT_SHORTCUT
-from trainers.core.common import PRECISIONS, STRATEGIES, UserError, run_main, split_cpu
+from trainers.core.distributed import STRATEGIES
+from trainers.core.errors import run_main, UserError
+from trainers.core.hardware import PRECISIONS, split_cpu
 from trainers.core.config import DEFAULT_DATASET, RunConfig
 from trainers.core.recipes import AUGMENTS, RECIPES
 from trainers.core.train import train

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainers.core.common import UserError, run_main
+from trainers.core.errors import run_main, UserError
 from trainers.core.launcher import launch
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainers.core.common import run_main
+from trainers.core.errors import run_main
 from trainers.core.prediction import predict
 
 

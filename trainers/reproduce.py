@@ -38,7 +38,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from trainers.core.common import PRECISIONS, run_main
+from trainers.core.errors import run_main
+from trainers.core.hardware import PRECISIONS
 from trainers.core.recipes import RECIPES
 from trainers.core.reproduction import figure4, figure6, figure7, table6
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainers.core.common import UserError, run_main
+from trainers.core.errors import run_main, UserError
 from trainers.core.run_table import run_table, unreadable
 
 

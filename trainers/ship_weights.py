@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from trainers.core.common import run_main
+from trainers.core.errors import run_main
 from trainers.core.shipping import ship
 
 

@@ -11,7 +11,7 @@ import argparse
 
 import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
 import resnet_keras
-from trainers.core.common import run_main
+from trainers.core.errors import run_main
 from trainers.core.network_table import NOTES, network_table, render
 
 

@@ -23,7 +23,9 @@ import argparse
 import dataclasses
 
 import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
-from trainers.core.common import PRECISIONS, STRATEGIES, run_main
+from trainers.core.distributed import STRATEGIES
+from trainers.core.errors import run_main
+from trainers.core.hardware import PRECISIONS
 from trainers.core.config import DEFAULT_DATASET
 from trainers.core.tuning import TUNERS, VAL_SPLIT, SearchSettings, Space, base_config, search
 

@@ -14,15 +14,10 @@ import time
 import keras
 import numpy as np
 
-from trainers.core.common import (
-    cpu_name,
-    read_csv_rows,
-    save_figure_atomic,
-    save_model_atomic,
-    write_csv_atomic,
-    write_failed,
-    write_json_atomic,
-)
+from trainers.core.errors import write_failed
+from trainers.core.files import read_csv_rows, save_figure_atomic, write_csv_atomic, write_json_atomic
+from trainers.core.hardware import cpu_name
+from trainers.core.sources import save_model_atomic
 from trainers.core import finetune
 import signal
 import tensorflow as tf

@@ -21,7 +21,7 @@ import pathlib
 
 import resnet_keras
 from trainers.core import sources
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 DEFAULT_DATASET = {"cifar": "cifar10", "imagenet": "imagenette/160px-v2"}
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainers.core import folder
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 import tensorflow_datasets as tfds
 
 SYNTHETIC = "synthetic"

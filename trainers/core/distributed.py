@@ -18,11 +18,13 @@ import os
 import shutil
 import tempfile
 
-from trainers.core.common import STRATEGIES, UserError
+from trainers.core.errors import UserError
 import hashlib
 import numpy as np
 import pathlib
 import tensorflow as tf
+
+STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
 
 
 @dataclasses.dataclass(frozen=True)

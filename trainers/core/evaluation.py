@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from trainers.core import data as data_lib
-from trainers.core.common import UserError, write_failed, write_json_atomic
+from trainers.core.errors import UserError, write_failed
+from trainers.core.files import write_json_atomic
 from trainers.core.sources import Trained, is_shipped, load_trained
 from trainers.core.train import runs_root
 

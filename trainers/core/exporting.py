@@ -22,7 +22,9 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from trainers.core import data as data_lib
-from trainers.core.common import UserError, float32_clone, read_json, write_json_atomic, write_text_atomic
+from trainers.core.errors import UserError
+from trainers.core.files import read_json, write_json_atomic, write_text_atomic
+from trainers.core.sources import float32_clone
 from trainers.core.sources import load_trained
 from trainers.core.train import runs_root
 

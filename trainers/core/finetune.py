@@ -14,7 +14,7 @@ a trained model.
 from __future__ import annotations
 
 import resnet_keras
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 from trainers.core.sources import CLASSIFIER, load_trained
 
 NORMALIZATION = "normalization"

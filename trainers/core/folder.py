@@ -25,7 +25,7 @@ import io
 import os
 import pathlib
 
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 import keras
 import tensorflow as tf
 

@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from trainers.core import data as data_lib
-from trainers.core.common import UserError, read_json
+from trainers.core.errors import UserError
+from trainers.core.files import read_json
 from trainers.core.exporting import tflite_runner
 from trainers.core.sources import is_shipped, load_trained
 

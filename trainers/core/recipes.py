@@ -36,7 +36,7 @@ import math
 
 import keras
 
-from trainers.core.common import UserError
+from trainers.core.errors import UserError
 
 RECIPES = ("paper", "fast", "finetune")
 AUGMENTS = ("scale", "rrc")

@@ -9,7 +9,9 @@ import math
 import pathlib
 
 from trainers.core import runlock
-from trainers.core.common import UserError, read_csv_rows, run_cpus, strict
+from trainers.core.errors import UserError
+from trainers.core.files import read_csv_rows, strict
+from trainers.core.hardware import run_cpus
 
 COLUMNS = (
     ("run", "run"),

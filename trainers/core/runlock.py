@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from trainers.core.common import UserError, write_failed
+from trainers.core.errors import UserError, write_failed
 import fcntl
 
 LOCK_NAME = ".lock"

@@ -21,7 +21,8 @@ import resnet_keras
 from resnet_keras import pretrained
 from resnet_keras.models import build_settings
 from trainers.core import data as data_lib
-from trainers.core.common import UserError, read_json, write_json_atomic
+from trainers.core.errors import UserError
+from trainers.core.files import read_json, write_json_atomic
 from trainers.core.evaluation import score
 from trainers.core.sources import load_trained
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import zipfile
 from typing import Any
 
 import h5py
@@ -28,7 +29,9 @@ import keras
 
 import resnet_keras
 from resnet_keras import pretrained
-from trainers.core.common import UserError, load_keras_model, read_json
+from trainers.core.errors import UserError, write_failed
+from trainers.core.files import read_json, remove_quietly, tmp_name
+from trainers.core.hardware import global_dtype_policy
 
 SHIPPED_PREFIX = "weights:"
 KINDS = ("run", "keras", "weights", "applications", "shipped")
@@ -225,3 +228,57 @@ def _weights_h5_classes(path: pathlib.Path):
             if group is not None and "1" in group:
                 return int(group["1"].shape[0])
     return None
+
+
+# ------------------------------------------------------------- .keras files
+def float32_clone(model):
+    """``model`` rebuilt with float32 layers (every layer's dtype policy
+    dropped, built under the float32 policy) and the same weights. Mixed
+    precision keeps float32 weights, so nothing is rounded: only the
+    computation of the copy changes."""
+
+    with global_dtype_policy("float32"):
+        config = model.get_config()
+        for layer in config["layers"]:
+            layer["config"].pop("dtype", None)
+        clone = keras.Model.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def save_model_atomic(model, path) -> None:
+    """Saves ``model`` as a ``.keras`` file under a temporary name, then renames.
+
+    What is saved is the network alone (architecture and weights, no optimizer
+    or compile state), with float32 layers whatever precision trained it
+    (:func:`float32_clone`), so the file loads and runs at full speed anywhere
+    ``resnet_keras`` is imported, without the trainers' optimizer class."""
+    path = pathlib.Path(path)
+    tmp = tmp_name(path)
+    clone = float32_clone(model)
+    try:
+        clone.save(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise write_failed(path, error) from None
+    finally:
+        remove_quietly(tmp)
+
+
+def load_keras_model(path):
+    """A ``.keras`` model loaded in Keras' default safe mode (``resnet_keras``
+    registers what it needs), or a :class:`UserError` saying why not."""
+
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise UserError(f"no model at {path}")
+
+    if path.is_file() and path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a .keras model: not a zip archive ({path.stat().st_size} bytes; corrupt or "
+                        "cut short?)")  # fmt: skip
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:
+        why = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+        raise UserError(f"{path} is not a loadable .keras model ({why})") from None

@@ -35,17 +35,10 @@ from trainers.core import distributed
 from trainers.core import finetune
 from trainers.core import recipes
 from trainers.core import runlock
-from trainers.core.common import (
-    cpu_kernels,
-    global_dtype_policy,
-    read_json,
-    run_cpus,
-    UserError,
-    resolve_precision,
-    save_model_atomic,
-    write_failed,
-    write_json_atomic,
-)
+from trainers.core.errors import UserError, write_failed
+from trainers.core.files import read_json, write_json_atomic
+from trainers.core.hardware import cpu_kernels, global_dtype_policy, resolve_precision, run_cpus
+from trainers.core.sources import save_model_atomic
 from trainers.core.config import RunConfig, record_identity
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

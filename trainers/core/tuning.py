@@ -24,16 +24,9 @@ import resnet_keras
 from trainers.core import data as data_lib
 from trainers.core import runlock
 from trainers.core import train as trainer
-from trainers.core.common import (
-    UserError,
-    global_dtype_policy,
-    read_json,
-    resolve_precision,
-    save_figure_atomic,
-    write_failed,
-    write_json_atomic,
-    write_text_atomic,
-)
+from trainers.core.errors import UserError, write_failed
+from trainers.core.files import read_json, save_figure_atomic, write_json_atomic, write_text_atomic
+from trainers.core.hardware import global_dtype_policy, resolve_precision
 from trainers.core.compat import make_keras_tuner_saves_atomic, quiet_keras_tuner_failed_trials
 from trainers.core.config import RunConfig
 from trainers.core.distributed import make_strategy
