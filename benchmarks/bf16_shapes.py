@@ -51,15 +51,18 @@ def main(argv=None):
         for precision in ("float32", "mixed_bfloat16"):
             keras.config.set_dtype_policy(precision)
             model = resnet_keras.get_model(args.arch, num_classes=10, width=width, seed=0)
-            model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+            model.compile(
+                optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
             for batch in args.batch_sizes:
                 variants[(width, batch, precision)] = model
         flops[width] = resnet_keras.count_flops(model)
     keras.config.set_dtype_policy("float32")
     rng = np.random.default_rng(0)
-    data = {b: (rng.uniform(0, 255, (b, 32, 32, 3)).astype("float32"), rng.integers(0, 10, (b,)))
-            for b in args.batch_sizes}  # fmt: skip
+    data = {
+        b: (rng.uniform(0, 255, (b, 32, 32, 3)).astype("float32"), rng.integers(0, 10, (b,))) for b in args.batch_sizes
+    }
 
     def step(key):
         x, y = data[key[1]]
@@ -82,23 +85,38 @@ def main(argv=None):
             per_round[key].append(key[1] / statistics.median(times[key]))
 
     rows = []
-    print(f"{'width':>5s} {'channels':>10s} {'batch':>5s} {'MFLOPs':>7s} {'fp32 img/s':>10s} {'bf16 img/s':>10s} "
-          f"{'bf16/fp32':>22s} {'bf16 GMAC/s':>11s}")  # fmt: skip
+    print(
+        f"{'width':>5s} {'channels':>10s} {'batch':>5s} {'MFLOPs':>7s} {'fp32 img/s':>10s} {'bf16 img/s':>10s} "
+        f"{'bf16/fp32':>22s} {'bf16 GMAC/s':>11s}"
+    )
     for width in args.widths:
         for batch in args.batch_sizes:
             f32, b16 = per_round[(width, batch, "float32")], per_round[(width, batch, "mixed_bfloat16")]
             ratio = [b / f for b, f in zip(b16, f32)]
-            row = {"width": width, "channels": [round(c * width) for c in (16, 32, 64)], "batch": batch,
-                   "flops": flops[width], "float32": statistics.median(f32), "bf16": statistics.median(b16),
-                   "ratio": {"median": statistics.median(ratio), "min": min(ratio), "max": max(ratio)},
-                   "per_round": {"float32": f32, "bf16": b16}}  # fmt: skip
+            row = {
+                "width": width,
+                "channels": [round(c * width) for c in (16, 32, 64)],
+                "batch": batch,
+                "flops": flops[width],
+                "float32": statistics.median(f32),
+                "bf16": statistics.median(b16),
+                "ratio": {"median": statistics.median(ratio), "min": min(ratio), "max": max(ratio)},
+                "per_round": {"float32": f32, "bf16": b16},
+            }
             rows.append(row)
             r = row["ratio"]
-            print(f"{width:5g} {'/'.join(map(str, row['channels'])):>10s} {batch:5d} {flops[width] / 1e6:7.1f} "
-                  f"{row['float32']:10.1f} {row['bf16']:10.1f} {r['median']:8.3f} [{r['min']:.3f}, {r['max']:.3f}]"
-                  f" {3 * flops[width] * row['bf16'] / 1e9:11.1f}", flush=True)  # fmt: skip
-    results = {"machine": machine, "arch": args.arch, "rows": rows,
-               "note": "GMAC/s counts a training step as 3x the forward multiply-adds"}  # fmt: skip
+            print(
+                f"{width:5g} {'/'.join(map(str, row['channels'])):>10s} {batch:5d} {flops[width] / 1e6:7.1f} "
+                f"{row['float32']:10.1f} {row['bf16']:10.1f} {r['median']:8.3f} [{r['min']:.3f}, {r['max']:.3f}]"
+                f" {3 * flops[width] * row['bf16'] / 1e9:11.1f}",
+                flush=True,
+            )
+    results = {
+        "machine": machine,
+        "arch": args.arch,
+        "rows": rows,
+        "note": "GMAC/s counts a training step as 3x the forward multiply-adds",
+    }
     if args.json:
         write_json_atomic(args.json, results)
     return results

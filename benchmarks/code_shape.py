@@ -89,7 +89,9 @@ def _parser_defaults(fit: pathlib.Path) -> dict:
     defaults = {}
     for node in ast.walk(ast.parse(fit.read_text())):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
-            flag = next((a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")), None)
+            flag = next(
+                (a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")), None
+            )
             for kw in node.keywords:
                 if flag and kw.arg == "default" and not (isinstance(kw.value, ast.Constant) and kw.value.value is None):
                     defaults[flag[2:].replace("-", "_")] = ast.unparse(kw.value)

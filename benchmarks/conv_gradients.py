@@ -27,12 +27,24 @@ from benchmarks import check_counts  # noqa: E402
 # (kernel, stride, padding, image size, in channels, out channels)
 SHAPES = (
     (1, 2, "VALID", 8, 5, 6),  # the wrong one on an AVX2-only CPU with oneDNN
-    (1, 2, "VALID", 8, 8, 8), (1, 2, "VALID", 8, 16, 16), (1, 1, "VALID", 8, 5, 6), (1, 1, "VALID", 8, 16, 16),
-    (1, 2, "VALID", 32, 16, 32), (1, 2, "VALID", 16, 32, 64), (1, 2, "VALID", 32, 64, 128), (1, 2, "VALID", 16, 256, 512),
-    (3, 1, "SAME", 8, 5, 6), (3, 2, "VALID", 9, 5, 6), (3, 1, "SAME", 32, 3, 16), (3, 1, "SAME", 32, 16, 16),
-    (3, 1, "SAME", 16, 64, 64), (3, 2, "VALID", 33, 16, 32), (3, 2, "SAME", 16, 16, 32), (3, 2, "VALID", 17, 64, 128),
+    (1, 2, "VALID", 8, 8, 8),
+    (1, 2, "VALID", 8, 16, 16),
+    (1, 1, "VALID", 8, 5, 6),
+    (1, 1, "VALID", 8, 16, 16),
+    (1, 2, "VALID", 32, 16, 32),
+    (1, 2, "VALID", 16, 32, 64),
+    (1, 2, "VALID", 32, 64, 128),
+    (1, 2, "VALID", 16, 256, 512),
+    (3, 1, "SAME", 8, 5, 6),
+    (3, 2, "VALID", 9, 5, 6),
+    (3, 1, "SAME", 32, 3, 16),
+    (3, 1, "SAME", 32, 16, 16),
+    (3, 1, "SAME", 16, 64, 64),
+    (3, 2, "VALID", 33, 16, 32),
+    (3, 2, "SAME", 16, 16, 32),
+    (3, 2, "VALID", 17, 64, 128),
     (7, 2, "VALID", 37, 3, 64),
-)  # fmt: skip
+)
 TOLERANCE = 1e-4
 
 
@@ -56,8 +68,12 @@ def check(shape, runs: int) -> dict:
         errors = [float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(got["float32"], got["float64"])]
         worst = [max(a, b) for a, b in zip(worst, errors)]
         wrong += any(e > TOLERANCE for e in errors)
-    return {"shape": f"{k}x{k} stride {stride} {padding.lower()}, {size} px, {cin}->{cout}", "runs": runs,
-            "wrong_runs": wrong, "worst_error": dict(zip(("output", "d_input", "d_kernel"), worst))}  # fmt: skip
+    return {
+        "shape": f"{k}x{k} stride {stride} {padding.lower()}, {size} px, {cin}->{cout}",
+        "runs": runs,
+        "wrong_runs": wrong,
+        "worst_error": dict(zip(("output", "d_input", "d_kernel"), worst)),
+    }
 
 
 def main(argv=None) -> dict:
@@ -78,8 +94,11 @@ def main(argv=None) -> dict:
         row = check(shape, args.runs)
         rows.append(row)
         e = row["worst_error"]
-        print(f"{row['shape']:>36s}: wrong in {row['wrong_runs']}/{row['runs']}; worst error output {e['output']:.1e}, "
-              f"d input {e['d_input']:.1e}, d kernel {e['d_kernel']:.1e}", flush=True)  # fmt: skip
+        print(
+            f"{row['shape']:>36s}: wrong in {row['wrong_runs']}/{row['runs']}; worst error output {e['output']:.1e}, "
+            f"d input {e['d_input']:.1e}, d kernel {e['d_kernel']:.1e}",
+            flush=True,
+        )
     results = {"machine": machine, "kernels": kernels, "tolerance": TOLERANCE, "rows": rows}
     if args.json:
         write_json_atomic(args.json, results)

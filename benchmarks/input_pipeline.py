@@ -37,7 +37,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import resnet_keras  # noqa: E402
@@ -50,8 +49,15 @@ from trainers.core.train import train  # noqa: E402
 
 
 def _info(args):
-    return data_lib.describe(args.dataset, data_dir=args.data_dir, family="cifar", image_size=32, val_split=0.0,
-                             seed=0, synthetic_train=args.synthetic_train)  # fmt: skip
+    return data_lib.describe(
+        args.dataset,
+        data_dir=args.data_dir,
+        family="cifar",
+        image_size=32,
+        val_split=0.0,
+        seed=0,
+        synthetic_train=args.synthetic_train,
+    )
 
 
 def pipeline_alone(args, info):
@@ -106,20 +112,27 @@ def model_only(args, info, policy):
     """A compiled model as train() compiles it, fed one batch from memory."""
     keras.config.set_dtype_policy(policy)
     recipe = recipes.get_recipe(args.recipe, "cifar", 20)
-    schedule = recipes.resolve_schedule(recipe, batch_size=args.batch_size, steps_per_epoch=info.num_train //
-                                        args.batch_size, steps=args.steps)  # fmt: skip
-    model = resnet_keras.get_model(args.arch, num_classes=10, seed=0,
-                                   zero_init_residual=schedule.zero_init_residual)  # fmt: skip
+    schedule = recipes.resolve_schedule(
+        recipe, batch_size=args.batch_size, steps_per_epoch=info.num_train // args.batch_size, steps=args.steps
+    )
+    model = resnet_keras.get_model(args.arch, num_classes=10, seed=0, zero_init_residual=schedule.zero_init_residual)
     model.compile(
-        optimizer=recipes.CaffeSGD(learning_rate=recipes.learning_rate(schedule), momentum=schedule.momentum,
-                                   l2_decay=schedule.weight_decay, nesterov=schedule.nesterov,
-                                   kernels_only=schedule.weight_decay_on == "kernels"),
-        loss=recipes.SparseCrossentropy(schedule.label_smoothing) if schedule.label_smoothing
+        optimizer=recipes.CaffeSGD(
+            learning_rate=recipes.learning_rate(schedule),
+            momentum=schedule.momentum,
+            l2_decay=schedule.weight_decay,
+            nesterov=schedule.nesterov,
+            kernels_only=schedule.weight_decay_on == "kernels",
+        ),
+        loss=recipes.SparseCrossentropy(schedule.label_smoothing)
+        if schedule.label_smoothing
         else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+        ],
         steps_per_execution=args.steps_per_execution,
-    )  # fmt: skip
+    )
     batch = next(iter(data_lib.train_pipeline(info, args.batch_size, seed=0)))
     constant = tf.data.Dataset.from_tensors(batch).repeat()
     keras.config.set_dtype_policy("float32")
@@ -136,10 +149,19 @@ def end_to_end(args, runs_dir, info):
     # One whole epoch first (it decodes and caches the images: not steady
     # state), then --steps more; the figure is the second epoch's.
     steps = info.num_train // args.batch_size + args.steps
-    config = {"arch": args.arch, "dataset": args.dataset, "data_dir": args.data_dir, "steps": steps,
-              "recipe": args.recipe, "batch_size": args.batch_size, "precision": args.precision, "verbose": 0,
-              "backup_every": 200, "steps_per_execution": args.steps_per_execution,
-              "synthetic_train": args.synthetic_train}  # fmt: skip
+    config = {
+        "arch": args.arch,
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "steps": steps,
+        "recipe": args.recipe,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "verbose": 0,
+        "backup_every": 200,
+        "steps_per_execution": args.steps_per_execution,
+        "synthetic_train": args.synthetic_train,
+    }
     counter = iter(range(10**6))
 
     def run():
@@ -160,13 +182,19 @@ def build_parser():
     p.add_argument("--recipe", default="paper", choices=recipes.RECIPES)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="auto")
-    p.add_argument("--steps", type=int, default=150,
-                   help="timed training steps per round (end to end: after one whole epoch)")  # fmt: skip
+    p.add_argument(
+        "--steps", type=int, default=150, help="timed training steps per round (end to end: after one whole epoch)"
+    )
     p.add_argument("--steps-per-execution", type=int, default=1)
     p.add_argument("--pipeline-batches", type=int, default=200, help="batches timed per pipeline round")
-    p.add_argument("--pipeline-threads", type=int, nargs="+", default=[data_lib.PIPELINE_INTRA_OP_THREADS],
-                   help="end to end once per value of trainers.core.data.PIPELINE_INTRA_OP_THREADS "
-                   f"(default: the project's, {data_lib.PIPELINE_INTRA_OP_THREADS})")
+    p.add_argument(
+        "--pipeline-threads",
+        type=int,
+        nargs="+",
+        default=[data_lib.PIPELINE_INTRA_OP_THREADS],
+        help="end to end once per value of trainers.core.data.PIPELINE_INTRA_OP_THREADS "
+        f"(default: the project's, {data_lib.PIPELINE_INTRA_OP_THREADS})",
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "end-to-end"])
     p.add_argument("--json", help="also write the results here")
@@ -200,16 +228,26 @@ def main(argv=None):
     info = _info(args)
     machine = describe_cpu()
     print(f"{info.name}, batch {args.batch_size}, {args.arch}, precision {policy}, {machine}", flush=True)
-    results = {"machine": machine, "dataset": info.name, "batch_size": args.batch_size, "arch": args.arch,
-               "precision": policy, "recipe": args.recipe, "steps_per_execution": args.steps_per_execution}  # fmt: skip
+    results = {
+        "machine": machine,
+        "dataset": info.name,
+        "batch_size": args.batch_size,
+        "arch": args.arch,
+        "precision": policy,
+        "recipe": args.recipe,
+        "steps_per_execution": args.steps_per_execution,
+    }
     if "pipeline" not in args.skip:
         alone = pipeline_alone(args, info)
         results["pipeline"] = alone
         for name in alone["images_per_second"]:
             speed, stall = alone["images_per_second"][name], alone["iterator_teardown_seconds"][name]
-            print(f"pipeline alone, {name:8s}: {statistics.median(speed):8.0f} img/s (rounds "
-                  f"{', '.join(f'{v:.0f}' for v in speed)}); iterator teardown "
-                  f"{', '.join(f'{v:.2f}' for v in stall)} s", flush=True)  # fmt: skip
+            print(
+                f"pipeline alone, {name:8s}: {statistics.median(speed):8.0f} img/s (rounds "
+                f"{', '.join(f'{v:.0f}' for v in speed)}); iterator teardown "
+                f"{', '.join(f'{v:.2f}' for v in stall)} s",
+                flush=True,
+            )
     if "end-to-end" not in args.skip:
         with tempfile.TemporaryDirectory() as runs_dir:
             e2e = end_to_end(args, runs_dir, info)

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -51,8 +50,12 @@ def read_run(run_dir: pathlib.Path) -> dict:
         raise UserError(f"{run_dir} is not a finished fit.py run ({error})") from None
     if "test_top1_error" not in metrics:
         raise UserError(f"{run_dir / 'metrics.json'} has no test_top1_error")
-    return {"run": str(run_dir), "jpeg_quality": config.get("jpeg_quality"), "test_error": metrics["test_top1_error"],
-            "identity": {k: config.get(k) for k in ("arch", "dataset", "recipe", "epochs", "seed", "precision")}}  # fmt: skip
+    return {
+        "run": str(run_dir),
+        "jpeg_quality": config.get("jpeg_quality"),
+        "test_error": metrics["test_top1_error"],
+        "identity": {k: config.get(k) for k in ("arch", "dataset", "recipe", "epochs", "seed", "precision")},
+    }
 
 
 def main(argv=None) -> dict:
@@ -62,8 +65,12 @@ def main(argv=None) -> dict:
     p.add_argument("--images", type=int, default=500, help="test images to measure distortion on")
     p.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
     p.add_argument("--runs", type=pathlib.Path, nargs="*", default=[], help="fit.py runs differing in --jpeg-quality")
-    p.add_argument("--copy-mse", type=float, default=65.0,
-                   help="distortion of the stored images against the originals (CIFAR-10 copy: PSNR about 30 dB)")
+    p.add_argument(
+        "--copy-mse",
+        type=float,
+        default=65.0,
+        help="distortion of the stored images against the originals (CIFAR-10 copy: PSNR about 30 dB)",
+    )
     p.add_argument("--json", type=pathlib.Path)
     args = p.parse_args(argv)
     if args.images < 1 or not all(1 <= q <= 100 for q in args.qualities):
@@ -82,24 +89,34 @@ def main(argv=None) -> dict:
 
     if runs:
         if len({json.dumps(r["identity"], sort_keys=True) for r in runs}) != 1:
-            raise UserError("the runs differ in more than --jpeg-quality: " + "; ".join(
-                f"{r['run']}: {r['identity']}" for r in runs))  # fmt: skip
+            raise UserError(
+                "the runs differ in more than --jpeg-quality: "
+                + "; ".join(f"{r['run']}: {r['identity']}" for r in runs)
+            )
         added = {row["quality"]: row["mse"] for row in table}
         for r in runs:
             r["added_mse"] = added[r["jpeg_quality"]] if r["jpeg_quality"] else 0.0
         print(f"\n{'run':40s} {'quality':>7s} {'added MSE':>9s} {'test error':>10s}")
         for r in sorted(runs, key=lambda r: r["added_mse"]):
-            print(f"{r['run'][-40:]:40s} {str(r['jpeg_quality'] or 'as is'):>7s} {r['added_mse']:9.1f} "
-                  f"{100 * r['test_error']:9.2f}%")  # fmt: skip
+            print(
+                f"{r['run'][-40:]:40s} {str(r['jpeg_quality'] or 'as is'):>7s} {r['added_mse']:9.1f} "
+                f"{100 * r['test_error']:9.2f}%"
+            )
         result["runs"] = runs
         if len({r["added_mse"] for r in runs}) >= 2:
             slope, intercept = np.polyfit([r["added_mse"] for r in runs], [r["test_error"] for r in runs], 1)
             copy_cost = slope * args.copy_mse
-            print(f"\nline through the runs: test error {100 * intercept:.2f}% + {100 * slope:.4f} points per unit of "
-                  f"added MSE; the copy's own {args.copy_mse:g} MSE would then cost {100 * copy_cost:.2f} points "
-                  "(the official images: that much lower error, if the line holds down to them)")  # fmt: skip
-            result["fit"] = {"slope_per_mse": float(slope), "intercept": float(intercept), "copy_mse": args.copy_mse,
-                             "copy_cost_points": float(100 * copy_cost)}  # fmt: skip
+            print(
+                f"\nline through the runs: test error {100 * intercept:.2f}% + {100 * slope:.4f} points per unit of "
+                f"added MSE; the copy's own {args.copy_mse:g} MSE would then cost {100 * copy_cost:.2f} points "
+                "(the official images: that much lower error, if the line holds down to them)"
+            )
+            result["fit"] = {
+                "slope_per_mse": float(slope),
+                "intercept": float(intercept),
+                "copy_mse": args.copy_mse,
+                "copy_cost_points": float(100 * copy_cost),
+            }
     if args.json:
         write_json_atomic(args.json, result)
     return result

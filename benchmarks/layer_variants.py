@@ -68,8 +68,9 @@ def undo(model, changes):
             return keras.layers.Conv2D.from_config(config)
         if "slice" in changes and isinstance(layer, keras.layers.Lambda) and layer.name.endswith("_zeropad"):
             output_shape = zero_pad_output_shape(layer.input.shape, **layer.arguments)
-            return keras.layers.Lambda(strided_zero_pad, output_shape=output_shape,
-                                       arguments=dict(layer.arguments), name=layer.name)  # fmt: skip
+            return keras.layers.Lambda(
+                strided_zero_pad, output_shape=output_shape, arguments=dict(layer.arguments), name=layer.name
+            )
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
@@ -105,8 +106,10 @@ def run_arch(arch, args):
                 if changes & found and (name != "before" or len(found) > 1):
                     versions[name] = undo(model, changes & found)
             for name, version in versions.items():
-                version.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+                version.compile(
+                    optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                )
                 variants[f"{name}|{precision}"] = version
         finally:
             keras.config.set_dtype_policy("float32")
@@ -135,12 +138,20 @@ def run_arch(arch, args):
             per = [a / b for a, b in zip(per_round[f"current|{precision}"], per_round[key])]
             ratios[f"current/{key}"] = {"median": statistics.median(per), "min": min(per), "max": max(per)}
     for key in keys:
-        print(f"{arch:9s} batch {batch:4d} {key:30s} {statistics.median(per_round[key]):8.1f} img/s "
-              f"(best {max(per_round[key]):.1f})", flush=True)  # fmt: skip
+        print(
+            f"{arch:9s} batch {batch:4d} {key:30s} {statistics.median(per_round[key]):8.1f} img/s "
+            f"(best {max(per_round[key]):.1f})",
+            flush=True,
+        )
     for label, r in ratios.items():
         print(f"{arch:9s} ratio {label:40s} {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]", flush=True)
-    return {"batch_size": batch, "image_size": size, "per_round": per_round,
-            "images_per_second": {k: statistics.median(v) for k, v in per_round.items()}, "ratios": ratios}  # fmt: skip
+    return {
+        "batch_size": batch,
+        "image_size": size,
+        "per_round": per_round,
+        "images_per_second": {k: statistics.median(v) for k, v in per_round.items()},
+        "ratios": ratios,
+    }
 
 
 def main(argv=None):

@@ -183,11 +183,15 @@ def run_pair(pair, args):
             "ratios": ratios,
         }
         for key in fns:
-            print(f"{pair:9s} {mode:9s} batch {batch:4d}  {key:45s} median {results[mode]['images_per_second'][key]:8.1f}"
-                  f"  best {results[mode]['best_round'][key]:8.1f} img/s", flush=True)  # fmt: skip
+            print(
+                f"{pair:9s} {mode:9s} batch {batch:4d}  {key:45s} median {results[mode]['images_per_second'][key]:8.1f}"
+                f"  best {results[mode]['best_round'][key]:8.1f} img/s",
+                flush=True,
+            )
         for label, r in ratios.items():
-            print(f"{pair:9s} {mode:9s} ratio {label:60s} {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]",
-                  flush=True)  # fmt: skip
+            print(
+                f"{pair:9s} {mode:9s} ratio {label:60s} {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]", flush=True
+            )
     return results
 
 
@@ -201,15 +205,29 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pair", nargs="+", choices=list(PAIRS), default=list(PAIRS), help="which comparisons")
     parser.add_argument("--modes", nargs="+", choices=["train", "inference"], default=["train", "inference"])
-    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["float32", "mixed_bfloat16"],
-                        help="dtype policies to compare (default float32 and mixed_bfloat16; mixed_float16 is "
-                             "about 75x slower than float32 on a CPU without fp16 arithmetic: run it alone, "
-                             "with few steps)")  # fmt: skip
-    parser.add_argument("--xla", nargs="+", choices=["off", "on"], default=["off", "on"],
-                        help="compile without and/or with XLA (jit_compile)")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, help="override the pair's batch (128 for resnet20/56, 16 for resnet50)")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=["float32", "mixed_bfloat16"],
+        help="dtype policies to compare (default float32 and mixed_bfloat16; mixed_float16 is "
+        "about 75x slower than float32 on a CPU without fp16 arithmetic: run it alone, "
+        "with few steps)",
+    )
+    parser.add_argument(
+        "--xla",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off", "on"],
+        help="compile without and/or with XLA (jit_compile)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="override the pair's batch (128 for resnet20/56, 16 for resnet50)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
-    parser.add_argument("--steps", type=int, help="timed steps per variant per round (default 15/6/4 for resnet20/56/50)")
+    parser.add_argument(
+        "--steps", type=int, help="timed steps per variant per round (default 15/6/4 for resnet20/56/50)"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before timing (default 3)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     return parser

@@ -50,8 +50,10 @@ def _worker(cases, steps: int, warmup: int, modes) -> dict:
     rng = np.random.default_rng(0)
     for arch, size, batch in cases:
         model = resnet_keras.get_model(arch, num_classes=10, input_shape=(size, size, 3))
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         x = (255 * rng.random((batch, size, size, 3))).astype("float32")
         y = rng.integers(0, 10, batch)
         result = {}
@@ -114,8 +116,9 @@ def main(argv=None) -> dict:
         order = list(SETTINGS) if r % 2 == 0 else list(SETTINGS)[::-1]
         for name in order:
             env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": SETTINGS[name], "TF_CPP_MIN_LOG_LEVEL": "2"}
-            proc = subprocess.run([sys.executable, __file__, "--worker", name, *forwarded], env=env,
-                                  capture_output=True, text=True)  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", name, *forwarded], env=env, capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 raise SystemExit(f"error: the {name} worker failed (exit {proc.returncode}): {tail}")
@@ -123,7 +126,9 @@ def main(argv=None) -> dict:
             if result["onednn_enabled"] != (name == "onednn"):
                 raise SystemExit(f"error: TF_ENABLE_ONEDNN_OPTS={SETTINGS[name]} did not select {name} in the worker")
             speeds[name].append(result["cases"])
-            line = ", ".join(f"{case} {mode} {v:.1f}" for case, modes in result["cases"].items() for mode, v in modes.items())
+            line = ", ".join(
+                f"{case} {mode} {v:.1f}" for case, modes in result["cases"].items() for mode, v in modes.items()
+            )
             print(f"round {r + 1} {name}: {line} images/s", flush=True)
     rows = []
     for case in speeds["onednn"][0]:
@@ -132,8 +137,11 @@ def main(argv=None) -> dict:
             off = [s[case][mode] for s in speeds["eigen"]]
             ratio = _spread([a / b for a, b in zip(on, off)])
             rows.append({"case": case, "mode": mode, "onednn": _spread(on), "eigen": _spread(off), "ratio": ratio})
-            print(f"{case} {mode}: oneDNN {statistics.median(on):.1f}, Eigen {statistics.median(off):.1f} images/s; "
-                  f"oneDNN/Eigen {ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]", flush=True)  # fmt: skip
+            print(
+                f"{case} {mode}: oneDNN {statistics.median(on):.1f}, Eigen {statistics.median(off):.1f} images/s; "
+                f"oneDNN/Eigen {ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]",
+                flush=True,
+            )
     results = {"machine": machine, "rounds": args.rounds, "steps": args.steps, "rows": rows}
     if args.json:
         write_json_atomic(args.json, results)

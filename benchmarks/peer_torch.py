@@ -82,10 +82,19 @@ VARIANTS = {
 RESULT_PREFIX = "PEER_TORCH_RESULT "
 CEILING_CONV = (32, 28, 256)  # batch, height = width, channels in = out
 CEILING_MATMUL = 2048
-RECORDED_ENV = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "MKL_NUM_THREADS",
-                "KMP_AFFINITY", "KMP_BLOCKTIME", "TF_ENABLE_ONEDNN_OPTS")  # fmt: skip
-INSTALL_HINT = ("python3 -m venv ~/torch-venv && ~/torch-venv/bin/pip install torch torchvision, "
-                "then pass --torch-python ~/torch-venv/bin/python")  # fmt: skip
+RECORDED_ENV = (
+    "OMP_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "MKL_NUM_THREADS",
+    "KMP_AFFINITY",
+    "KMP_BLOCKTIME",
+    "TF_ENABLE_ONEDNN_OPTS",
+)
+INSTALL_HINT = (
+    "python3 -m venv ~/torch-venv && ~/torch-venv/bin/pip install torch torchvision, "
+    "then pass --torch-python ~/torch-venv/bin/python"
+)
 
 
 # --------------------------------------------------------------------------- children
@@ -124,8 +133,10 @@ def child_keras(pair, policy, batch, steps, warmup):
 
     keras.config.set_dtype_policy(policy)
     model = resnet_keras.get_model(pair, num_classes=config["num_classes"], seed=0)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     size = config["image_size"]
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")  # our models take raw pixels
@@ -136,7 +147,9 @@ def child_keras(pair, policy, batch, steps, warmup):
         "warmup_seconds": warmup_seconds,
         "multiply_adds_per_image": resnet_keras.count_flops(model),
         "policy": keras.config.dtype_policy().name,
-        "conv_compute_dtype": next(l.compute_dtype for l in model.layers if isinstance(l, keras.layers.Conv2D)),
+        "conv_compute_dtype": next(
+            layer.compute_dtype for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+        ),
         "logits_dtype": str(model.outputs[0].dtype),
     }
 
@@ -296,11 +309,21 @@ def measure_ceiling(conv=CEILING_CONV, matmul=CEILING_MATMUL, repeats=5):
     result = {"conv": {}, "matmul": {}, "best": {}, "sizes": {"conv": list(conv), "matmul": matmul}}
     for precision, dtype in (("bfloat16", tf.bfloat16), ("float32", tf.float32)):
         calls = {
-            "conv": (conv_fn, (tf.cast(tf.random.uniform((batch, size, size, channels)), dtype),
-                               tf.cast(tf.random.normal((3, 3, channels, channels)), dtype))),
-            "matmul": (matmul_fn, (tf.cast(tf.random.normal((matmul, matmul)), dtype),
-                                   tf.cast(tf.random.normal((matmul, matmul)), dtype))),
-        }  # fmt: skip
+            "conv": (
+                conv_fn,
+                (
+                    tf.cast(tf.random.uniform((batch, size, size, channels)), dtype),
+                    tf.cast(tf.random.normal((3, 3, channels, channels)), dtype),
+                ),
+            ),
+            "matmul": (
+                matmul_fn,
+                (
+                    tf.cast(tf.random.normal((matmul, matmul)), dtype),
+                    tf.cast(tf.random.normal((matmul, matmul)), dtype),
+                ),
+            ),
+        }
         for kind, (fn, inputs) in calls.items():
             durations, _ = time_steps(lambda: fn(*inputs).numpy(), 2, repeats)
             result[kind][precision] = work[kind] / min(durations) / 1e9
@@ -339,12 +362,14 @@ def find_torch(args):
     else:
         default = os.path.expanduser("~/torch-venv/bin/python")
         candidates = ([default] if os.path.exists(default) else []) + [sys.executable]
-    probe = ("import json, torch\n"
-             "try:\n    import torchvision; tv = torchvision.__version__\nexcept ImportError:\n    tv = None\n"
-             "print(json.dumps({'version': torch.__version__, 'torchvision': tv, "
-             "'default_threads': torch.get_num_threads(), 'interop_threads': torch.get_num_interop_threads(), "
-             "'cpu_capability': torch.backends.cpu.get_cpu_capability(), "
-             "'mkldnn': torch.backends.mkldnn.is_available()}))\n")  # fmt: skip
+    probe = (
+        "import json, torch\n"
+        "try:\n    import torchvision; tv = torchvision.__version__\nexcept ImportError:\n    tv = None\n"
+        "print(json.dumps({'version': torch.__version__, 'torchvision': tv, "
+        "'default_threads': torch.get_num_threads(), 'interop_threads': torch.get_num_interop_threads(), "
+        "'cpu_capability': torch.backends.cpu.get_cpu_capability(), "
+        "'mkldnn': torch.backends.mkldnn.is_available()}))\n"
+    )
     tried = []
     for python in candidates:
         try:
@@ -366,9 +391,21 @@ def child_command(variant, pair, args, torch_python):
     side, _, child_args = VARIANTS[variant]
     python, kind = (torch_python, "torch") if side == "torch" else (sys.executable, "keras")
     config = PAIRS.get(pair, {})
-    return [python, "-m", "benchmarks.peer_torch", "--child", kind, pair, *child_args,
-            "--batch-size", str(args.batch_size or config.get("batch_size", 1)),
-            "--steps", str(args.steps or config.get("steps", 1)), "--warmup", str(args.warmup)]  # fmt: skip
+    return [
+        python,
+        "-m",
+        "benchmarks.peer_torch",
+        "--child",
+        kind,
+        pair,
+        *child_args,
+        "--batch-size",
+        str(args.batch_size or config.get("batch_size", 1)),
+        "--steps",
+        str(args.steps or config.get("steps", 1)),
+        "--warmup",
+        str(args.warmup),
+    ]
 
 
 def run_child(command, label, timeout=None):
@@ -414,9 +451,17 @@ def run_pair(pair, args, torch_info, ceiling):
     batch = args.batch_size or config["batch_size"]
     steps = args.steps or config["steps"]
     variants = {name: {"side": VARIANTS[name][0], "precision": VARIANTS[name][1]} for name in args.variants}
-    for name, v in variants.items():
-        v.update(status="ok", images_per_second=None, best_round=None, per_round=[], step_seconds=[],
-                 forward_flops_per_image=None, training_gflops=None, fraction_of_ceiling=None)  # fmt: skip
+    for v in variants.values():
+        v.update(
+            status="ok",
+            images_per_second=None,
+            best_round=None,
+            per_round=[],
+            step_seconds=[],
+            forward_flops_per_image=None,
+            training_gflops=None,
+            fraction_of_ceiling=None,
+        )
         if v["side"] == "torch" and torch_info["python"] is None:
             v["status"] = torch_info["reason"]
     runnable = [name for name, v in variants.items() if v["status"] == "ok"]
@@ -463,8 +508,16 @@ def run_pair(pair, args, torch_info, ceiling):
     for label, r in ratios.items():
         shown = f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]" if r else "n/a (a side not measured)"
         print(f"{pair:9s} ratio {label:56s} {shown}", flush=True)
-    return {"batch_size": batch, "image_size": config["image_size"], "steps": steps, "warmup": args.warmup,
-            "rounds": args.rounds, "orders": orders, "variants": variants, "ratios": ratios}  # fmt: skip
+    return {
+        "batch_size": batch,
+        "image_size": config["image_size"],
+        "steps": steps,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "orders": orders,
+        "variants": variants,
+        "ratios": ratios,
+    }
 
 
 def ratio_table(variants, rounds):
@@ -498,22 +551,39 @@ def ratio_table(variants, rounds):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pair", nargs="+", choices=list(PAIRS), default=list(PAIRS), help="which networks")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                        help="which variants (default all six)")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternated rounds, one child per variant each (default 3)")  # fmt: skip
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="which variants (default all six)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternated rounds, one child per variant each (default 3)"
+    )
     parser.add_argument("--steps", type=int, help="timed steps per child (default 10/5/3 for resnet20/56/50)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per child before timing (default 3)")
-    parser.add_argument("--batch-size", type=int,
-                        help="override the pair's batch (128 for resnet20/56, 16 for resnet50)")  # fmt: skip
-    parser.add_argument("--torch-python", help="interpreter with torch and torchvision (default: $TORCH_PYTHON, "
-                        "else ~/torch-venv/bin/python if it exists, else this one if it imports torch)")  # fmt: skip
+    parser.add_argument(
+        "--batch-size", type=int, help="override the pair's batch (128 for resnet20/56, 16 for resnet50)"
+    )
+    parser.add_argument(
+        "--torch-python",
+        help="interpreter with torch and torchvision (default: $TORCH_PYTHON, "
+        "else ~/torch-venv/bin/python if it exists, else this one if it imports torch)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="measure our variants alone")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the conv / matmul ceiling")
-    parser.add_argument("--ceiling-conv", nargs=3, type=int, default=list(CEILING_CONV),
-                        metavar=("BATCH", "SIZE", "CHANNELS"), help="the ceiling's 3x3 convolution (default 32 28 256)")
-    parser.add_argument("--ceiling-matmul", type=int, default=CEILING_MATMUL, metavar="N",
-                        help="the ceiling's N^3 matmul (default 2048)")  # fmt: skip
+    parser.add_argument(
+        "--ceiling-conv",
+        nargs=3,
+        type=int,
+        default=list(CEILING_CONV),
+        metavar=("BATCH", "SIZE", "CHANNELS"),
+        help="the ceiling's 3x3 convolution (default 32 28 256)",
+    )
+    parser.add_argument(
+        "--ceiling-matmul",
+        type=int,
+        default=CEILING_MATMUL,
+        metavar="N",
+        help="the ceiling's N^3 matmul (default 2048)",
+    )
     parser.add_argument("--child-timeout", type=float, default=1800, help="seconds before a child counts as failed")
     parser.add_argument("--json", help="also write the results to this JSON file (strict JSON, unknowns null)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -538,24 +608,40 @@ def main(argv=None):
     machine = describe_cpu()
     torch_text = "torch not run"
     if torch_info["python"]:
-        torch_text = (f"torch {torch_info['version']} ({torch_info['python']}, {torch_info['default_threads']} "
-                      f"threads by default, capability {torch_info['cpu_capability']})")  # fmt: skip
+        torch_text = (
+            f"torch {torch_info['version']} ({torch_info['python']}, {torch_info['default_threads']} "
+            f"threads by default, capability {torch_info['cpu_capability']})"
+        )
     print(f"{machine}, {torch_text}, TensorFlow {tf.__version__}, keras {keras.__version__}", flush=True)
     if torch_info["python"] is None and not args.no_torch:
-        print(f"torch is not available ({'; '.join(torch_info['tried'])}): our variants alone; to compare, install it "
-              f"in a separate venv: {INSTALL_HINT}", flush=True)  # fmt: skip
+        print(
+            f"torch is not available ({'; '.join(torch_info['tried'])}): our variants alone; to compare, install it "
+            f"in a separate venv: {INSTALL_HINT}",
+            flush=True,
+        )
     env = {key: os.environ[key] for key in RECORDED_ENV if key in os.environ}
     ceiling, ceiling_status = None, "not run: --no-ceiling"
     if not args.no_ceiling:
-        command = [sys.executable, "-m", "benchmarks.peer_torch", "--child", "ceiling", "--ceiling-conv",
-                   *map(str, args.ceiling_conv), "--ceiling-matmul", str(args.ceiling_matmul)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.peer_torch",
+            "--child",
+            "ceiling",
+            "--ceiling-conv",
+            *map(str, args.ceiling_conv),
+            "--ceiling-matmul",
+            str(args.ceiling_matmul),
+        ]
         ceiling, why = run_child(command, "ceiling", args.child_timeout)
         ceiling_status = "ok" if ceiling else f"failed: {why}"
         if ceiling:
             for precision in ("bfloat16", "float32"):
-                print(f"ceiling {precision:8s}: conv {ceiling['conv'][precision]:8.1f}  matmul "
-                      f"{ceiling['matmul'][precision]:8.1f}  -> {ceiling['best'][precision]:8.1f} GFLOP/s",
-                      flush=True)  # fmt: skip
+                print(
+                    f"ceiling {precision:8s}: conv {ceiling['conv'][precision]:8.1f}  matmul "
+                    f"{ceiling['matmul'][precision]:8.1f}  -> {ceiling['best'][precision]:8.1f} GFLOP/s",
+                    flush=True,
+                )
     print(f"{'pair':9s} {'batch':>5s}  {'variant':28s} {'img/s med':>9s} {'best':>9s} {'GFLOP/s':>9s} {'%ceil':>8s}")
     results = {
         "machine": machine,

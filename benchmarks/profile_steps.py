@@ -1,7 +1,7 @@
 """Where a training step's time goes: TensorFlow's profiler over compiled
 training steps of our networks, summed per op type.
 
-    python benchmarks/profile_steps.py                                   # resnet20, resnet56, resnet50; float32 and bf16
+    python benchmarks/profile_steps.py       # resnet20, resnet56, resnet50; float32 and bf16
     python benchmarks/profile_steps.py --arch resnet20 --precision mixed_bfloat16 --top 15
 
 For each network and precision: a model built with ``get_model``, compiled with
@@ -53,9 +53,16 @@ def layer_kind(scope: str) -> str:
     """A coarse kind for a layer name: what the per-layer table groups by."""
     if scope in ("sgd", "SGD") or scope.startswith(("sgd", "SGD", "optimizer")):
         return "optimizer"
-    for suffix, kind in (("_conv", "conv"), ("_bn", "batchnorm"), ("_relu", "relu"), ("_out", "relu"),
-                         ("_add", "add"), ("_zeropad", "option A shortcut"), ("_pad", "zero padding"),
-                         ("_pool", "pooling")):  # fmt: skip
+    for suffix, kind in (
+        ("_conv", "conv"),
+        ("_bn", "batchnorm"),
+        ("_relu", "relu"),
+        ("_out", "relu"),
+        ("_add", "add"),
+        ("_zeropad", "option A shortcut"),
+        ("_pad", "zero padding"),
+        ("_pool", "pooling"),
+    ):
         if scope.endswith(suffix):
             return kind
     if scope in ("normalization", "logits", "avg_pool"):
@@ -116,8 +123,10 @@ def profile(arch, precision, args):
     keras.config.set_dtype_policy(precision)
     try:
         model = resnet_keras.get_model(arch, num_classes=settings["num_classes"], input_shape=(size, size, 3))
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
     finally:
         keras.config.set_dtype_policy("float32")
     rng = np.random.default_rng(0)
@@ -139,8 +148,10 @@ def profile(arch, precision, args):
     total = sum(by_type.values())
 
     def table(counter):
-        return [{"name": k, "ms_per_step": 1e3 * v / args.steps, "share": v / total if total else None}
-                for k, v in counter.most_common()]  # fmt: skip
+        return [
+            {"name": k, "ms_per_step": 1e3 * v / args.steps, "share": v / total if total else None}
+            for k, v in counter.most_common()
+        ]
 
     result = {
         "arch": arch,
@@ -154,14 +165,24 @@ def profile(arch, precision, args):
         "by_layer_kind": table(by_kind),
         "by_layer": table(by_layer),
     }
-    print(f"\n{arch} {precision} batch {batch}: {1e3 * wall:.1f} ms/step wall (profiled), "
-          f"{result['op_ms_per_step']:.1f} ms/step of op time")  # fmt: skip
+    print(
+        f"\n{arch} {precision} batch {batch}: {1e3 * wall:.1f} ms/step wall (profiled), "
+        f"{result['op_ms_per_step']:.1f} ms/step of op time"
+    )
     print(f"  {'op type':42s} {'ms/step':>8s} {'share':>6s}    {'layer kind':20s} {'ms/step':>8s} {'share':>6s}")
     types, kinds = result["by_op_type"][: args.top], result["by_layer_kind"]
     for i in range(max(len(types), len(kinds))):
-        left = f"{types[i]['name']:42s} {types[i]['ms_per_step']:8.2f} {100 * types[i]['share']:5.1f}%" if i < len(types) else " " * 58
-        right = f"{kinds[i]['name']:20s} {kinds[i]['ms_per_step']:8.2f} {100 * kinds[i]['share']:5.1f}%" if i < len(kinds) else ""
-        print(f"  {left}    {right}")  # fmt: skip
+        left = (
+            f"{types[i]['name']:42s} {types[i]['ms_per_step']:8.2f} {100 * types[i]['share']:5.1f}%"
+            if i < len(types)
+            else " " * 58
+        )
+        right = (
+            f"{kinds[i]['name']:20s} {kinds[i]['ms_per_step']:8.2f} {100 * kinds[i]['share']:5.1f}%"
+            if i < len(kinds)
+            else ""
+        )
+        print(f"  {left}    {right}")
     if args.top_layers:
         print(f"  the {args.top_layers} most expensive layers (forward and backward ops):")
         for row in result["by_layer"][: args.top_layers]:
@@ -184,8 +205,11 @@ def main(argv=None):
     check_counts(args, ("warmup", "top_layers"), minimum=0)
     machine = describe_cpu()
     print(f"keras {keras.__version__}, {machine}")
-    results = {"machine": machine, "keras": keras.__version__,
-               "profiles": [profile(a, pr, args) for a in args.arch for pr in args.precision]}  # fmt: skip
+    results = {
+        "machine": machine,
+        "keras": keras.__version__,
+        "profiles": [profile(a, pr, args) for a in args.arch for pr in args.precision],
+    }
     if args.json:
         write_json_atomic(args.json, results)
     return results

@@ -110,8 +110,11 @@ def main(argv=None):
         fmt, threads = key.split("|")
         v = per_round[key]
         results["ms_per_image"][key] = {"median": statistics.median(v), "min": min(v), "max": max(v), "rounds": v}
-        print(f"{fmt:16s} {threads:>7s} {sizes[fmt] / 1e6:6.2f} {statistics.median(v):12.3f} "
-              f"[{min(v):.3f}, {max(v):.3f}]", flush=True)  # fmt: skip
+        print(
+            f"{fmt:16s} {threads:>7s} {sizes[fmt] / 1e6:6.2f} {statistics.median(v):12.3f} "
+            f"[{min(v):.3f}, {max(v):.3f}]",
+            flush=True,
+        )
     if args.json:
         write_json_atomic(args.json, results)
     return results

@@ -102,8 +102,10 @@ def _load(path: pathlib.Path, loader):
     try:
         return loader(path)
     except Exception as error:  # noqa: BLE001 -- zip, pickle, JSON and I/O errors alike
-        raise SystemExit(f"error: {path} is unreadable ({type(error).__name__}: {error}); "
-                         "delete it and rerun the same command, which writes it again") from None  # fmt: skip
+        raise SystemExit(
+            f"error: {path} is unreadable ({type(error).__name__}: {error}); "
+            "delete it and rerun the same command, which writes it again"
+        ) from None
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -148,8 +150,9 @@ def child(run_dir: pathlib.Path):
     groups = [{"params": decayed, "weight_decay": schedule["weight_decay"]}]
     if others:
         groups.append({"params": others, "weight_decay": 0.0})
-    optimizer = torch.optim.SGD(groups, lr=learning_rate_at(schedule, 0), momentum=schedule["momentum"],
-                                nesterov=bool(schedule["nesterov"]))  # fmt: skip
+    optimizer = torch.optim.SGD(
+        groups, lr=learning_rate_at(schedule, 0), momentum=schedule["momentum"], nesterov=bool(schedule["nesterov"])
+    )
 
     batch, per_epoch, total = schedule["batch_size"], schedule["steps_per_epoch"], schedule["total_steps"]
     epochs = math.ceil(total / per_epoch)
@@ -213,15 +216,36 @@ def child(run_dir: pathlib.Path):
         seconds = time.perf_counter() - began
         test_accuracy, test_loss = evaluate()
         epoch += 1
-        history.append({"epoch": epoch, "iterations": step, "lr": learning_rate_at(schedule, step - 1),
-                        "loss": loss_sum / seen, "accuracy": correct / seen, "test_loss": test_loss,
-                        "test_accuracy": test_accuracy, "epoch_seconds": seconds})  # fmt: skip
-        print(f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f}, accuracy {correct / seen:.4f}, "
-              f"test accuracy {test_accuracy:.4f}, {seconds:.0f} s", flush=True)  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch,
+                "iterations": step,
+                "lr": learning_rate_at(schedule, step - 1),
+                "loss": loss_sum / seen,
+                "accuracy": correct / seen,
+                "test_loss": test_loss,
+                "test_accuracy": test_accuracy,
+                "epoch_seconds": seconds,
+            }
+        )
+        print(
+            f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f}, accuracy {correct / seen:.4f}, "
+            f"test accuracy {test_accuracy:.4f}, {seconds:.0f} s",
+            flush=True,
+        )
         tmp = run_dir / f".checkpoint.pt.tmp-{os.getpid()}"
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "history": history}, tmp)  # fmt: skip
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+            },
+            tmp,
+        )
         os.replace(tmp, checkpoint)
         tmp = run_dir / f".history.csv.tmp-{os.getpid()}"
         with open(tmp, "w", newline="") as f:
@@ -232,14 +256,22 @@ def child(run_dir: pathlib.Path):
 
     final = history[-1]
     best = max(history, key=lambda row: row["test_accuracy"])
-    _write_json(run_dir / "result.json", {
-        "framework": f"torch {torch.__version__}", "precision": "float32", "channels_last": True,
-        "threads": torch.get_num_threads(), "iterations": step, "epochs": epoch,
-        "final_test_accuracy": _finite_or_none(final["test_accuracy"]),
-        "best_test_accuracy": _finite_or_none(best["test_accuracy"]), "best_epoch": best["epoch"],
-        "final_train_accuracy": _finite_or_none(final["accuracy"]),
-        "train_minutes": sum(row["epoch_seconds"] for row in history) / 60,
-    })  # fmt: skip
+    _write_json(
+        run_dir / "result.json",
+        {
+            "framework": f"torch {torch.__version__}",
+            "precision": "float32",
+            "channels_last": True,
+            "threads": torch.get_num_threads(),
+            "iterations": step,
+            "epochs": epoch,
+            "final_test_accuracy": _finite_or_none(final["test_accuracy"]),
+            "best_test_accuracy": _finite_or_none(best["test_accuracy"]),
+            "best_epoch": best["epoch"],
+            "final_train_accuracy": _finite_or_none(final["accuracy"]),
+            "train_minutes": sum(row["epoch_seconds"] for row in history) / 60,
+        },
+    )
 
 
 # -------------------------------------------------------------------- parent
@@ -272,12 +304,20 @@ def settings_for(args) -> dict:
     depth = int(args.arch.removeprefix("resnet"))
     recipe = recipes.get_recipe(args.recipe, "cifar", depth)
     steps_per_epoch = 50_000 // recipe.batch_size
-    schedule = recipes.resolve_schedule(recipe, batch_size=recipe.batch_size, steps_per_epoch=steps_per_epoch,
-                                        epochs=args.epochs)  # fmt: skip
+    schedule = recipes.resolve_schedule(
+        recipe, batch_size=recipe.batch_size, steps_per_epoch=steps_per_epoch, epochs=args.epochs
+    )
     if schedule.label_smoothing or schedule.zero_init_residual:
         raise SystemExit("error: this recipe's label smoothing / zero-initialized BN are not mirrored")
-    return {"arch": args.arch, "depth": depth, "num_classes": 10, "recipe": args.recipe, "epochs": args.epochs,
-            "seed": args.seed, "schedule": schedule.to_dict()}  # fmt: skip
+    return {
+        "arch": args.arch,
+        "depth": depth,
+        "num_classes": 10,
+        "recipe": args.recipe,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "schedule": schedule.to_dict(),
+    }
 
 
 def keras_figures(run: pathlib.Path):
@@ -302,7 +342,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=float, help="the run's length (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keras-run", help="a fit.py run of the same recipe and length to compare with")
-    parser.add_argument("--torch-python", help="interpreter with torch (default: $TORCH_PYTHON, ~/torch-venv/bin/python)")
+    parser.add_argument(
+        "--torch-python", help="interpreter with torch (default: $TORCH_PYTHON, ~/torch-venv/bin/python)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     run_dir = pathlib.Path(args.output_dir).expanduser()
@@ -311,20 +353,26 @@ def main(argv=None):
     if args.epochs is not None and not (math.isfinite(args.epochs) and args.epochs >= 1):
         raise SystemExit(f"error: --epochs {args.epochs}; expected a number >= 1")
     python = args.torch_python or os.environ.get("TORCH_PYTHON") or os.path.expanduser("~/torch-venv/bin/python")
-    probe = subprocess.run([python, "-c", "import torch, numpy"], capture_output=True, text=True) \
-        if os.path.exists(python) else None  # fmt: skip
+    probe = (
+        subprocess.run([python, "-c", "import torch, numpy"], capture_output=True, text=True)
+        if os.path.exists(python)
+        else None
+    )
     if probe is None or probe.returncode != 0:
-        raise SystemExit(f"error: {python} cannot import torch and numpy; install them in a venv of their own "
-                         "(python3 -m venv ~/torch-venv && ~/torch-venv/bin/pip install torch numpy) "
-                         "and pass --torch-python")  # fmt: skip
+        raise SystemExit(
+            f"error: {python} cannot import torch and numpy; install them in a venv of their own "
+            "(python3 -m venv ~/torch-venv && ~/torch-venv/bin/pip install torch numpy) "
+            "and pass --torch-python"
+        )
     settings = settings_for(args)
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "parity.json"
     if settings_path.exists():
         old = _read_json(settings_path)
         if old != settings:
-            raise SystemExit(f"error: {run_dir} holds a run of other settings ({settings_path}); "
-                             "use another --output-dir")  # fmt: skip
+            raise SystemExit(
+                f"error: {run_dir} holds a run of other settings ({settings_path}); use another --output-dir"
+            )
     else:
         _write_json(settings_path, settings)
     from trainers.core.errors import UserError
@@ -334,8 +382,9 @@ def main(argv=None):
     except UserError as error:  # a missing data dir or dataset, unreadable records
         raise SystemExit(f"error: {error}") from None
     if not (run_dir / "result.json").exists():
-        done = subprocess.run([python, "-m", "benchmarks.torch_parity", "--child", "--output-dir", str(run_dir)],
-                              cwd=ROOT)  # fmt: skip
+        done = subprocess.run(
+            [python, "-m", "benchmarks.torch_parity", "--child", "--output-dir", str(run_dir)], cwd=ROOT
+        )
         if done.returncode != 0:
             raise SystemExit(done.returncode)
     result = _read_json(run_dir / "result.json")

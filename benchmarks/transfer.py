@@ -1,4 +1,4 @@
-"""Transfer: a network trained on one dataset, fine-tuned on a small image
+r"""Transfer: a network trained on one dataset, fine-tuned on a small image
 folder of other classes, against the same network trained on it from random
 weights (docs/finetune.md).
 
@@ -45,8 +45,9 @@ def write_folder(splits: dict, class_names: list, out: pathlib.Path, manifest: d
     if out.exists():
         if marker.exists() and json.loads(marker.read_text()) == manifest:
             return out
-        raise UserError(f"{out} exists and was not written by this script with these settings; remove it or "
-                        "choose another --root")  # fmt: skip
+        raise UserError(
+            f"{out} exists and was not written by this script with these settings; remove it or choose another --root"
+        )
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for split, examples in splits.items():
@@ -85,8 +86,20 @@ def tfds_splits(dataset: str, data_dir, per_class: int, test_per_class: int):
 
 
 def commands(args, data: pathlib.Path) -> dict:
-    common = [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", args.arch, "--dataset", f"folder:{data}",
-              "--image-size", str(args.image_size), "--epochs", str(args.epochs), "--verbose", "2"]  # fmt: skip
+    common = [
+        sys.executable,
+        str(ROOT / "trainers" / "fit.py"),
+        "--arch",
+        args.arch,
+        "--dataset",
+        f"folder:{data}",
+        "--image-size",
+        str(args.image_size),
+        "--epochs",
+        str(args.epochs),
+        "--verbose",
+        "2",
+    ]
     source = str(pathlib.Path(args.source).expanduser().resolve()) if args.source else None
     out = {"scratch": [*common, "--recipe", "fast"]}
     if source:
@@ -102,19 +115,28 @@ def summarize(run_dir: pathlib.Path, command: list) -> dict:
     metrics = json.loads(metrics_path.read_text())
     config = json.loads((run_dir / "config.json").read_text())
     return {
-        "run_dir": str(run_dir), "status": "finished", "command": command,
-        "test_accuracy": 1 - metrics["test_top1_error"], "best_val_accuracy": metrics.get("best_val_accuracy"),
-        "wall_seconds": metrics["wall_seconds"], "images_per_second": metrics.get("train_images_per_second"),
-        "recipe": config["recipe"], "init": config.get("init"),
-    }  # fmt: skip
+        "run_dir": str(run_dir),
+        "status": "finished",
+        "command": command,
+        "test_accuracy": 1 - metrics["test_top1_error"],
+        "best_val_accuracy": metrics.get("best_val_accuracy"),
+        "wall_seconds": metrics["wall_seconds"],
+        "images_per_second": metrics.get("train_images_per_second"),
+        "recipe": config["recipe"],
+        "init": config.get("init"),
+    }
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data-dir", help="the prepared TFDS data dir holding --dataset")
     p.add_argument("--dataset", default="cifar10", help="TFDS dataset the folder is written from (default cifar10)")
-    p.add_argument("--source", help="the trained run (or .keras/.weights.h5 file) to fine-tune from; without it, "
-                   "only the scratch run")
+    p.add_argument(
+        "--source",
+        help="the trained run (or .keras/.weights.h5 file) to fine-tune from; without it, only the scratch run",
+    )
     p.add_argument("--root", type=pathlib.Path, required=True, help="where the folder, the runs and transfer.json go")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--per-class", type=int, default=100, help="training images per class (default 100)")
@@ -152,8 +174,15 @@ def main(argv=None) -> dict:
             if rc:
                 raise UserError(f"the {name} run failed (exit {rc}); rerun this command to resume it")
         results[name] = summarize(run_dir, command)
-    report = {"folder": str(data), **manifest, "arch": args.arch, "image_size": args.image_size,
-              "epochs": args.epochs, "source": args.source, "runs": results}  # fmt: skip
+    report = {
+        "folder": str(data),
+        **manifest,
+        "arch": args.arch,
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "source": args.source,
+        "runs": results,
+    }
     if not args.dry_run:
         write_json_atomic(args.root / "transfer.json", report)
     for name, r in results.items():

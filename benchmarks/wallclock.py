@@ -1,4 +1,4 @@
-"""Test error against wall-clock time for finished (or running) fit.py runs,
+r"""Test error against wall-clock time for finished (or running) fit.py runs,
 from their history.csv: a plot and a table.
 
     python benchmarks/wallclock.py saved_models/resnet20-fast-30ep saved_models/resnet20-paper-30ep \
@@ -71,17 +71,27 @@ def main(argv=None):
     if len(labels) != len(runs):
         raise SystemExit("error: give one --labels entry per run")
     reference = runs[0]["seconds"][-1]
-    print(f"{'run':40s} {'epochs':>6s} {'minutes':>8s} {'final err':>9s} {'best err':>9s} "
-          f"{'err at ' + format(reference / 60, '.0f') + ' min':>12s}")  # fmt: skip
+    print(
+        f"{'run':40s} {'epochs':>6s} {'minutes':>8s} {'final err':>9s} {'best err':>9s} "
+        f"{'err at ' + format(reference / 60, '.0f') + ' min':>12s}"
+    )
     table = []
     for label, run in zip(labels, runs):
         at = error_at(run, reference)
-        row = {"label": label, "epochs": run["epochs"][-1], "minutes": run["seconds"][-1] / 60,
-               "final_test_error": run["test_error"][-1], "best_test_error": min(run["test_error"]),
-               "test_error_at_reference_time": at, "finished": run["finished"]}  # fmt: skip
+        row = {
+            "label": label,
+            "epochs": run["epochs"][-1],
+            "minutes": run["seconds"][-1] / 60,
+            "final_test_error": run["test_error"][-1],
+            "best_test_error": min(run["test_error"]),
+            "test_error_at_reference_time": at,
+            "finished": run["finished"],
+        }
         table.append(row)
-        print(f"{label:40s} {row['epochs']:6d} {row['minutes']:8.1f} {100 * row['final_test_error']:8.2f}% "
-              f"{100 * row['best_test_error']:8.2f}% {'' if at is None else format(100 * at, '.2f') + '%':>12s}")  # fmt: skip
+        print(
+            f"{label:40s} {row['epochs']:6d} {row['minutes']:8.1f} {100 * row['final_test_error']:8.2f}% "
+            f"{100 * row['best_test_error']:8.2f}% {'' if at is None else format(100 * at, '.2f') + '%':>12s}"
+        )
     if args.out:
         import matplotlib
 
@@ -92,8 +102,14 @@ def main(argv=None):
         for i, (label, run) in enumerate(zip(labels, runs)):
             minutes = [s / 60 for s in run["seconds"]]
             ax.plot(minutes, [100 * e for e in run["test_error"]], lw=2, color=f"C{i}", label=f"{label}: test")
-            ax.plot(minutes, [100 * e for e in run["train_error"]], lw=0.8, color=f"C{i}", ls="--",
-                    label=f"{label}: training")  # fmt: skip
+            ax.plot(
+                minutes,
+                [100 * e for e in run["train_error"]],
+                lw=0.8,
+                color=f"C{i}",
+                ls="--",
+                label=f"{label}: training",
+            )
         ax.set_xlabel("wall-clock minutes on this machine")
         ax.set_ylabel("error (%)")
         ax.set_ylim(0, 60)

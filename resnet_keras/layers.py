@@ -61,9 +61,7 @@ class InputNormalization(keras.layers.Layer):
 
     def __init__(self, mode="pixel", **kwargs):
         if mode not in NORMALIZATION_MODES:
-            raise ValueError(
-                f"normalization mode {mode!r} is not valid; expected one of {NORMALIZATION_MODES}"
-            )
+            raise ValueError(f"normalization mode {mode!r} is not valid; expected one of {NORMALIZATION_MODES}")
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.mode = mode

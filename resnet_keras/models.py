@@ -113,18 +113,17 @@ def get_model(
             raise ValueError(f"num_classes={num_classes!r} sizes the classifier; include_top=False has none")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r}; expected one of {POOLINGS}")
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
         raise ValueError(f"num_classes={num_classes!r}; expected a positive integer")
     if not _is_number(width) or not 0 < width <= 64:
         raise ValueError(f"width={width!r}; expected a number in (0, 64]")
     if bottleneck_version not in BOTTLENECK_VERSIONS:
-        raise ValueError(
-            f"bottleneck_version={bottleneck_version!r}; expected one of {BOTTLENECK_VERSIONS}"
-        )
+        raise ValueError(f"bottleneck_version={bottleneck_version!r}; expected one of {BOTTLENECK_VERSIONS}")
     if bottleneck_version != "v1" and spec.block != "bottleneck":
         raise ValueError(
-            f"bottleneck_version={bottleneck_version!r} applies to bottleneck networks only; "
-            f"{name!r} uses basic blocks"
+            f"bottleneck_version={bottleneck_version!r} applies to bottleneck networks only; {name!r} uses basic blocks"
         )
     if normalization not in NORMALIZATION_MODES:
         raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATION_MODES}")
@@ -156,10 +155,18 @@ def get_model(
         entry = pretrained.find_weights(name, weights)
         if num_classes is None:  # a headless backbone of shipped weights: the classifier is dropped
             num_classes = entry["build"]["num_classes"]
-        pretrained.check_request(entry, build_settings(
-            num_classes=num_classes, input_shape=input_shape, shortcut=shortcut, width=width,
-            stage_depths=spec.stage_depths, bottleneck_version=bottleneck_version, normalization=normalization,
-        ))  # fmt: skip
+        pretrained.check_request(
+            entry,
+            build_settings(
+                num_classes=num_classes,
+                input_shape=input_shape,
+                shortcut=shortcut,
+                width=width,
+                stage_depths=spec.stage_depths,
+                bottleneck_version=bottleneck_version,
+                normalization=normalization,
+            ),
+        )
     model = build_network(
         spec,
         options,
@@ -278,9 +285,7 @@ def build_network(spec, options, *, num_classes, input_shape, width, normalizati
             if spec.block == "basic":
                 x = apply_basic_block(x, filters, stride, options, name=block_name)
             else:
-                x = apply_bottleneck_block(
-                    x, filters, stride, options, name=block_name, expansion=BOTTLENECK_EXPANSION
-                )
+                x = apply_bottleneck_block(x, filters, stride, options, name=block_name, expansion=BOTTLENECK_EXPANSION)
 
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     # float32 logits under mixed precision: softmax and the loss need the range.

@@ -55,17 +55,23 @@ def find_weights(arch: str, name: str, manifest=None) -> dict:
         if entry["name"] == name:
             return entry
     known = ", ".join(repr(e["name"]) for e in entries) or "none"
-    raise ValueError(f"weights={name!r} do not exist for {arch!r}; shipped for {arch!r}: {known} "
-                     "(resnet_keras.list_weights() lists every network's)")  # fmt: skip
+    raise ValueError(
+        f"weights={name!r} do not exist for {arch!r}; shipped for {arch!r}: {known} "
+        "(resnet_keras.list_weights() lists every network's)"
+    )
 
 
 def check_request(entry: dict, requested: dict) -> None:
     """A ValueError naming each build setting that differs from the weights'."""
-    differ = [f"{k}={requested[k]!r} (the weights': {entry['build'][k]!r})"
-              for k in BUILD_KEYS if _normal(requested.get(k)) != _normal(entry["build"].get(k))]  # fmt: skip
+    differ = [
+        f"{k}={requested[k]!r} (the weights': {entry['build'][k]!r})"
+        for k in BUILD_KEYS
+        if _normal(requested.get(k)) != _normal(entry["build"].get(k))
+    ]
     if differ:
-        raise ValueError(f"weights={entry['name']!r} of {entry['arch']!r} were trained with other settings: "
-                         + "; ".join(differ))  # fmt: skip
+        raise ValueError(
+            f"weights={entry['name']!r} of {entry['arch']!r} were trained with other settings: " + "; ".join(differ)
+        )
 
 
 def _normal(value):

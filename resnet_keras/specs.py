@@ -78,7 +78,7 @@ class ArchSpec:
     def default_num_classes(self) -> int:
         return DEFAULT_NUM_CLASSES[self.family]
 
-    def with_stage_depths(self, stage_depths) -> "ArchSpec":
+    def with_stage_depths(self, stage_depths) -> ArchSpec:
         return dataclasses.replace(self, stage_depths=tuple(stage_depths))
 
 

@@ -18,6 +18,8 @@ def requires(name: str) -> list:
     """The marks of a test module that needs the prepared dataset ``name``."""
     return [
         pytest.mark.realdata,
-        pytest.mark.skipif(not prepared(name), reason=f"no prepared {name} in TFDS_DATA_DIR={DATA_DIR!r} "
-                           "(set it to ../shared/tensorflow_datasets)"),
-    ]  # fmt: skip
+        pytest.mark.skipif(
+            not prepared(name),
+            reason=f"no prepared {name} in TFDS_DATA_DIR={DATA_DIR!r} (set it to ../shared/tensorflow_datasets)",
+        ),
+    ]

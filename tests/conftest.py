@@ -10,13 +10,11 @@ import resnet_keras
 SMALL_SIZE = {"imagenet": 64, "cifar": 16}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(name, size=None, **kwargs):
     spec = resnet_keras.resolve_spec(name)
     input_shape = None if size is None else (size, size, 3)
-    return resnet_keras.get_model(
-        name, num_classes=spec.default_num_classes, input_shape=input_shape, **kwargs
-    )
+    return resnet_keras.get_model(name, num_classes=spec.default_num_classes, input_shape=input_shape, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -47,10 +47,13 @@ def test_copied_resnet50_matches_keras_applications(source):
     np.testing.assert_array_equal(actual.argmax(-1), expected.argmax(-1))
     # Backbone features agree too, not only the head.
     feats = [keras.Model(m.input, m.get_layer("avg_pool").output) for m in (source, target)]
-    assert _relative_error(
-        feats[1].predict(rgb, verbose=0),
-        feats[0].predict(keras.applications.resnet.preprocess_input(rgb.copy()), verbose=0),
-    ) < 1e-4
+    assert (
+        _relative_error(
+            feats[1].predict(rgb, verbose=0),
+            feats[0].predict(keras.applications.resnet.preprocess_input(rgb.copy()), verbose=0),
+        )
+        < 1e-4
+    )
     np.testing.assert_allclose(get_normalization(target).mean.numpy()[0, 0], [123.68, 116.779, 103.939], rtol=1e-6)
 
 

@@ -11,7 +11,7 @@ import resnet_keras
 @pytest.mark.parametrize(
     "name, size, channels",
     [("resnet20", 32, 64), ("plain20", 32, 64), ("resnet18", 64, 512), ("plain34", 64, 512), ("resnet50", 64, 2048)],
-)  # fmt: skip
+)
 def test_include_top_false_gives_the_last_stage_or_its_pooled_vector(name, size, channels):
     stride = resnet_keras.resolve_spec(name).total_stride
     maps = resnet_keras.get_model(name, include_top=False, input_shape=(size, size, 3), seed=0)
@@ -22,8 +22,9 @@ def test_include_top_false_gives_the_last_stage_or_its_pooled_vector(name, size,
     for pooling, reduce in (("avg", np.mean), ("max", np.max)):
         pooled = resnet_keras.get_model(name, include_top=False, pooling=pooling, input_shape=(size, size, 3), seed=0)
         assert pooled.output_shape == (None, channels)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(pooled(images)), reduce(feature_map, axis=(1, 2)),
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(pooled(images)), reduce(feature_map, axis=(1, 2)), rtol=1e-5, atol=1e-5
+        )
     # The same seed: the backbone's weights are the classifier network's, minus the head.
     full = resnet_keras.get_model(name, num_classes=7, input_shape=(size, size, 3), seed=0)
     assert resnet_keras.count_params(full) - resnet_keras.count_params(maps) == channels * 7 + 7
@@ -56,12 +57,15 @@ def test_backbone_of_shipped_weights_is_the_trained_network_minus_its_classifier
 
 
 def test_keras_applications_weights_copy_into_a_backbone():
-    source = keras.applications.ResNet50(weights=None, include_top=True, input_shape=(64, 64, 3),
-                                         classifier_activation=None)  # fmt: skip
+    source = keras.applications.ResNet50(
+        weights=None, include_top=True, input_shape=(64, 64, 3), classifier_activation=None
+    )
     target = resnet_keras.get_model("resnet50", include_top=False, input_shape=(64, 64, 3))
     resnet_keras.copy_applications_weights(source, target)
     images = np.random.default_rng(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     expected = keras.Model(source.input, source.get_layer("conv5_block3_out").output)(
-        keras.applications.resnet.preprocess_input(images.copy()))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(target(images)), keras.ops.convert_to_numpy(expected),
-                               rtol=1e-3, atol=1e-3)  # fmt: skip
+        keras.applications.resnet.preprocess_input(images.copy())
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(target(images)), keras.ops.convert_to_numpy(expected), rtol=1e-3, atol=1e-3
+    )

@@ -12,11 +12,29 @@ import resnet_keras
 from benchmarks import model_throughput
 
 
-@pytest.mark.slow  # a benchmark's smoke test of 60 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
+# A benchmark's smoke test of 60 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores.
+@pytest.mark.slow
 def test_model_throughput_runs_alternated_rounds_and_writes_json(tmp_path, float32_policy):
     out = tmp_path / "result.json"
-    args = ["--pair", "resnet20", "--batch-size", "4", "--rounds", "2", "--steps", "2", "--warmup", "1",
-            "--precision", "float32", "mixed_bfloat16", "--xla", "off", "--modes", "train"]  # fmt: skip
+    args = [
+        "--pair",
+        "resnet20",
+        "--batch-size",
+        "4",
+        "--rounds",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--precision",
+        "float32",
+        "mixed_bfloat16",
+        "--xla",
+        "off",
+        "--modes",
+        "train",
+    ]
     results = model_throughput.main([*args, "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     pair = results["pairs"]["resnet20"]
@@ -28,10 +46,12 @@ def test_model_throughput_runs_alternated_rounds_and_writes_json(tmp_path, float
     assert pair["train"]["best_round"] == {k: max(v) for k, v in rounds.items()}
     ratios = pair["train"]["ratios"]
     assert set(ratios) == {
-        "resnet_keras/handwritten|float32|no-xla", "resnet_keras/handwritten_symmetric|float32|no-xla",
-        "resnet_keras/handwritten|mixed_bfloat16|no-xla", "resnet_keras/handwritten_symmetric|mixed_bfloat16|no-xla",
+        "resnet_keras/handwritten|float32|no-xla",
+        "resnet_keras/handwritten_symmetric|float32|no-xla",
+        "resnet_keras/handwritten|mixed_bfloat16|no-xla",
+        "resnet_keras/handwritten_symmetric|mixed_bfloat16|no-xla",
         "resnet_keras|mixed_bfloat16|no-xla/float32|no-xla",
-    }  # fmt: skip
+    }
     per_round = [a / b for a, b in zip(rounds["resnet_keras|float32|no-xla"], rounds["handwritten|float32|no-xla"])]
     ratio = ratios["resnet_keras/handwritten|float32|no-xla"]
     assert ratio["min"] == min(per_round) and ratio["max"] == max(per_round)
@@ -56,17 +76,36 @@ def test_model_throughput_rejects_bad_counts():
         model_throughput.main(["--rounds", "0"])
 
 
-@pytest.mark.slow  # a benchmark's smoke test of 55 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
+# A benchmark's smoke test of 55 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores.
+@pytest.mark.slow
 def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float32_policy, monkeypatch):
     from benchmarks import input_pipeline
     from trainers.core import data
 
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "pipeline.json"
-    results = input_pipeline.main(["--dataset", "synthetic", "--synthetic-train", "320", "--arch", "resnet8",
-                                   "--batch-size", "16", "--steps", "12",
-                                   "--rounds", "2", "--pipeline-batches", "5", "--precision", "float32",
-                                   "--json", str(out)])  # fmt: skip
+    results = input_pipeline.main(
+        [
+            "--dataset",
+            "synthetic",
+            "--synthetic-train",
+            "320",
+            "--arch",
+            "resnet8",
+            "--batch-size",
+            "16",
+            "--steps",
+            "12",
+            "--rounds",
+            "2",
+            "--pipeline-batches",
+            "5",
+            "--precision",
+            "float32",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert set(results["pipeline"]["images_per_second"]) == {"autotune", "fixed", "fixed+batched"}
     assert all(len(v) == 2 and min(v) > 0 for v in results["pipeline"]["images_per_second"].values())
@@ -79,19 +118,42 @@ def test_input_pipeline_benchmark_runs_both_ways_and_both_paths(tmp_path, float3
     # --pipeline-threads: one end-to-end variant per value, each built with its value.
     seen, finish = [], data._finish
     monkeypatch.setattr(data, "_finish", lambda ds: seen.append(data.PIPELINE_INTRA_OP_THREADS) or finish(ds))
-    results = input_pipeline.main(["--dataset", "synthetic", "--synthetic-train", "320", "--arch", "resnet8",
-                                   "--batch-size", "16", "--steps", "12", "--rounds", "1", "--skip", "pipeline",
-                                   "--precision", "float32", "--pipeline-threads", "0", "2"])  # fmt: skip
+    results = input_pipeline.main(
+        [
+            "--dataset",
+            "synthetic",
+            "--synthetic-train",
+            "320",
+            "--arch",
+            "resnet8",
+            "--batch-size",
+            "16",
+            "--steps",
+            "12",
+            "--rounds",
+            "1",
+            "--skip",
+            "pipeline",
+            "--precision",
+            "float32",
+            "--pipeline-threads",
+            "0",
+            "2",
+        ]
+    )
     assert set(results["fit"]["images_per_second"]) == {"end_to_end_threads0", "end_to_end_threads2", "model_only"}
-    assert {"ratio_end_to_end_threads0_over_model_only", "ratio_end_to_end_threads2_over_model_only"} <= set(results["fit"])
+    assert {"ratio_end_to_end_threads0_over_model_only", "ratio_end_to_end_threads2_over_model_only"} <= set(
+        results["fit"]
+    )
     assert 0 in seen and 2 in seen and data.PIPELINE_INTRA_OP_THREADS == 1
 
 
 def test_tflite_latency_benchmark_times_every_format(tmp_path, float32_policy):
     from benchmarks import tflite_latency
 
-    results = tflite_latency.main(["--arch", "resnet8", "--images", "3", "--calibration", "4", "--rounds", "2",
-                                   "--threads", "1"])  # fmt: skip
+    results = tflite_latency.main(
+        ["--arch", "resnet8", "--images", "3", "--calibration", "4", "--rounds", "2", "--threads", "1"]
+    )
     assert set(results["ms_per_image"]) == {f"{f}|1" for f in tflite_latency.TFLITE_FORMATS}
     assert all(v["min"] > 0 and len(v["rounds"]) == 2 for v in results["ms_per_image"].values())
     assert results["sizes_bytes"]["tflite-int8"] < results["sizes_bytes"]["tflite"] / 3
@@ -111,7 +173,9 @@ def test_wallclock_compares_runs_at_the_first_runs_time(tmp_path):
 
     fast = run("fast", "fast", [60, 60], [0.3, 0.2])
     paper = run("paper", "paper", [50, 50, 50, 50], [0.5, 0.4, 0.35, 0.3])
-    table = wallclock.main([str(fast), str(paper), "--out", str(tmp_path / "plot.png"), "--json", str(tmp_path / "t.json")])
+    table = wallclock.main(
+        [str(fast), str(paper), "--out", str(tmp_path / "plot.png"), "--json", str(tmp_path / "t.json")]
+    )
     assert (tmp_path / "plot.png").stat().st_size > 0
     assert json.loads((tmp_path / "t.json").read_text())["runs"] == table
     assert table[0]["test_error_at_reference_time"] == 0.2 and table[0]["minutes"] == 2.0
@@ -124,12 +188,29 @@ def test_wallclock_compares_runs_at_the_first_runs_time(tmp_path):
         wallclock.main([str(tmp_path)])
 
 
-@pytest.mark.slow  # a benchmark's smoke test of 20 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
+# A benchmark's smoke test of 20 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores.
+@pytest.mark.slow
 def test_bf16_shapes_benchmark_covers_every_width_and_batch(float32_policy):
     from benchmarks import bf16_shapes
 
-    results = bf16_shapes.main(["--arch", "resnet8", "--widths", "1", "2", "--batch-sizes", "4", "8", "--rounds", "1",
-                                "--steps", "1", "--warmup", "1"])  # fmt: skip
+    results = bf16_shapes.main(
+        [
+            "--arch",
+            "resnet8",
+            "--widths",
+            "1",
+            "2",
+            "--batch-sizes",
+            "4",
+            "8",
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+        ]
+    )
     assert [(r["width"], r["batch"]) for r in results["rows"]] == [(1, 4), (1, 8), (2, 4), (2, 8)]
     assert results["rows"][2]["channels"] == [32, 64, 128]
     assert results["rows"][2]["flops"] > 3 * results["rows"][0]["flops"]  # about 4x: width squared
@@ -143,15 +224,17 @@ def test_jpeg_cost_measures_distortion_and_fits_the_runs(tmp_path):
     def run(name, quality, error, **identity):
         d = tmp_path / name
         d.mkdir()
-        (d / "config.json").write_text(json.dumps({"arch": "resnet20", "recipe": "fast", "epochs": 5, **identity,
-                                                   "jpeg_quality": quality}))  # fmt: skip
+        (d / "config.json").write_text(
+            json.dumps({"arch": "resnet20", "recipe": "fast", "epochs": 5, **identity, "jpeg_quality": quality})
+        )
         (d / "metrics.json").write_text(json.dumps({"test_top1_error": error}))
         return str(d)
 
     runs = [run("as_is", None, 0.20), run("q50", 50, 0.22), run("q20", 20, 0.24)]
     out = tmp_path / "jpeg.json"
-    result = jpeg_cost.main(["--dataset", "synthetic", "--images", "16", "--qualities", "90", "--runs", *runs,
-                             "--json", str(out)])  # fmt: skip
+    result = jpeg_cost.main(
+        ["--dataset", "synthetic", "--images", "16", "--qualities", "90", "--runs", *runs, "--json", str(out)]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     mse = {row["quality"]: row["mse"] for row in result["distortion"]}
     assert set(mse) == {90, 50, 20} and 0 < mse[90] < mse[50] < mse[20]  # the runs' qualities are measured too
@@ -168,7 +251,8 @@ def test_jpeg_cost_measures_distortion_and_fits_the_runs(tmp_path):
         jpeg_cost.main(["--dataset", "synthetic", "--images", "4", "--runs", str(tmp_path)])
 
 
-@pytest.mark.slow  # a benchmark's smoke test of 40 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
+# A benchmark's smoke test of 40 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores.
+@pytest.mark.slow
 def test_layer_variants_undo_each_change_and_keep_the_network(tmp_path):
     from benchmarks import layer_variants
 
@@ -180,7 +264,9 @@ def test_layer_variants_undo_each_change_and_keep_the_network(tmp_path):
     assert "FusedBatchNormalization" not in kinds and "MatmulConv2D" not in kinds
     assert {"BatchNormalization", "Conv2D"} <= kinds
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    np.testing.assert_allclose(before.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        before.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4
+    )
 
     small = resnet_keras.get_model("resnet8", num_classes=10, input_shape=(16, 16, 3))
     sliced = layer_variants.undo(small, {"slice"})
@@ -188,8 +274,24 @@ def test_layer_variants_undo_each_change_and_keep_the_network(tmp_path):
     np.testing.assert_array_equal(sliced.predict(images, verbose=0), small.predict(images, verbose=0))
 
     out = tmp_path / "variants.json"
-    results = layer_variants.main(["--arch", "resnet20", "--precision", "float32", "--batch-size", "2",
-                                   "--rounds", "1", "--steps", "1", "--warmup", "1", "--json", str(out)])  # fmt: skip
+    results = layer_variants.main(
+        [
+            "--arch",
+            "resnet20",
+            "--precision",
+            "float32",
+            "--batch-size",
+            "2",
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     arch = json.loads(out.read_text())["archs"]["resnet20"]
     assert set(arch["per_round"]) == {"current|float32", "keras_bn|float32", "strided_slice|float32", "before|float32"}
     assert arch == json.loads(json.dumps(results["archs"]["resnet20"]))
@@ -199,8 +301,24 @@ def test_profile_steps_sums_op_time_by_type_and_layer(tmp_path):
     from benchmarks import profile_steps
 
     out = tmp_path / "profile.json"
-    results = profile_steps.main(["--arch", "resnet20", "--precision", "float32", "--batch-size", "4", "--steps", "1",
-                                  "--warmup", "1", "--top-layers", "3", "--json", str(out)])  # fmt: skip
+    results = profile_steps.main(
+        [
+            "--arch",
+            "resnet20",
+            "--precision",
+            "float32",
+            "--batch-size",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--top-layers",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     profile = json.loads(out.read_text())["profiles"][0]
     assert profile == json.loads(json.dumps(results["profiles"][0]))
     types = {row["name"]: row for row in profile["by_op_type"]}
@@ -208,8 +326,12 @@ def test_profile_steps_sums_op_time_by_type_and_layer(tmp_path):
     assert sum(row["share"] for row in profile["by_op_type"]) == pytest.approx(1.0)
     kinds = {row["name"] for row in profile["by_layer_kind"]}
     assert {"conv", "batchnorm"} <= kinds
-    assert profile_steps.op_scope("gradient_tape/resnet20_1/conv2_block1_1_bn_1/FusedBatchNormGradV3",
-                                  {"conv2_block1_1_bn"}) == "conv2_block1_1_bn"  # fmt: skip
+    assert (
+        profile_steps.op_scope(
+            "gradient_tape/resnet20_1/conv2_block1_1_bn_1/FusedBatchNormGradV3", {"conv2_block1_1_bn"}
+        )
+        == "conv2_block1_1_bn"
+    )
     assert profile_steps.layer_kind("conv3_block1_0_zeropad") == "option A shortcut"
     with pytest.raises(SystemExit, match="--steps must be at least 1"):
         profile_steps.main(["--steps", "0"])
@@ -235,23 +357,59 @@ def test_transfer_writes_a_whole_folder_and_the_runs_it_compares(tmp_path, capsy
     with pytest.raises(UserError, match="was not written by this script with these settings"):
         transfer.write_folder({}, [], data, {**manifest, "per_class": 5})
     # The folder is there: the dry run prints the three runs and trains nothing.
-    transfer.main(["--root", str(root), "--source", str(tmp_path / "src"), "--per-class", "2", "--test-per-class",
-                   "1", "--epochs", "3", "--dry-run"])  # fmt: skip
+    transfer.main(
+        [
+            "--root",
+            str(root),
+            "--source",
+            str(tmp_path / "src"),
+            "--per-class",
+            "2",
+            "--test-per-class",
+            "1",
+            "--epochs",
+            "3",
+            "--dry-run",
+        ]
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if "fit.py" in line]
     assert len(lines) == 3 and all(f"folder:{data}" in line for line in lines)
     assert "--recipe fast" in lines[0] and "--init-from" in lines[1] and "--freeze-epochs 5" in lines[2]
     assert not (root / "transfer.json").exists() and not (root / "scratch").exists()
 
 
-@pytest.mark.slow  # a benchmark's smoke test of 50 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
+# A benchmark's smoke test of 50 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores.
+@pytest.mark.slow
 def test_onednn_benchmark_runs_each_setting_in_its_own_process(tmp_path):
     from benchmarks import onednn
 
     out = tmp_path / "onednn.json"
-    results = onednn.main(["--arch", "resnet8", "--image-size", "16", "--batch-size", "4", "--rounds", "2",
-                           "--steps", "1", "--warmup", "1", "--modes", "train", "inference", "--json", str(out)])  # fmt: skip
+    results = onednn.main(
+        [
+            "--arch",
+            "resnet8",
+            "--image-size",
+            "16",
+            "--batch-size",
+            "4",
+            "--rounds",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--modes",
+            "train",
+            "inference",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
-    assert [(r["case"], r["mode"]) for r in results["rows"]] == [("resnet8@16px/b4", "train"), ("resnet8@16px/b4", "inference")]
+    assert [(r["case"], r["mode"]) for r in results["rows"]] == [
+        ("resnet8@16px/b4", "train"),
+        ("resnet8@16px/b4", "inference"),
+    ]
     for row in results["rows"]:
         assert row["onednn"]["median"] > 0 and row["eigen"]["median"] > 0
         assert row["ratio"]["min"] <= row["ratio"]["median"] <= row["ratio"]["max"]
@@ -266,7 +424,10 @@ def test_conv_gradients_checks_each_shape_against_float64(tmp_path):
     results = conv_gradients.main(["--runs", "1", "--shapes", "4", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert [r["shape"] for r in results["rows"]][1:] == [
-        "1x1 stride 2 valid, 8 px, 8->8", "1x1 stride 2 valid, 8 px, 16->16", "1x1 stride 1 valid, 8 px, 5->6"]
+        "1x1 stride 2 valid, 8 px, 8->8",
+        "1x1 stride 2 valid, 8 px, 16->16",
+        "1x1 stride 1 valid, 8 px, 5->6",
+    ]
     for row in results["rows"][1:]:  # shapes both kernel libraries get right
         assert row["wrong_runs"] == 0 and max(row["worst_error"].values()) < 1e-5
     with pytest.raises(SystemExit, match="--runs must be at least 1, got 0"):

@@ -32,7 +32,11 @@ def test_mcnemar_and_interval_edge_cases():
     # 30 images only B gets right, 10 only A, of 1000: +2 points, se = sqrt(40 - 400/1000) / 1000.
     diff, low, high = paired_difference(10, 30, 1000)
     se = math.sqrt(40 - 0.4) / 1000
-    assert diff == pytest.approx(0.02) and low == pytest.approx(0.02 - 1.96 * se) and high == pytest.approx(0.02 + 1.96 * se)
+    assert (
+        diff == pytest.approx(0.02)
+        and low == pytest.approx(0.02 - 1.96 * se)
+        and high == pytest.approx(0.02 + 1.96 * se)
+    )
 
 
 def _saved(tmp_path, name, seed, size=32):

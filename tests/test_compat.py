@@ -31,7 +31,8 @@ def first_loss(strategy, patch):
     ds = data.distributed_train_data(strategy, info, 32, seed=0)
     with strategy.scope():
         model = resnet_keras.get_model("resnet8", num_classes=10, input_shape=(16, 16, 3), seed=0, synchronized_bn=True)
-        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss)
     if patch:
         compat.build_before_fit(model, strategy, (((32, 16, 16, 3), "float32"), ((32,), "int64")))
     return model.fit(ds, steps_per_epoch=4, epochs=1, verbose=0).history["loss"][0]
@@ -48,14 +49,15 @@ def test_fit_under_mirrored_strategy_skips_the_first_batch_unless_built_first(tm
     script.write_text(SKIPPED_FIRST_BATCH)
     out = tmp_path / "out.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     losses = json.loads(out.read_text())
     # With a learning rate of 0 the epoch's loss is the mean loss of the 4
     # batches it trained on. Unpatched, Keras 3.15 trains on batches 2-5, not 1-4:
     assert abs(losses["mirrored_unpatched"] - losses["default"]) > 1e-3, (
-        "Keras no longer skips the first batch under MirroredStrategy: "
-        "trainers/compat.build_before_fit may be retired"
+        "Keras no longer skips the first batch under MirroredStrategy: trainers/compat.build_before_fit may be retired"
     )
     # Built first, it trains on the first batch, as the default strategy does.
     assert abs(losses["mirrored_patched"] - losses["default"]) < 1e-5 * abs(losses["default"])
@@ -158,10 +160,22 @@ def test_multi_worker_bugs_of_keras_and_their_fixes(tmp_path):
     shared.mkdir()
     procs = []
     for config in tf_configs(free_ports(2)):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": config,
-               "TMPDIR": str(tmp_path)}  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), str(shared), "25"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "TF_CONFIG": config,
+            "TMPDIR": str(tmp_path),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(tmp_path / "out"), str(shared), "25"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     logs = [p.communicate(timeout=400)[0] for p in procs]
     results = []
     for i in range(2):
@@ -266,13 +280,33 @@ def test_a_run_traces_its_train_step_once(tmp_path, monkeypatch):
     images = np.zeros((32, 16, 16, 3), "float32")
     labels = np.zeros((32,), "int64")
     model = resnet_keras.get_model("resnet8", num_classes=10, input_shape=(16, 16, 3), seed=0)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(16), epochs=1, verbose=0)
     assert len(traces) == 2, "Keras no longer traces its train step twice: the note in compat.build_before_fit is moot"
 
     traces.clear()
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
-    fit.main(["--arch", "resnet8", "--dataset", "synthetic", "--precision", "float32", "--verbose", "0",
-              "--synthetic-train", "256", "--batch-size", "32", "--steps", "3", "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    fit.main(
+        [
+            "--arch",
+            "resnet8",
+            "--dataset",
+            "synthetic",
+            "--precision",
+            "float32",
+            "--verbose",
+            "0",
+            "--synthetic-train",
+            "256",
+            "--batch-size",
+            "32",
+            "--steps",
+            "3",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert traces == [(32, 32, 32, 3)]

@@ -3,20 +3,30 @@ import pytest
 from resnet_keras import PAPER_NUMBERS, count_flops, count_params, get_model
 
 CIFAR_PAPER_PARAMS_M = {
-    "resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66,
-    "resnet56": 0.85, "resnet110": 1.7, "resnet1202": 19.4,
-}  # fmt: skip
+    "resnet20": 0.27,
+    "resnet32": 0.46,
+    "resnet44": 0.66,
+    "resnet56": 0.85,
+    "resnet110": 1.7,
+    "resnet1202": 19.4,
+}
 IMAGENET_KERAS_BACKBONE = {
-    "resnet18": 11_186_112, "resnet34": 21_301_696, "resnet50": 23_561_152,
-    "resnet101": 42_605_504, "resnet152": 58_295_232,
-}  # fmt: skip
+    "resnet18": 11_186_112,
+    "resnet34": 21_301_696,
+    "resnet50": 23_561_152,
+    "resnet101": 42_605_504,
+    "resnet152": 58_295_232,
+}
 TABLE1_FLOPS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 3.8e9, "resnet101": 7.6e9, "resnet152": 11.3e9}
 
 
-@pytest.mark.parametrize("name, millions", [
-    pytest.param(name, millions, marks=[pytest.mark.slow] if name == "resnet1202" else [])  # 28 s to build
-    for name, millions in CIFAR_PAPER_PARAMS_M.items()
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, millions",
+    [
+        pytest.param(name, millions, marks=[pytest.mark.slow] if name == "resnet1202" else [])  # 28 s to build
+        for name, millions in CIFAR_PAPER_PARAMS_M.items()
+    ],
+)
 def test_cifar_parameters_round_to_the_paper(build, name, millions):
     # The paper counts weights that are learned (BN moving statistics are not).
     trainable = count_params(build(name, size="small"), trainable_only=True)
@@ -85,9 +95,7 @@ def test_option_a_adds_no_parameter(build):
         plain = build(f"plain{depth}", size="small")
         assert count_params(residual) == count_params(plain)
     # Option A on an ImageNet network: same parameters as its plain twin too.
-    assert count_params(build("resnet34", size="small", shortcut="A")) == count_params(
-        build("plain34", size="small")
-    )
+    assert count_params(build("resnet34", size="small", shortcut="A")) == count_params(build("plain34", size="small"))
 
 
 @pytest.mark.parametrize("name, paper", TABLE1_FLOPS.items())
@@ -106,8 +114,10 @@ def test_flops_count_convolutions_and_dense_by_hand():
     expected = (
         8 * 8 * 16 * 9 * 3  # conv1
         + 2 * (8 * 8 * 16 * 9 * 16)  # conv2_block1
-        + 4 * 4 * 32 * 9 * 16 + 4 * 4 * 32 * 9 * 32  # conv3_block1
-        + 2 * 2 * 64 * 9 * 32 + 2 * 2 * 64 * 9 * 64  # conv4_block1
+        + 4 * 4 * 32 * 9 * 16
+        + 4 * 4 * 32 * 9 * 32  # conv3_block1
+        + 2 * 2 * 64 * 9 * 32
+        + 2 * 2 * 64 * 9 * 64  # conv4_block1
         + 64 * 10  # logits
     )
     assert count_flops(model) == expected

@@ -11,10 +11,18 @@ from trainers.core import data
 
 def _info(name="synthetic", style="cifar", size=32, classes=10, train=256, val=0, test=64):
     return data.DataInfo(
-        name=name, style=style, image_size=size, num_classes=classes, class_names=[], num_train=train,
-        num_val=val, num_test=test, test_split="test" if name == "synthetic" else "validation",
-        data_dir=None, synthetic=name == "synthetic",
-    )  # fmt: skip
+        name=name,
+        style=style,
+        image_size=size,
+        num_classes=classes,
+        class_names=[],
+        num_train=train,
+        num_val=val,
+        num_test=test,
+        test_split="test" if name == "synthetic" else "validation",
+        data_dir=None,
+        synthetic=name == "synthetic",
+    )
 
 
 def _find_window(padded, out, size=32, pad=4):
@@ -142,8 +150,9 @@ def test_decoded_size_estimate_decides_the_in_memory_cache():
 
     def builder(shape, num_bytes=0, examples=0):
         split = SimpleNamespace(num_bytes=num_bytes, num_examples=examples)
-        return SimpleNamespace(info=SimpleNamespace(features={"image": SimpleNamespace(shape=shape)},
-                                                    splits={"train": split}))  # fmt: skip
+        return SimpleNamespace(
+            info=SimpleNamespace(features={"image": SimpleNamespace(shape=shape)}, splits={"train": split})
+        )
 
     assert data.decoded_bytes(builder((32, 32, 3)), 50_000) == 50_000 * 32 * 32 * 3
     # Imagenette 160 px: 75.7 MB of JPEG for 9,469 images -> about 1.2 GB estimated, cached.
@@ -154,7 +163,9 @@ def test_decoded_size_estimate_decides_the_in_memory_cache():
     assert data.decoded_bytes(builder((None, None, 3)), 10) == float("inf")
 
 
-@pytest.mark.parametrize("name, classes, augment", [("imagenette/160px-v2", 10, "rrc"), ("imagenet2012", 1000, "scale")])
+@pytest.mark.parametrize(
+    "name, classes, augment", [("imagenette/160px-v2", 10, "rrc"), ("imagenet2012", 1000, "scale")]
+)
 def test_imagenet_style_pipeline_on_tfds_mock_data(name, classes, augment):
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
         info = _info(name, "imagenet", 64, classes, train=6, test=6)
@@ -194,12 +205,17 @@ def test_worker_shards_rebuild_the_global_batches(workers, local_replicas):
     images one process would use, augmented identically."""
     info = _info(train=120, size=16)
     replicas, per_replica = workers * local_replicas, 4
-    whole = list(data.train_pipeline(info, replicas * per_replica, seed=5).take(12).as_numpy_iterator())  # past one epoch
+    whole = list(
+        data.train_pipeline(info, replicas * per_replica, seed=5).take(12).as_numpy_iterator()
+    )  # past one epoch
     shards = [
-        list(data.train_pipeline(info, per_replica, seed=5, shard=(w, workers), chunks=replicas)
-             .take(12 * local_replicas).as_numpy_iterator())
+        list(
+            data.train_pipeline(info, per_replica, seed=5, shard=(w, workers), chunks=replicas)
+            .take(12 * local_replicas)
+            .as_numpy_iterator()
+        )
         for w in range(workers)
-    ]  # fmt: skip
+    ]
     for step, (images, labels) in enumerate(whole):
         # Replica r of worker w holds chunk w * local_replicas + r of the global batch.
         parts = [shards[w][step * local_replicas + r] for w in range(workers) for r in range(local_replicas)]

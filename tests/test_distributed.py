@@ -19,15 +19,36 @@ from trainers.core.sources import load_keras_model
 from trainers.core.distributed import Role, role, tf_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--arch", "resnet8", "--dataset", "synthetic", "--image-size", "16", "--synthetic-train", "512",
-        "--batch-size", "32", "--precision", "float32", "--log-every", "1", "--verbose", "2"]  # fmt: skip
+TINY = [
+    "--arch",
+    "resnet8",
+    "--dataset",
+    "synthetic",
+    "--image-size",
+    "16",
+    "--synthetic-train",
+    "512",
+    "--batch-size",
+    "32",
+    "--precision",
+    "float32",
+    "--log-every",
+    "1",
+    "--verbose",
+    "2",
+]
 
 
 def _env(tmp_path):
     workers_tmp = tmp_path / "worker_tmp"
     workers_tmp.mkdir(exist_ok=True)
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT),
-            "RESNET_KERAS_RUNS": str(tmp_path / "runs"), "TMPDIR": str(workers_tmp)}  # fmt: skip
+    return {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(ROOT),
+        "RESNET_KERAS_RUNS": str(tmp_path / "runs"),
+        "TMPDIR": str(workers_tmp),
+    }
 
 
 def _launch(tmp_path, args, workers=2, timeout=400):

@@ -28,11 +28,29 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     run_dir = tmp / "run"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet20", "--dataset", "synthetic",
-         "--steps", "96", "--batch-size", "64", "--synthetic-train", "2048", "--verbose", "0",
-         "--output-dir", str(run_dir)],
-        capture_output=True, text=True, env=ENV, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "trainers" / "fit.py"),
+            "--arch",
+            "resnet20",
+            "--dataset",
+            "synthetic",
+            "--steps",
+            "96",
+            "--batch-size",
+            "64",
+            "--synthetic-train",
+            "2048",
+            "--verbose",
+            "0",
+            "--output-dir",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = export.main([str(run_dir), "--format", "all", "--check-samples", "300", "--latency-samples", "20"])
     return run_dir, report
@@ -45,8 +63,16 @@ def _rows(report):
 def test_every_format_is_written_and_reported(trained):
     run_dir, report = trained
     out = run_dir / "export"
-    for name in ("savedmodel/saved_model.pb", "model_float32.tflite", "model_fp16.tflite", "model_dynamic_int8.tflite",
-                 "model_int8.tflite", "model_int8.labels.txt", "savedmodel/assets/class_names.txt", "report.json"):  # fmt: skip
+    for name in (
+        "savedmodel/saved_model.pb",
+        "model_float32.tflite",
+        "model_fp16.tflite",
+        "model_dynamic_int8.tflite",
+        "model_int8.tflite",
+        "model_int8.labels.txt",
+        "savedmodel/assets/class_names.txt",
+        "report.json",
+    ):
         assert (out / name).exists(), name
     assert not list(out.glob(".*"))  # no temporary names left
     assert json.loads((out / "report.json").read_text())["formats"] == json.loads(json.dumps(report["formats"]))
@@ -66,12 +92,23 @@ def test_savedmodel_in_a_fresh_process_matches_keras(trained, tmp_path):
         "m = tf.saved_model.load(sys.argv[1])\n"
         "out = m.signatures['serving_default'](images=tf.constant(np.load(sys.argv[2])))\n"
         "np.save(sys.argv[3], out['probabilities'].numpy())\n"
-        "print(list(out['top_class'].numpy()[:2]), [n.decode() for n in m.signatures['class_names']()['class_names'].numpy()][:2])\n"
-    )  # fmt: skip
+        "names = m.signatures['class_names']()['class_names'].numpy()\n"
+        "print(list(out['top_class'].numpy()[:2]), [n.decode() for n in names][:2])\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(run_dir / "export" / "savedmodel"), str(tmp_path / "images.npy"),
-         str(tmp_path / "probs.npy")], capture_output=True, text=True, env=ENV, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(run_dir / "export" / "savedmodel"),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "probs.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # The saved file itself has float32 layers, whatever precision trained it
     # (bf16 on CPUs with bf16 instructions), and matches its SavedModel.
@@ -112,8 +149,21 @@ def test_deeper_option_a_networks_convert_without_flex(name):
 
 def test_int8_io_variant_takes_pixel_minus_128(trained, tmp_path):
     run_dir, report = trained
-    result = export.main([str(run_dir), "--format", "tflite-int8", "--int8-io", "int8", "--check-samples", "100",
-                          "--latency-samples", "5", "--output", str(tmp_path)])  # fmt: skip
+    result = export.main(
+        [
+            str(run_dir),
+            "--format",
+            "tflite-int8",
+            "--int8-io",
+            "int8",
+            "--check-samples",
+            "100",
+            "--latency-samples",
+            "5",
+            "--output",
+            str(tmp_path),
+        ]
+    )
     row = _rows(result)["tflite-int8"]
     assert row["input_type"] == "int8" and row["top1_agreement"] >= 0.97
 

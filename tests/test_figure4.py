@@ -38,7 +38,10 @@ def test_figure4_skips_finished_runs_and_says_whether_depth_pays(tmp_path, capsy
     # Without config.json the split's size, and so the noise, is unknown, and said so.
     margin = result["margins"]["resnet34_vs_resnet18"]
     assert {k: margin[k] for k in ("val_error_points", "two_standard_errors_points", "beyond_noise")} == {
-        "val_error_points": pytest.approx(-4.0), "two_standard_errors_points": None, "beyond_noise": None}
+        "val_error_points": pytest.approx(-4.0),
+        "two_standard_errors_points": None,
+        "beyond_noise": None,
+    }
     assert "noise is unknown" in out
     # Without the models, no paired test either, and that is said.
     assert margin["paired"] is None and margin["paired_why"].startswith("no ") and "model.keras" in margin["paired_why"]
@@ -85,7 +88,9 @@ def test_a_margin_within_the_sampling_noise_is_called_so(tmp_path, capsys):
     far = result["margins"]["plain34_vs_plain18"]
     assert far["val_error_points"] == pytest.approx(21.99) and far["beyond_noise"]
     out = capsys.readouterr().out
-    assert "resnet34 better than resnet18: yes (0.38 points of validation error, within the sampling noise of 3,925" in out
+    assert (
+        "resnet34 better than resnet18: yes (0.38 points of validation error, within the sampling noise of 3,925" in out
+    )
     assert "plain34 worse than plain18: yes (21.99 points of validation error, beyond" in out
     json.loads((root / "figure4.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
 
@@ -100,8 +105,11 @@ def test_figure4_pairs_the_runs_on_the_same_images_where_their_models_are_there(
     root = tmp_path / "fig4"
     for seed, (arch, val) in enumerate((("plain18", 0.9), ("plain34", 0.91), ("resnet18", 0.88), ("resnet34", 0.87))):
         _finished_run(root / arch, [val], [val])
-        (root / arch / "config.json").write_text(json.dumps(
-            {"dataset": "synthetic", "family": "cifar", "seed": 0, "synthetic_test": 512, "data": {"num_test": 512}}))
+        (root / arch / "config.json").write_text(
+            json.dumps(
+                {"dataset": "synthetic", "family": "cifar", "seed": 0, "synthetic_test": 512, "data": {"num_test": 512}}
+            )
+        )
         keras.utils.set_random_seed(seed)
         resnet_keras.get_model("resnet8", num_classes=10, input_shape=(32, 32, 3)).save(root / arch / "model.keras")
     result = reproduce.main(["figure4", "--root", str(root), "--epochs", "1"])

@@ -19,8 +19,9 @@ SHIPPED = str(resnet_keras.pretrained.WEIGHTS_DIR / "resnet20-cifar10.weights.h5
 
 def _fit(args, tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
-    return fit.main([*args, "--dataset", "synthetic", "--precision", "float32", "--verbose", "0",
-                     "--synthetic-train", "256"])  # fmt: skip
+    return fit.main(
+        [*args, "--dataset", "synthetic", "--precision", "float32", "--verbose", "0", "--synthetic-train", "256"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,26 @@ def source_run(tmp_path_factory):
     """A resnet8 trained 6 iterations on 10 synthetic classes."""
     tmp = tmp_path_factory.mktemp("source")
     run = tmp / "run"
-    fit.main(["--arch", "resnet8", "--dataset", "synthetic", "--steps", "6", "--batch-size", "32", "--precision",
-              "float32", "--verbose", "0", "--synthetic-train", "256", "--output-dir", str(run)])  # fmt: skip
+    fit.main(
+        [
+            "--arch",
+            "resnet8",
+            "--dataset",
+            "synthetic",
+            "--steps",
+            "6",
+            "--batch-size",
+            "32",
+            "--precision",
+            "float32",
+            "--verbose",
+            "0",
+            "--synthetic-train",
+            "256",
+            "--output-dir",
+            str(run),
+        ]
+    )
     return run
 
 
@@ -41,8 +60,9 @@ def _backbone_equal(a, b):
 
 
 @pytest.mark.parametrize("form", ["run", "keras", "weights"])
-def test_init_from_copies_every_matching_layer_and_replaces_the_classifier(form, source_run, tmp_path, monkeypatch,
-                                                                           float32_policy):  # fmt: skip
+def test_init_from_copies_every_matching_layer_and_replaces_the_classifier(
+    form, source_run, tmp_path, monkeypatch, float32_policy
+):
     source = load_keras_model(source_run / "model.keras")
     spec = {"run": source_run, "keras": source_run / "model.keras", "weights": tmp_path / "w.weights.h5"}[form]
     if form == "weights":
@@ -55,19 +75,52 @@ def test_init_from_copies_every_matching_layer_and_replaces_the_classifier(form,
     assert model.get_layer("logits").kernel.shape == (64, 4)
 
 
-def test_a_finetune_run_records_its_source_and_uses_the_finetune_recipe(source_run, tmp_path, monkeypatch,
-                                                                      float32_policy):  # fmt: skip
+def test_a_finetune_run_records_its_source_and_uses_the_finetune_recipe(
+    source_run, tmp_path, monkeypatch, float32_policy
+):
     run = tmp_path / "ft"
-    _fit(["--arch", "resnet8", "--init-from", str(source_run), "--synthetic-classes", "4", "--steps", "3",
-          "--batch-size", "32", "--output-dir", str(run)], tmp_path, monkeypatch)  # fmt: skip
+    _fit(
+        [
+            "--arch",
+            "resnet8",
+            "--init-from",
+            str(source_run),
+            "--synthetic-classes",
+            "4",
+            "--steps",
+            "3",
+            "--batch-size",
+            "32",
+            "--output-dir",
+            str(run),
+        ],
+        tmp_path,
+        monkeypatch,
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"] == "finetune" and config["init_from"] == str(source_run)
     assert config["init"]["classifier"] == "new" and config["init"]["kind"] == "run"
     assert config["schedule"]["warmup_steps"] == 0 and config["schedule"]["lr"] == pytest.approx(0.02 * 32 / 128)
     # The same class count keeps the classifier too.
     same = tmp_path / "same"
-    _fit(["--arch", "resnet8", "--init-from", str(source_run / "model.keras"), "--steps", "1", "--batch-size", "32",
-          "--recipe", "fast", "--output-dir", str(same)], tmp_path, monkeypatch)  # fmt: skip
+    _fit(
+        [
+            "--arch",
+            "resnet8",
+            "--init-from",
+            str(source_run / "model.keras"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "32",
+            "--recipe",
+            "fast",
+            "--output-dir",
+            str(same),
+        ],
+        tmp_path,
+        monkeypatch,
+    )
     config = json.loads((same / "config.json").read_text())
     assert config["recipe"] == "fast" and config["init"]["classifier"] == "copied"
 
@@ -109,8 +162,9 @@ def test_keras_applications_weights_files_load_through_the_weight_copy(tmp_path,
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     features = keras.Model(model.input, model.get_layer("avg_pool").input)(images)
     expected = source(keras.applications.resnet.preprocess_input(images.copy()))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(features), keras.ops.convert_to_numpy(expected),
-                               rtol=1e-3, atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(features), keras.ops.convert_to_numpy(expected), rtol=1e-3, atol=1e-3
+    )
 
 
 def _backbone_state(model):
@@ -133,8 +187,26 @@ def test_freeze_epochs_trains_the_classifier_alone_then_everything(source_run, t
 
     monkeypatch.setattr(cb, "Unfreeze", Recording)
     run = tmp_path / "frozen"
-    _fit(["--arch", "resnet8", "--init-from", str(source_run), "--synthetic-classes", "4", "--epochs", "2",
-          "--freeze-epochs", "1", "--batch-size", "32", "--output-dir", str(run)], tmp_path, monkeypatch)  # fmt: skip
+    _fit(
+        [
+            "--arch",
+            "resnet8",
+            "--init-from",
+            str(source_run),
+            "--synthetic-classes",
+            "4",
+            "--epochs",
+            "2",
+            "--freeze-epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--output-dir",
+            str(run),
+        ],
+        tmp_path,
+        monkeypatch,
+    )
     source = _backbone_state(load_keras_model(source_run / "model.keras"))
     assert seen["step"] == 8 and seen["trainable"] == 2  # 256 images / 32: one epoch; only the classifier trained
     assert source.keys() == seen["state"].keys() and any("moving_mean" in k for k in source)
@@ -148,17 +220,23 @@ def test_freeze_epochs_trains_the_classifier_alone_then_everything(source_run, t
     assert any("moving_mean" in k for k in changed) and any("kernel" in k for k in changed)  # then all of it trained
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--freeze-epochs", "1"], "--freeze-epochs needs --init-from"),
-    (["--freeze-epochs", "-1", "--init-from", "X"], "expected a number of epochs >= 0"),
-    (["--freeze-epochs", "2", "--epochs", "2", "--init-from", "RUN"], "leaves nothing of this 16-iteration run"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--freeze-epochs", "1"], "--freeze-epochs needs --init-from"),
+        (["--freeze-epochs", "-1", "--init-from", "X"], "expected a number of epochs >= 0"),
+        (["--freeze-epochs", "2", "--epochs", "2", "--init-from", "RUN"], "leaves nothing of this 16-iteration run"),
+    ],
+)
 def test_freeze_epochs_out_of_range_is_one_line_and_writes_nothing(args, message, source_run, tmp_path, monkeypatch):
     args = [str(source_run) if a == "RUN" else a for a in args]
     out = tmp_path / "out"
     with pytest.raises(UserError, match=message):
-        _fit(["--arch", "resnet8", "--batch-size", "32", "--synthetic-classes", "4", "--output-dir", str(out), *args],
-             tmp_path, monkeypatch)  # fmt: skip
+        _fit(
+            ["--arch", "resnet8", "--batch-size", "32", "--synthetic-classes", "4", "--output-dir", str(out), *args],
+            tmp_path,
+            monkeypatch,
+        )
     assert not out.exists()
 
 

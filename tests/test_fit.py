@@ -20,19 +20,40 @@ from trainers.core.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A small, quick run: ResNet-8 (n=1) on 1,024 synthetic 32x32 images, batch 64.
-TINY = ["--arch", "resnet8", "--dataset", "synthetic", "--synthetic-train", "1024", "--batch-size", "64",
-        "--precision", "float32", "--verbose", "0"]  # fmt: skip
+TINY = [
+    "--arch",
+    "resnet8",
+    "--dataset",
+    "synthetic",
+    "--synthetic-train",
+    "1024",
+    "--batch-size",
+    "64",
+    "--precision",
+    "float32",
+    "--verbose",
+    "0",
+]
 
 
 def _env(tmp_path):
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "RESNET_KERAS_RUNS": str(tmp_path / "runs")}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "RESNET_KERAS_RUNS": str(tmp_path / "runs"),
+    }
 
 
 def _fit_process(args, tmp_path, **kwargs):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "trainers" / "fit.py"), *args],
-        env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
-    )  # fmt: skip
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _fit(args, tmp_path, timeout=300):
@@ -59,8 +80,16 @@ def finished_run(tmp_path_factory):
 
 def test_a_run_writes_every_output_and_learns(finished_run):
     run_dir, out = finished_run
-    for name in ("model.keras", "best.keras", "config.json", "history.csv", "steps.csv", "metrics.json",
-                 "curves.png", "pixel_mean.npy"):  # fmt: skip
+    for name in (
+        "model.keras",
+        "best.keras",
+        "config.json",
+        "history.csv",
+        "steps.csv",
+        "metrics.json",
+        "curves.png",
+        "pixel_mean.npy",
+    ):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
     assert not (run_dir / "backup").exists()  # removed once finished
@@ -181,10 +210,14 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_backup(tmp_path):
     "args, message",
     [
         (["--arch", "resnet19"], "unknown architecture 'resnet19'. Known: resnet18, resnet34"),
-        (["--arch", "resnet20", "--dataset", "cifar100", "--data-dir", "{tmp}"],
-         "dataset 'cifar100' is not present in the data dir {tmp}. This project never downloads"),
-        (["--arch", "resnet20", "--dataset", "no_such_dataset", "--data-dir", "{tmp}"],
-         "'no_such_dataset' is not a TFDS dataset"),
+        (
+            ["--arch", "resnet20", "--dataset", "cifar100", "--data-dir", "{tmp}"],
+            "dataset 'cifar100' is not present in the data dir {tmp}. This project never downloads",
+        ),
+        (
+            ["--arch", "resnet20", "--dataset", "no_such_dataset", "--data-dir", "{tmp}"],
+            "'no_such_dataset' is not a TFDS dataset",
+        ),
         (["--arch", "resnet20", "--image-size", "2", "--dataset", "synthetic"], "--image-size 2 is too small"),
         (["--arch", "resnet20", "--dataset", "synthetic", "--batch-size", "0"], "--batch-size 0"),
         (["--arch", "resnet20", "--dataset", "synthetic", "--val-split", "1.5"], "--val-split 1.5"),
@@ -196,12 +229,16 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_backup(tmp_path):
         (["--arch", "resnet8", "--dataset", "synthetic", "--image-size", "0"], "--image-size 0 is too small"),
         (["--arch", "resnet8", "--dataset", "synthetic", "--synthetic-classes", "1"], "--synthetic-classes 1"),
         (["--arch", "resnet8", "--dataset", "synthetic", "--seed", "-5"], "--seed -5; expected an integer"),
-        (["--arch", "resnet8", "--dataset", "synthetic", "--output-dir", "{tmp}/bad"],
-         "{tmp}/bad/config.json is not valid JSON"),
-        (["--arch", "resnet8", "--dataset", "synthetic", "--init-from", "{tmp}/bad/x.keras"],
-         "{tmp}/bad/x.keras is not a .keras model: not a zip archive (3 bytes"),
+        (
+            ["--arch", "resnet8", "--dataset", "synthetic", "--output-dir", "{tmp}/bad"],
+            "{tmp}/bad/config.json is not valid JSON",
+        ),
+        (
+            ["--arch", "resnet8", "--dataset", "synthetic", "--init-from", "{tmp}/bad/x.keras"],
+            "{tmp}/bad/x.keras is not a .keras model: not a zip archive (3 bytes",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_one_clear_error(tmp_path, args, message, float32_policy):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{cut sh")  # a corrupt run directory
@@ -228,8 +265,22 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path):
 
 
 def test_batch_must_divide_across_replicas(tmp_path):
-    code, _, err = _fit([*TINY, "--cpu-replicas", "2", "--strategy", "mirrored", "--batch-size", "63", "--steps", "2",
-                         "--output-dir", str(tmp_path / "run")], tmp_path)  # fmt: skip
+    code, _, err = _fit(
+        [
+            *TINY,
+            "--cpu-replicas",
+            "2",
+            "--strategy",
+            "mirrored",
+            "--batch-size",
+            "63",
+            "--steps",
+            "2",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        tmp_path,
+    )
     assert code == 2 and "--batch-size 63 does not divide across 2 replicas" in err
     assert not (tmp_path / "run").exists()
 
@@ -281,10 +332,30 @@ def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop
     pipeline (scale, crop, flip, colour), with the ImageNet paper recipe shortened."""
     run_dir = tmp_path / "run"
     code, _, err = _fit(
-        ["--arch", "resnet18", "--dataset", "synthetic", "--image-size", "64", "--synthetic-train", "64", "--synthetic-test", "128",
-         "--batch-size", "16", "--steps", "8", "--precision", "float32", "--verbose", "0",
-         "--output-dir", str(run_dir)], tmp_path,
-    )  # fmt: skip
+        [
+            "--arch",
+            "resnet18",
+            "--dataset",
+            "synthetic",
+            "--image-size",
+            "64",
+            "--synthetic-train",
+            "64",
+            "--synthetic-test",
+            "128",
+            "--batch-size",
+            "16",
+            "--steps",
+            "8",
+            "--precision",
+            "float32",
+            "--verbose",
+            "0",
+            "--output-dir",
+            str(run_dir),
+        ],
+        tmp_path,
+    )
     assert code == 0, err[-3000:]
     config = json.loads((run_dir / "config.json").read_text())
     # Shortened from 120 epochs: the plateau rule becomes the paper's milestones.

@@ -50,8 +50,26 @@ def _fit(args, tmp_path, monkeypatch):
 def test_a_folder_of_class_folders_trains_end_to_end(tmp_path, monkeypatch, float32_policy):
     root = _folder(tmp_path / "photos")
     run = tmp_path / "run"
-    metrics = _fit(["--arch", "resnet8", "--dataset", f"folder:{root}", "--val-split", "0.25", "--steps", "30",
-                    "--batch-size", "9", "--lr", "0.05", "--output-dir", str(run)], tmp_path, monkeypatch)  # fmt: skip
+    metrics = _fit(
+        [
+            "--arch",
+            "resnet8",
+            "--dataset",
+            f"folder:{root}",
+            "--val-split",
+            "0.25",
+            "--steps",
+            "30",
+            "--batch-size",
+            "9",
+            "--lr",
+            "0.05",
+            "--output-dir",
+            str(run),
+        ],
+        tmp_path,
+        monkeypatch,
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["class_names"] == ["apple", "leaf", "sky"]
     assert config["data"]["num_train"] == 27 and config["data"]["num_test"] == 9
@@ -77,9 +95,13 @@ def test_split_folders_are_used_as_given(tmp_path):
     for split, count in (("train", 8), ("val", 4)):
         for name, colour in COLOURS.items():
             _write_images(tmp_path / "ds" / split / name, colour, count, rng)
-    info = data.describe(f"folder:{tmp_path / 'ds'}", data_dir=None, family="cifar", image_size=32, val_split=0.0, seed=0)
+    info = data.describe(
+        f"folder:{tmp_path / 'ds'}", data_dir=None, family="cifar", image_size=32, val_split=0.0, seed=0
+    )
     assert (info.num_train, info.num_val, info.num_test, info.test_split) == (24, 0, 12, "validation")
-    held = data.describe(f"folder:{tmp_path / 'ds'}", data_dir=None, family="cifar", image_size=32, val_split=0.25, seed=0)
+    held = data.describe(
+        f"folder:{tmp_path / 'ds'}", data_dir=None, family="cifar", image_size=32, val_split=0.25, seed=0
+    )
     assert (held.num_train, held.num_val, held.num_test) == (18, 6, 12)
     # The held-out part takes the same share of every class.
     assert sorted(held.files["val"][1]) == [0, 0, 1, 1, 2, 2]
@@ -88,8 +110,11 @@ def test_split_folders_are_used_as_given(tmp_path):
 def _refused(dataset, match, tmp_path, monkeypatch, extra=()):
     out = tmp_path / "refused"
     with pytest.raises(UserError, match=match):
-        _fit(["--arch", "resnet8", "--dataset", dataset, "--steps", "1", "--output-dir", str(out), *extra],
-             tmp_path, monkeypatch)  # fmt: skip
+        _fit(
+            ["--arch", "resnet8", "--dataset", dataset, "--steps", "1", "--output-dir", str(out), *extra],
+            tmp_path,
+            monkeypatch,
+        )
     assert not out.exists()
 
 
@@ -131,9 +156,32 @@ def test_tune_searches_on_a_folder(tmp_path, monkeypatch, float32_policy):
 
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     root = _folder(tmp_path / "photos", per_class=8)
-    result = tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "1", "--dataset", f"folder:{root}",
-                        "--val-split", "0.25", "--n-min", "1", "--n-max", "1", "--width", "0.25", "--batch-size",
-                        "6", "--epochs", "1", "--precision", "float32"])  # fmt: skip
+    result = tune.main(
+        [
+            "--family",
+            "cifar",
+            "--tuner",
+            "random",
+            "--max-trials",
+            "1",
+            "--dataset",
+            f"folder:{root}",
+            "--val-split",
+            "0.25",
+            "--n-min",
+            "1",
+            "--n-max",
+            "1",
+            "--width",
+            "0.25",
+            "--batch-size",
+            "6",
+            "--epochs",
+            "1",
+            "--precision",
+            "float32",
+        ]
+    )
     directory = tmp_path / "runs" / "tune-cifar-folder-photos-random"
     assert (directory / "trials.csv").exists() and result["best"]["val_accuracy"] is not None
     run = json.loads((directory / "trials" / f"trial_{result['best']['trial']}" / "result.json").read_text())["run_dir"]

@@ -30,8 +30,12 @@ def _pair(policy, shape, momentum=0.9, epsilon=1e-5, seed=0, **kwargs):
         layer.build(shape)
         layers.append(layer)
     channels = shape[-1]
-    values = [rng.normal(1.0, 0.3, channels), rng.normal(0.0, 0.3, channels),
-              rng.normal(0.0, 1.0, channels), rng.uniform(0.5, 2.0, channels)]  # fmt: skip
+    values = [
+        rng.normal(1.0, 0.3, channels),
+        rng.normal(0.0, 0.3, channels),
+        rng.normal(0.0, 1.0, channels),
+        rng.uniform(0.5, 2.0, channels),
+    ]
     for layer in layers:
         for variable, value in zip((layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance), values):
             variable.assign(value.astype("float32"))
@@ -48,10 +52,10 @@ def _step(layer, x, upstream, training):
     return [np.asarray(t.numpy(), "float32") for t in (y, *grads)], y.dtype
 
 
-def _close(a, b, rtol):
+def _close(a, b, rtol, what=""):
     """Agreement relative to the largest magnitude of the reference."""
     scale = max(float(np.max(np.abs(a))), 1e-6)
-    assert float(np.max(np.abs(a - b))) <= rtol * scale, float(np.max(np.abs(a - b))) / scale
+    assert float(np.max(np.abs(a - b))) <= rtol * scale, (what, float(np.max(np.abs(a - b))) / scale)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -68,7 +72,7 @@ def test_outputs_and_gradients_match_keras(dtype, training):
     # float32 and round the output (and the input gradient) to bf16 once.
     rtol = 1e-5 if dtype == "float32" else 1e-2
     for name, a, b in zip(("output", "d input", "d gamma", "d beta"), ref, out):
-        _close(a, b, rtol)
+        _close(a, b, rtol, name)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -84,8 +88,11 @@ def test_moving_statistics_after_several_steps_match_keras(dtype):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
     # and inference then uses them alike
     x = tf.cast(tf.constant(rng.normal(size=shape), "float32"), dtype)
-    _close(np.asarray(keras_bn(x, training=False), "float32"), np.asarray(fused(x, training=False), "float32"),
-           1e-5 if dtype == "float32" else 1e-2)  # fmt: skip
+    _close(
+        np.asarray(keras_bn(x, training=False), "float32"),
+        np.asarray(fused(x, training=False), "float32"),
+        1e-5 if dtype == "float32" else 1e-2,
+    )
 
 
 def test_moving_variance_is_the_biased_batch_variance():
@@ -113,11 +120,13 @@ def test_a_frozen_layer_uses_its_moving_statistics_even_in_training():
 
 @pytest.mark.parametrize(
     "kwargs, shape, mask",
-    [({"axis": 1}, (2, 3, 4, 4), None),  # channels first
-     ({}, (4, 6), None),  # rank 2
-     ({}, (2, 3, 4), np.array([[True, True, False], [True, False, True]])),  # rank 3 with a mask
-     ({"renorm": True}, (2, 3, 3, 4), None)],
-)  # fmt: skip
+    [
+        ({"axis": 1}, (2, 3, 4, 4), None),  # channels first
+        ({}, (4, 6), None),  # rank 2
+        ({}, (2, 3, 4), np.array([[True, True, False], [True, False, True]])),  # rank 3 with a mask
+        ({"renorm": True}, (2, 3, 3, 4), None),
+    ],
+)
 def test_falls_back_to_keras_where_the_kernel_does_not_apply(kwargs, shape, mask, monkeypatch):
     rng = np.random.default_rng(5)
     layers = [cls(**kwargs) for cls in (keras.layers.BatchNormalization, FusedBatchNormalization)]
@@ -173,8 +182,13 @@ def _load_fresh(tmp_path, path, images):
     np.save(tmp_path / "images.npy", images)
     out, kinds = tmp_path / "out.npy", tmp_path / "kinds.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "images.npy"), str(out),
-                             str(kinds)], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(script), str(path), str(tmp_path / "images.npy"), str(out), str(kinds)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(out), json.loads(kinds.read_text())
 
@@ -237,8 +251,9 @@ def test_sync_bn_network_still_uses_statistics_over_all_replicas(tmp_path):
     script, out = tmp_path / "probe.py", tmp_path / "out.json"
     script.write_text(SYNC_BN_PROBE)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     means = json.loads(out.read_text())
     # synchronized: every replica's moving mean is the global batch's, about 100

@@ -17,8 +17,20 @@ from trainers.core import runlock
 from trainers.core.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SYNTHETIC = ["--arch", "resnet8", "--dataset", "synthetic", "--precision", "float32", "--verbose", "0",
-             "--synthetic-train", "256", "--batch-size", "32"]  # fmt: skip
+SYNTHETIC = [
+    "--arch",
+    "resnet8",
+    "--dataset",
+    "synthetic",
+    "--precision",
+    "float32",
+    "--verbose",
+    "0",
+    "--synthetic-train",
+    "256",
+    "--batch-size",
+    "32",
+]
 
 
 def _fit(args, tmp_path, monkeypatch):
@@ -34,9 +46,13 @@ def test_a_second_process_on_a_run_directory_is_refused_naming_the_holder(tmp_pa
     runs = tmp_path / "runs"
     run = runs / "resnet8-synthetic-20260101-000000"  # where the implicit resume looks too
     env = {**os.environ, "RESNET_KERAS_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen([sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--steps", "100000",
-                              "--output-dir", str(run)], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--steps", "100000", "--output-dir", str(run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not ((run / "config.json").exists() and runlock.holder(run) == first.pid):
@@ -115,7 +131,12 @@ def test_json_is_strict_and_unknown_figures_are_null(tmp_path):
     def refuse(constant):
         raise AssertionError(f"not strict JSON: {constant}")
 
-    assert json.loads(path.read_text(), parse_constant=refuse) == {"a": None, "b": [None, 1.5], "c": {"d": None}, "e": 2}
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": {"d": None},
+        "e": 2,
+    }
 
 
 def test_an_unwritable_file_keeps_the_previous_one_and_says_so_in_one_line(tmp_path, monkeypatch):
@@ -178,8 +199,13 @@ def test_a_full_disk_at_a_backup_or_the_final_model_keeps_the_last_good_files(tm
 
 def _start(args, env, log):
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--verbose", "2",
-                                 *args], env=env, stdout=out, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--verbose", "2", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
 
 def _terminate_after_training_started(process, log, seconds=2.0):
@@ -214,8 +240,13 @@ def test_sigterm_writes_a_backup_of_the_step_and_the_same_command_ends_as_an_uni
     history = (run / "history.csv").read_text().splitlines()[1:] if (run / "history.csv").exists() else []
     assert all(int(row.split(",")[1]) < step for row in history), history
 
-    second = subprocess.run([sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--verbose", "2", *args],
-                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    second = subprocess.run(
+        [sys.executable, str(ROOT / "trainers" / "fit.py"), *SYNTHETIC, "--verbose", "2", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert second.returncode == 0 and "resuming run" in second.stdout, second.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["iterations"] == 60  # as an uninterrupted run ends
     steps = [int(line.split(",")[0]) for line in (run / "steps.csv").read_text().splitlines()[1:]]
@@ -267,8 +298,22 @@ def test_a_truncated_record_file_ends_in_one_line_naming_the_file_and_split(spli
     data = _corrupt_copy(tmp_path, split)
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     with pytest.raises(UserError) as caught:
-        fit.main(["--arch", "resnet8", "--data-dir", str(data), "--steps", "2", "--batch-size", "32",
-                  "--precision", "float32", "--verbose", "0"])  # fmt: skip
+        fit.main(
+            [
+                "--arch",
+                "resnet8",
+                "--data-dir",
+                str(data),
+                "--steps",
+                "2",
+                "--batch-size",
+                "32",
+                "--precision",
+                "float32",
+                "--verbose",
+                "0",
+            ]
+        )
     message = str(caught.value)
     assert f"the {split} split of 'cifar10' is unreadable: " in message and f"cifar10-{split}.tfrecord" in message
     assert "truncated record" in message and "\n" not in message
@@ -300,8 +345,15 @@ def test_preemption_stops_every_worker_at_the_step_they_agree_on(float32_policy)
     other_worker_asked = lambda flag: cb.iterations(model) >= 3  # noqa: E731
     preemption = cb.Preemption(request, FakeBackup(), agree=other_worker_asked)
     with pytest.raises(cb.PreemptedAt) as caught:  # out of fit at once, no validation after it
-        model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=1, callbacks=[preemption], verbose=0,
-                  validation_data=(np.full((8, 2), np.nan), np.zeros(8)))  # fmt: skip
+        model.fit(
+            np.zeros((64, 2)),
+            np.zeros(64),
+            batch_size=4,
+            epochs=1,
+            callbacks=[preemption],
+            verbose=0,
+            validation_data=(np.full((8, 2), np.nan), np.zeros(8)),
+        )
     assert caught.value.iteration == 3
     assert preemption.stopped_at == 3 and FakeBackup.saved == [3] and cb.iterations(model) == 3
 
@@ -310,8 +362,22 @@ def test_an_image_that_does_not_decode_ends_in_one_line_naming_its_record(tmp_pa
     data = _corrupt_copy(tmp_path, "train", bad_image=7)
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     with pytest.raises(UserError) as caught:
-        fit.main(["--arch", "resnet8", "--data-dir", str(data), "--steps", "2", "--batch-size", "32",
-                  "--precision", "float32", "--verbose", "0"])  # fmt: skip
+        fit.main(
+            [
+                "--arch",
+                "resnet8",
+                "--data-dir",
+                str(data),
+                "--steps",
+                "2",
+                "--batch-size",
+                "32",
+                "--precision",
+                "float32",
+                "--verbose",
+                "0",
+            ]
+        )
     message = str(caught.value)
     assert "the train split of 'cifar10' holds an image that does not decode: record 7 of " in message
     assert "cifar10-train.tfrecord" in message and "\n" not in message
@@ -329,7 +395,7 @@ def test_a_batchnorm_statistic_turned_nan_stops_the_run_at_the_next_backup(tmp_p
     def poison(self, batch, logs=None):  # after iteration 5, one moving variance becomes NaN
         original(self, batch, logs)
         if cb.iterations(self.model) == 5 and not poisoned:
-            bn = next(l for l in self.model.layers if isinstance(l, resnet_keras.FusedBatchNormalization))
+            bn = next(layer for layer in self.model.layers if isinstance(layer, resnet_keras.FusedBatchNormalization))
             variance = np.array(bn.moving_variance)
             variance[0] = np.nan
             bn.moving_variance.assign(variance)

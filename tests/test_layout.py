@@ -70,7 +70,7 @@ def test_no_file_edits_sys_path():
 START_UP_LOG = """\
 WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
 I0000 00:00:1796585819.763919    2645 port.cc:153] oneDNN custom operations are on. You may see slightly different
-I0000 00:00:1796585819.764219    2645 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+I0000 00:00:1796585819.764219    2645 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not
 I0000 00:00:1796585819.921517    2645 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use available
 To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow.
 W0000 00:00:1796585820.000001    2645 some_file.cc:1] a warning
@@ -101,8 +101,13 @@ def test_a_lower_log_level_shows_more():
 def _summary(env_update):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env.update(env_update)
-    return subprocess.run([sys.executable, str(ROOT / "trainers" / "summary.py"), "--arch", "resnet20"],
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "trainers" / "summary.py"), "--arch", "resnet20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_a_command_starts_quietly_unless_asked():

@@ -13,11 +13,28 @@ OURS = ["resnet_keras|float32", "resnet_keras|mixed_bfloat16"]
 TORCH = [name for name in peer_torch.VARIANTS if name.startswith("torch|")]
 
 
-@pytest.mark.slow  # a benchmark's smoke test of 70 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores
+# A benchmark's smoke test of 70 s or more: the slow tier, so that the test command stays under 20 minutes on 2 cores.
+@pytest.mark.slow
 def test_without_torch_measures_ours_alone_and_writes_strict_json(tmp_path, capsys):
     out = tmp_path / "peer.json"
-    results = peer_torch.main(["--no-torch", "--pair", "resnet20", "--batch-size", "4", "--rounds", "2",
-                               "--steps", "2", "--warmup", "1", "--no-ceiling", "--json", str(out)])  # fmt: skip
+    results = peer_torch.main(
+        [
+            "--no-torch",
+            "--pair",
+            "resnet20",
+            "--batch-size",
+            "4",
+            "--rounds",
+            "2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--no-ceiling",
+            "--json",
+            str(out),
+        ]
+    )
     text = out.read_text()
     assert json.loads(text) == json.loads(json.dumps(results))
     assert "NaN" not in text and "Infinity" not in text
@@ -43,8 +60,18 @@ def test_without_torch_measures_ours_alone_and_writes_strict_json(tmp_path, caps
 
 
 def test_ceiling_child_measures_both_precisions():
-    command = [sys.executable, peer_torch.__file__, "--child", "ceiling", "--ceiling-conv", "2", "8", "16",
-               "--ceiling-matmul", "64"]  # fmt: skip
+    command = [
+        sys.executable,
+        peer_torch.__file__,
+        "--child",
+        "ceiling",
+        "--ceiling-conv",
+        "2",
+        "8",
+        "16",
+        "--ceiling-matmul",
+        "64",
+    ]
     ceiling, why = peer_torch.run_child(command, "ceiling", timeout=300)
     assert why is None
     for kind in ("conv", "matmul", "best"):
@@ -63,19 +90,38 @@ def test_failing_child_is_one_line_and_null(capsys):
 def test_parent_alternates_reports_failures_and_takes_ratios_per_round(tmp_path, monkeypatch, capsys):
     """Fake children (no TensorFlow, no torch): fixed step times per variant and
     round, one variant that fails in round 2."""
-    monkeypatch.setattr(peer_torch, "find_torch", lambda args: {
-        "python": sys.executable, "version": "fake", "torchvision": None, "default_threads": 1,
-        "interop_threads": 1, "cpu_capability": "fake", "mkldnn": True})  # fmt: skip
+    monkeypatch.setattr(
+        peer_torch,
+        "find_torch",
+        lambda args: {
+            "python": sys.executable,
+            "version": "fake",
+            "torchvision": None,
+            "default_threads": 1,
+            "interop_threads": 1,
+            "cpu_capability": "fake",
+            "mkldnn": True,
+        },
+    )
     calls = []
-    seconds = {"resnet_keras|float32": 0.1, "resnet_keras|mixed_bfloat16": 0.05,
-               "torch|float32|contiguous": 0.2, "torch|float32|channels_last": 0.25,
-               "torch|bf16|contiguous": 0.1, "torch|bf16|channels_last": 0.08}  # fmt: skip
+    seconds = {
+        "resnet_keras|float32": 0.1,
+        "resnet_keras|mixed_bfloat16": 0.05,
+        "torch|float32|contiguous": 0.2,
+        "torch|float32|channels_last": 0.25,
+        "torch|bf16|contiguous": 0.1,
+        "torch|bf16|channels_last": 0.08,
+    }
 
     def fake_command(variant, pair, args, torch_python):
         calls.append(variant)
         r = sum(1 for c in calls if c == variant)  # this variant's round, from 1
         if variant == "torch|bf16|channels_last" and r == 2:
-            return [sys.executable, "-c", "import sys; sys.stderr.write('warming\\nRuntimeError: boom\\n'); sys.exit(3)"]
+            return [
+                sys.executable,
+                "-c",
+                "import sys; sys.stderr.write('warming\\nRuntimeError: boom\\n'); sys.exit(3)",
+            ]
         step = seconds[variant] * (1 if r == 1 else 2)  # the machine halves its speed in round 2
         result = {"step_seconds": [step, step * 3, step], "warmup_seconds": 0.0, "multiply_adds_per_image": 1000}
         line = peer_torch.RESULT_PREFIX + json.dumps(result)
@@ -83,8 +129,9 @@ def test_parent_alternates_reports_failures_and_takes_ratios_per_round(tmp_path,
 
     monkeypatch.setattr(peer_torch, "child_command", fake_command)
     out = tmp_path / "fake.json"
-    results = peer_torch.main(["--pair", "resnet20", "--batch-size", "8", "--rounds", "2", "--no-ceiling",
-                               "--json", str(out)])  # fmt: skip
+    results = peer_torch.main(
+        ["--pair", "resnet20", "--batch-size", "8", "--rounds", "2", "--no-ceiling", "--json", str(out)]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     printed = capsys.readouterr().out
     assert "torch|bf16|channels_last: failed (exit 3: RuntimeError: boom)" in printed and "Traceback" not in printed
@@ -103,8 +150,9 @@ def test_parent_alternates_reports_failures_and_takes_ratios_per_round(tmp_path,
     assert ratios["resnet_keras|float32/torch|float32|channels_last"]["median"] == pytest.approx(2.5)
     assert ratios["resnet_keras|mixed_bfloat16/torch|bf16|channels_last"] is None
     precision = {name: spec[1] for name, spec in peer_torch.VARIANTS.items()}
-    assert set(ratios) == {"ours_best/torch_best"} | {f"{o}/{t}" for o in OURS for t in TORCH
-                                                      if precision[o] == precision[t]}  # fmt: skip
+    assert set(ratios) == {"ours_best/torch_best"} | {
+        f"{o}/{t}" for o in OURS for t in TORCH if precision[o] == precision[t]
+    }
 
 
 def test_bad_counts_exit_with_one_line():

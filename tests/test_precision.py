@@ -13,23 +13,33 @@ AVX512 = {"avx512f", "avx2"}
 
 @pytest.mark.parametrize(
     "flags, environ, kind",
-    [(AMX, {}, "amx"), (AVX512_BF16, {}, "avx512_bf16"), (AVX512, {}, None), (set(), {}, None),
-     (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "avx512_bf16"),
-     (AMX, {"ONEDNN_MAX_CPU_ISA": "avx512_core"}, None),
-     (AMX, {"DNNL_MAX_CPU_ISA": "AVX2"}, None),
-     (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "amx"),
-     (AMX, {"ONEDNN_MAX_CPU_ISA": "ALL"}, "amx"),
-     (AVX512, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None)],
-)  # fmt: skip
+    [
+        (AMX, {}, "amx"),
+        (AVX512_BF16, {}, "avx512_bf16"),
+        (AVX512, {}, None),
+        (set(), {}, None),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "avx512_bf16"),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "avx512_core"}, None),
+        (AMX, {"DNNL_MAX_CPU_ISA": "AVX2"}, None),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "amx"),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "ALL"}, "amx"),
+        (AVX512, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None),
+    ],
+)
 def test_bf16_kind_from_flags_and_the_isa_cap(flags, environ, kind):
     assert hardware.cpu_bf16_kind(flags, environ) == kind
 
 
 @pytest.mark.parametrize(
     "flags, vendor, policy",
-    [(AMX, "GenuineIntel", "mixed_bfloat16"), (AVX512_BF16, "AuthenticAMD", "mixed_bfloat16"),
-     (AVX512_BF16, "GenuineIntel", "float32"), (AVX512, "AuthenticAMD", "float32"), (set(), "", "float32")],
-)  # fmt: skip
+    [
+        (AMX, "GenuineIntel", "mixed_bfloat16"),
+        (AVX512_BF16, "AuthenticAMD", "mixed_bfloat16"),
+        (AVX512_BF16, "GenuineIntel", "float32"),
+        (AVX512, "AuthenticAMD", "float32"),
+        (set(), "", "float32"),
+    ],
+)
 def test_auto_follows_the_measured_rule_on_cpus(monkeypatch, flags, vendor, policy):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: set(flags))
     monkeypatch.setattr(hardware, "cpu_vendor", lambda: vendor)

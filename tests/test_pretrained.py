@@ -19,8 +19,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _build(entry, **overrides):
     b = entry["build"]
-    kwargs = dict(num_classes=b["num_classes"], input_shape=tuple(b["input_shape"]), shortcut=b["shortcut"],
-                  width=b["width"], stage_depths=tuple(b["stage_depths"]))  # fmt: skip
+    kwargs = dict(
+        num_classes=b["num_classes"],
+        input_shape=tuple(b["input_shape"]),
+        shortcut=b["shortcut"],
+        width=b["width"],
+        stage_depths=tuple(b["stage_depths"]),
+    )
     return resnet_keras.get_model(entry["arch"], **{**kwargs, **overrides}, weights=entry["name"])
 
 
@@ -31,7 +36,11 @@ def test_shipped_weights_load_offline_and_match_their_checksums(float32_policy):
         path = pretrained.WEIGHTS_DIR / entry["file"]
         assert path.stat().st_size == entry["bytes"] < 8 * 2**20
         assert pretrained.sha256(path) == entry["sha256"]
-        assert entry["dataset"] and 0 < entry["test_accuracy"] <= 1 and entry["command"].startswith("python trainers/fit.py")
+        assert (
+            entry["dataset"]
+            and 0 < entry["test_accuracy"] <= 1
+            and entry["command"].startswith("python trainers/fit.py")
+        )
         assert len(entry["class_names"]) == entry["build"]["num_classes"] and not entry["synthetic"]
         model = _build(entry)
         random = resnet_keras.get_model(entry["arch"], num_classes=entry["build"]["num_classes"], seed=0)
@@ -43,7 +52,9 @@ def test_shipped_weights_load_offline_and_match_their_checksums(float32_policy):
 
 
 def test_weights_that_do_not_exist_or_do_not_fit_are_refused():
-    with pytest.raises(ValueError, match=r"weights='imagenet' do not exist for 'resnet20'; shipped for 'resnet20': 'cifar10'"):
+    with pytest.raises(
+        ValueError, match=r"weights='imagenet' do not exist for 'resnet20'; shipped for 'resnet20': 'cifar10'"
+    ):
         resnet_keras.get_model("resnet20", num_classes=10, weights="imagenet")
     with pytest.raises(ValueError, match=r"shipped for 'resnet1202': none"):
         resnet_keras.get_model("resnet1202", num_classes=10, weights="cifar10")
@@ -63,7 +74,9 @@ def test_a_file_whose_checksum_does_not_match_is_refused(tmp_path, monkeypatch):
     (tmp_path / entry["file"]).write_bytes(bytes(data))
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
-    with pytest.raises(ValueError, match=r"^refused: .* has SHA-256 [0-9a-f]{64}, the manifest says " + entry["sha256"]):
+    with pytest.raises(
+        ValueError, match=r"^refused: .* has SHA-256 [0-9a-f]{64}, the manifest says " + entry["sha256"]
+    ):
         resnet_keras.get_model("resnet20", num_classes=10, weights="cifar10")
     (tmp_path / entry["file"]).unlink()
     with pytest.raises(ValueError, match="is missing"):
@@ -77,8 +90,26 @@ def test_ship_weights_adds_a_run_that_get_model_then_loads(tmp_path, monkeypatch
 
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     run = tmp_path / "run"
-    fit.main(["--arch", "resnet8", "--dataset", "synthetic", "--synthetic-train", "128", "--batch-size", "32",
-              "--steps", "4", "--precision", "float32", "--verbose", "0", "--output-dir", str(run)])  # fmt: skip
+    fit.main(
+        [
+            "--arch",
+            "resnet8",
+            "--dataset",
+            "synthetic",
+            "--synthetic-train",
+            "128",
+            "--batch-size",
+            "32",
+            "--steps",
+            "4",
+            "--precision",
+            "float32",
+            "--verbose",
+            "0",
+            "--output-dir",
+            str(run),
+        ]
+    )
     weights_dir = tmp_path / "weights"
     args = [str(run), "--name", "demo", "--weights-dir", str(weights_dir)]
     with pytest.raises(UserError, match="synthetic dataset"):
@@ -86,8 +117,10 @@ def test_ship_weights_adds_a_run_that_get_model_then_loads(tmp_path, monkeypatch
     assert not weights_dir.exists()
     entry = ship_weights.main([*args, "--allow-synthetic"])
     assert entry["synthetic"] and entry["test_images"] == 1024 and entry["iterations"] == 4
-    assert entry["command"] == "python trainers/fit.py --arch resnet8 --dataset synthetic --recipe paper --steps 4 " \
-                               "--batch-size 32 --image-size 32 --precision float32"  # fmt: skip
+    assert (
+        entry["command"] == "python trainers/fit.py --arch resnet8 --dataset synthetic --recipe paper --steps 4 "
+        "--batch-size 32 --image-size 32 --precision float32"
+    )
     assert json.loads((weights_dir / "manifest.json").read_text()) == {"weights": [entry]}
     assert sorted(p.name for p in weights_dir.iterdir()) == ["manifest.json", "resnet8-demo.weights.h5"]
     with pytest.raises(UserError, match="already shipped; --replace"):
@@ -107,16 +140,35 @@ def test_export_from_shipped_weights(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "RESNET_KERAS_RUNS": str(tmp_path / "runs")}
     out = tmp_path / "export"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "trainers" / "export.py"), "weights:resnet20/cifar10", "--format", "tflite",
-         "--check-samples", "0", "--latency-samples", "0", "--output", str(out)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "trainers" / "export.py"),
+            "weights:resnet20/cifar10",
+            "--format",
+            "tflite",
+            "--check-samples",
+            "0",
+            "--latency-samples",
+            "0",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model_float32.tflite").stat().st_size > 100_000
     labels = (out / "model_float32.labels.txt").read_text().split()
     assert labels == pretrained.find_weights("resnet20", "cifar10")["class_names"]
-    bad = subprocess.run([sys.executable, str(ROOT / "trainers" / "export.py"), "weights:resnet20/nope", "--format",
-                          "tflite"], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "trainers" / "export.py"), "weights:resnet20/nope", "--format", "tflite"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: weights='nope' do not exist")
 
 
@@ -131,7 +183,9 @@ def test_predict_evaluate_and_compare_read_shipped_weights(tmp_path, monkeypatch
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     names = pretrained.find_weights("resnet20", "cifar10")["class_names"]
     image = tmp_path / "photo.png"
-    tf.io.write_file(str(image), tf.io.encode_png(np.random.default_rng(1).integers(0, 256, (48, 40, 3), dtype=np.uint8)))
+    tf.io.write_file(
+        str(image), tf.io.encode_png(np.random.default_rng(1).integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    )
     [result] = predict.main(["--model", "weights:resnet20/cifar10", "--top", "3", str(image)])
     assert len(result["top"]) == 3 and {name for name, _ in result["top"]} <= set(names)
     assert sum(p for _, p in result["top"]) <= 1 + 1e-6

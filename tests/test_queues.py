@@ -19,8 +19,9 @@ def _queue(tmp_path, status, script, *args):
     fake.chmod(0o755)
     (tmp_path / "data").mkdir(exist_ok=True)
     env = {**os.environ, "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"), "DATA_DIR": str(tmp_path / "data")}
-    done = subprocess.run(["bash", os.path.join(QUEUES, script), *args], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    done = subprocess.run(
+        ["bash", os.path.join(QUEUES, script), *args], env=env, capture_output=True, text=True, timeout=60
+    )
     return done.returncode, calls.read_text().splitlines() if calls.exists() else []
 
 
@@ -44,18 +45,27 @@ def test_a_failed_run_does_not_stop_the_imagenette_queue(tmp_path):
     assert [c.split("--arch ")[1].split()[0] for c in calls] == ["resnet18", "resnet18", "resnet34", "resnet50"]
 
 
-@pytest.mark.skipif(not (shutil.which("flock") and shutil.which("pgrep")), reason="needs flock (util-linux) and pgrep (procps)")
+@pytest.mark.skipif(
+    not (shutil.which("flock") and shutil.which("pgrep")), reason="needs flock (util-linux) and pgrep (procps)"
+)
 def test_stop_ends_the_queue_at_a_backup_and_one_queue_runs_at_a_time(tmp_path):
     # A stand-in trainer that, like fit.py, answers SIGTERM by exiting 75 (after its backup).
     calls = tmp_path / "calls.log"
     fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\ntrap 'kill $!; echo SIGTERM >> {calls}; exit 75' TERM\necho \"$*\" >> {calls}\n"
-                    "sleep 60 &\nwait $!\n")  # fmt: skip
+    fake.write_text(
+        f"#!/bin/sh\ntrap 'kill $!; echo SIGTERM >> {calls}; exit 75' TERM\necho \"$*\" >> {calls}\n"
+        "sleep 60 &\nwait $!\n"
+    )
     fake.chmod(0o755)
     (tmp_path / "data").mkdir()
     # COLUMNS=40: ps cuts command lines at $COLUMNS unless told not to; stop.sh must still find the trainer.
-    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"), "DATA_DIR": str(tmp_path / "data"),
-           "COLUMNS": "40"}
+    env = {
+        **os.environ,
+        "PYTHON": str(fake),
+        "RUNS": str(tmp_path / "runs"),
+        "DATA_DIR": str(tmp_path / "data"),
+        "COLUMNS": "40",
+    }
     queue = subprocess.Popen(["bash", os.path.join(QUEUES, "run_all.sh")], env=env, start_new_session=True)
     try:
         for _ in range(200):  # the first run has started
@@ -63,11 +73,13 @@ def test_stop_ends_the_queue_at_a_backup_and_one_queue_runs_at_a_time(tmp_path):
                 break
             time.sleep(0.05)
         assert (tmp_path / "runs" / "queue.pid").read_text().strip() == str(queue.pid)
-        second = subprocess.run(["bash", os.path.join(QUEUES, "run_all.sh")], env=env, capture_output=True, text=True,
-                                timeout=30)  # fmt: skip
+        second = subprocess.run(
+            ["bash", os.path.join(QUEUES, "run_all.sh")], env=env, capture_output=True, text=True, timeout=30
+        )
         assert second.returncode == 2 and "a queue is already running" in second.stderr
-        stop = subprocess.run(["bash", os.path.join(QUEUES, "stop.sh")], env=env, capture_output=True, text=True,
-                              timeout=60)  # fmt: skip
+        stop = subprocess.run(
+            ["bash", os.path.join(QUEUES, "stop.sh")], env=env, capture_output=True, text=True, timeout=60
+        )
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert "SIGTERM sent to its trainer" in stop.stdout and "done" in stop.stdout
         assert queue.wait(timeout=10) != 0  # killed before it could start anything else

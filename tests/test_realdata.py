@@ -20,10 +20,27 @@ def test_resnet20_paper_recipe_160_iterations_reach_30_percent(tmp_path):
     the whole suite must stay under 20 minutes on 2 cores)."""
     run_dir = tmp_path / "resnet20-cifar10"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet20", "--steps", "160", "--batch-size", "64",
-         "--data-dir", DATA_DIR, "--output-dir", str(run_dir), "--backup-every", "1000"],
-        capture_output=True, text=True, timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "trainers" / "fit.py"),
+            "--arch",
+            "resnet20",
+            "--steps",
+            "160",
+            "--batch-size",
+            "64",
+            "--data-dir",
+            DATA_DIR,
+            "--output-dir",
+            str(run_dir),
+            "--backup-every",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["dataset"] == "cifar10" and not metrics["synthetic"] and metrics["iterations"] == 160

@@ -22,11 +22,31 @@ def test_resnet18_fast_recipe_learns_imagenette_above_chance(tmp_path):
     settings tried), and a complete run directory."""
     run_dir = tmp_path / "resnet18-imagenette"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "trainers" / "fit.py"), "--arch", "resnet18", "--recipe", "fast",
-         "--image-size", "32", "--steps", "60", "--lr", "0.05", "--data-dir", DATA_DIR, "--output-dir", str(run_dir),
-         "--backup-every", "1000"],
-        capture_output=True, text=True, timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "trainers" / "fit.py"),
+            "--arch",
+            "resnet18",
+            "--recipe",
+            "fast",
+            "--image-size",
+            "32",
+            "--steps",
+            "60",
+            "--lr",
+            "0.05",
+            "--data-dir",
+            DATA_DIR,
+            "--output-dir",
+            str(run_dir),
+            "--backup-every",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "random-resized crops" in result.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())

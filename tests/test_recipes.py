@@ -54,9 +54,13 @@ def test_imagenet_recipe_divides_on_plateau():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"epochs": 0}, "--epochs 0"), ({"lr": -1.0}, "--lr -1.0"), ({"weight_decay": -1e-4}, "--weight-decay"),
-     ({"epochs": 1, "steps": 10}, "not both")],
-)  # fmt: skip
+    [
+        ({"epochs": 0}, "--epochs 0"),
+        ({"lr": -1.0}, "--lr -1.0"),
+        ({"weight_decay": -1e-4}, "--weight-decay"),
+        ({"epochs": 1, "steps": 10}, "not both"),
+    ],
+)
 def test_bad_schedules_are_refused(kwargs, match):
     with pytest.raises(UserError, match=match):
         _schedule(**kwargs)
@@ -165,8 +169,9 @@ def test_label_smoothing_loss_matches_the_formula():
     target[[0, 1], labels] = 0.8  # 1 - 0.3 + 0.3/3
     np.testing.assert_allclose(float(loss(labels, logits)), (-(target * log_p).sum(-1)).mean(), rtol=1e-5)
     plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    np.testing.assert_allclose(float(recipes.SparseCrossentropy()(labels, logits)), float(plain(labels, logits)),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        float(recipes.SparseCrossentropy()(labels, logits)), float(plain(labels, logits)), rtol=1e-5
+    )
 
 
 def test_a_schedule_is_typed_and_written_as_the_dict_config_json_has_always_held():

@@ -6,10 +6,25 @@ import resnet_keras
 from resnet_keras import get_model, list_models, resolve_spec
 
 PAPER_NAMES = [
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34",
-    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202",
-    "plain20", "plain32", "plain44", "plain56", "plain110",
-]  # fmt: skip
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "plain18",
+    "plain34",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet1202",
+    "plain20",
+    "plain32",
+    "plain44",
+    "plain56",
+    "plain110",
+]
 
 
 def test_every_network_of_the_paper_is_registered():
@@ -53,8 +68,18 @@ def test_builds_at_natural_size(build, name):
 def test_stage_names_are_stable(build):
     model = build("resnet50", size="small")
     names = {layer.name for layer in model.layers}
-    for expected in ["conv1_conv", "conv1_bn", "pool1_pool", "conv2_block1_0_conv", "conv2_block1_3_bn",
-                     "conv3_block4_add", "conv4_block6_out", "conv5_block3_out", "avg_pool", "logits"]:  # fmt: skip
+    for expected in [
+        "conv1_conv",
+        "conv1_bn",
+        "pool1_pool",
+        "conv2_block1_0_conv",
+        "conv2_block1_3_bn",
+        "conv3_block4_add",
+        "conv4_block6_out",
+        "conv5_block3_out",
+        "avg_pool",
+        "logits",
+    ]:
         assert expected in names
     assert "conv5_block4_out" not in names
 

@@ -26,8 +26,14 @@ def _randomize_bn(model, seed=0):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2.0, gamma.shape), rng.normal(0, 1, beta.shape),
-                               rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 2.0, var.shape)])  # fmt: skip
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2.0, gamma.shape),
+                    rng.normal(0, 1, beta.shape),
+                    rng.normal(0, 0.5, mean.shape),
+                    rng.uniform(0.5, 2.0, var.shape),
+                ]
+            )
 
 
 @pytest.mark.parametrize("arch, shortcut", [("resnet8", "B"), ("plain8", None)])
@@ -65,9 +71,28 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
     runs = []
     for arch in ("plain8", "resnet8"):
         run_dir = tmp_path / arch
-        fit.main(["--arch", arch, "--dataset", "synthetic", "--image-size", "16", "--synthetic-train", "256",
-                  "--steps", "8", "--batch-size", "32", "--precision", "float32", "--verbose", "0",
-                  "--output-dir", str(run_dir)])  # fmt: skip
+        fit.main(
+            [
+                "--arch",
+                arch,
+                "--dataset",
+                "synthetic",
+                "--image-size",
+                "16",
+                "--synthetic-train",
+                "256",
+                "--steps",
+                "8",
+                "--batch-size",
+                "32",
+                "--precision",
+                "float32",
+                "--verbose",
+                "0",
+                "--output-dir",
+                str(run_dir),
+            ]
+        )
         runs.append(run_dir)
     result = reproduce.main(["figure7", *map(str, runs), "--out", str(tmp_path / "fig"), "--batch-size", "100"])
     assert (tmp_path / "fig" / "figure7.png").stat().st_size > 0
@@ -76,7 +101,9 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
     for run_dir, row in zip(runs, result["runs"]):
         model = load_keras_model(run_dir / "model.keras")
         config = json.loads((run_dir / "config.json").read_text())
-        images = np.concatenate([x for x, _ in data.eval_pipeline(data.describe_run(config, 16), "test", 64).as_numpy_iterator()])
+        images = np.concatenate(
+            [x for x, _ in data.eval_pipeline(data.describe_run(config, 16), "test", 64).as_numpy_iterator()]
+        )
         direct = responses.response_stds(model, [images])
         assert row["layers"] == list(direct) and row["std"] == pytest.approx(list(direct.values()), rel=1e-6)
         assert row["synthetic"] is True and len(row["std"]) == 7
@@ -84,8 +111,14 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
         assert row["bn_scale"] == pytest.approx(scales, rel=1e-6)
         assert max(abs(s - 1) for s in row["bn_scale"]) > 1e-4  # trained: moved from the initial scale of 1
     plain, residual = result["runs"]
-    assert result["residual_vs_plain"] == [{"resnet": "resnet8", "plain": "plain8", "layers": 7,
-                                            "smaller": sum(r < p for r, p in zip(residual["std"], plain["std"]))}]  # fmt: skip
+    assert result["residual_vs_plain"] == [
+        {
+            "resnet": "resnet8",
+            "plain": "plain8",
+            "layers": 7,
+            "smaller": sum(r < p for r, p in zip(residual["std"], plain["std"])),
+        }
+    ]
     with pytest.raises(UserError, match="--max-images -1"):
         reproduce.main(["figure7", str(runs[0]), "--max-images", "-1"])
     with pytest.raises(UserError, match="not a finished fit.py run"):
@@ -101,11 +134,33 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     from trainers.core.errors import UserError
 
     root = tmp_path / "f6"
-    args = ["figure6", "--depths", "8,14", "--epochs", "2", "--dataset", "synthetic", "--synthetic-train", "2048",
-            "--image-size", "16", "--precision", "float32", "--backup-every", "4", "--root", str(root)]  # fmt: skip
+    args = [
+        "figure6",
+        "--depths",
+        "8,14",
+        "--epochs",
+        "2",
+        "--dataset",
+        "synthetic",
+        "--synthetic-train",
+        "2048",
+        "--image-size",
+        "16",
+        "--precision",
+        "float32",
+        "--backup-every",
+        "4",
+        "--root",
+        str(root),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen([sys.executable, str(ROOT / "trainers" / "reproduce.py"), *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "trainers" / "reproduce.py"), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed = None
     deadline = time.time() + 300
     while killed is None and time.time() < deadline and process.poll() is None:
@@ -176,9 +231,27 @@ def test_figure6_trains_every_network_with_the_recipe_asked_for(tmp_path, float3
     from trainers import reproduce
 
     root = tmp_path / "f6fast"
-    result = reproduce.main(["figure6", "--recipe", "fast", "--depths", "8", "--epochs", "1", "--dataset", "synthetic",
-                             "--synthetic-train", "512", "--image-size", "16", "--precision", "float32",
-                             "--root", str(root)])  # fmt: skip
+    result = reproduce.main(
+        [
+            "figure6",
+            "--recipe",
+            "fast",
+            "--depths",
+            "8",
+            "--epochs",
+            "1",
+            "--dataset",
+            "synthetic",
+            "--synthetic-train",
+            "512",
+            "--image-size",
+            "16",
+            "--precision",
+            "float32",
+            "--root",
+            str(root),
+        ]
+    )
     assert result["recipe"] == "fast" and result["epochs"] == 1 and set(result["runs"]) == {"plain8", "resnet8"}
     for name in result["runs"]:
         config = json.loads((root / name / "config.json").read_text())
@@ -196,14 +269,24 @@ def test_two_runs_of_one_network_are_told_apart_and_paired_with_their_own_twin()
     def row(run, arch, std):
         return {"run": run, "arch": arch, "std": std}
 
-    rows = [row("/r/f6/plain20", "plain20", [2.0, 2.0]), row("/r/f6/resnet20", "resnet20", [1.0, 3.0]),
-            row("/r/table6/resnet20", "resnet20", [1.0, 1.0]), row("/r/f6/plain32", "plain32", [1.0, 1.0, 1.0]),
-            row("/r/x/resnet32", "resnet32", [0.5, 0.5, 2.0])]  # fmt: skip
+    rows = [
+        row("/r/f6/plain20", "plain20", [2.0, 2.0]),
+        row("/r/f6/resnet20", "resnet20", [1.0, 3.0]),
+        row("/r/table6/resnet20", "resnet20", [1.0, 1.0]),
+        row("/r/f6/plain32", "plain32", [1.0, 1.0, 1.0]),
+        row("/r/x/resnet32", "resnet32", [0.5, 0.5, 2.0]),
+    ]
     reproduction._label_runs(rows)
-    assert [r["label"] for r in rows] == ["plain20", "resnet20 (f6/resnet20)", "resnet20 (table6/resnet20)",
-                                          "plain32", "resnet32"]  # fmt: skip
+    assert [r["label"] for r in rows] == [
+        "plain20",
+        "resnet20 (f6/resnet20)",
+        "resnet20 (table6/resnet20)",
+        "plain32",
+        "resnet32",
+    ]
     # The 64k ResNet-20 has no plain twin beside it: it is compared with none;
     # ResNet-32 is its network's only run, so the lone plain-32 is its twin.
     assert reproduction._compare_responses(rows) == [
         {"resnet": "resnet20 (f6/resnet20)", "plain": "plain20", "smaller": 1, "layers": 2},
-        {"resnet": "resnet32", "plain": "plain32", "smaller": 2, "layers": 3}]  # fmt: skip
+        {"resnet": "resnet32", "plain": "plain32", "smaller": 2, "layers": 3},
+    ]

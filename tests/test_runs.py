@@ -12,9 +12,15 @@ from trainers.core.errors import UserError
 
 def _config(run_dir, **extra):
     run_dir.mkdir(parents=True)
-    config = {"arch": "resnet18", "recipe": "fast", "status": "running", "resolved_precision": "float32",
-              "data": {"name": "imagenette/160px-v2", "image_size": 128},
-              "schedule": {"epochs": 20.0, "total_steps": 2940}, **extra}  # fmt: skip
+    config = {
+        "arch": "resnet18",
+        "recipe": "fast",
+        "status": "running",
+        "resolved_precision": "float32",
+        "data": {"name": "imagenette/160px-v2", "image_size": 128},
+        "schedule": {"epochs": 20.0, "total_steps": 2940},
+        **extra,
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
 
 
@@ -29,11 +35,13 @@ def tree(tmp_path):
     done = tmp_path / "done"
     _config(done, status="finished")
     _history(done, [(1, 147, 0.5, 300, 40.0, "cpu A"), (2, 294, 0.6, 300, 41.0, "cpu A")])
-    (done / "metrics.json").write_text(json.dumps({
-        "test_top1_error": 0.25, "train_images_per_second": 40.5, "wall_seconds": 600.0, "cpus": ["cpu A"]}))
+    (done / "metrics.json").write_text(
+        json.dumps({"test_top1_error": 0.25, "train_images_per_second": 40.5, "wall_seconds": 600.0, "cpus": ["cpu A"]})
+    )
     (done / "best.json").write_text(json.dumps({"monitor": "val_accuracy", "value": 0.76, "iterations": 294}))
-    (done / "eval-final-test-views.json").write_text(json.dumps(
-        {"views": {"centre crop": {"top1_error": 0.25}, "10-crop": {"top1_error": 0.2}}}))
+    (done / "eval-final-test-views.json").write_text(
+        json.dumps({"views": {"centre crop": {"top1_error": 0.25}, "10-crop": {"top1_error": 0.2}}})
+    )
     half = tmp_path / "group" / "half"
     _config(half)
     # An old row without the cpu column, then one with it; a backup past the last epoch.
@@ -107,8 +115,13 @@ def test_a_damaged_history_row_is_skipped_not_fatal(tree, capsys):
 def test_cpu_name_tells_machines_apart(monkeypatch):
     from trainers.core import hardware
 
-    info = {"vendor_id": "GenuineIntel", "cpu family": "6", "model": "106",
-            "model name": "Intel(R) Xeon(R) Processor @ 2.80GHz", "flags": "fpu avx2 avx512f avx512_vnni"}  # fmt: skip
+    info = {
+        "vendor_id": "GenuineIntel",
+        "cpu family": "6",
+        "model": "106",
+        "model name": "Intel(R) Xeon(R) Processor @ 2.80GHz",
+        "flags": "fpu avx2 avx512f avx512_vnni",
+    }
     monkeypatch.setattr(hardware, "cpuinfo", lambda: info)
     name = hardware.cpu_name()
     assert name.startswith("GenuineIntel family 6 model 106, Intel(R) Xeon(R) Processor @ 2.80GHz, ")

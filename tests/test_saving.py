@@ -60,8 +60,11 @@ def _run_in_fresh_process(tmp_path, model_path, images, imports="import resnet_k
     "name, kwargs",
     [
         ("resnet20", {}),  # option A: the Lambda over the registered function
-        pytest.param("resnet50", {"input_shape": (64, 64, 3), "bottleneck_version": "v1.5", "shortcut": "C"},
-                     marks=pytest.mark.slow),  # the same path as resnet20's, with projections: 31 s
+        pytest.param(
+            "resnet50",
+            {"input_shape": (64, 64, 3), "bottleneck_version": "v1.5", "shortcut": "C"},
+            marks=pytest.mark.slow,
+        ),  # the same path as resnet20's, with projections: 31 s
     ],
 )
 def test_keras_file_round_trip_in_a_fresh_process_in_safe_mode(tmp_path, name, kwargs):

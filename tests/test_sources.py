@@ -126,6 +126,10 @@ def test_every_bad_source_is_refused_in_one_line(run_dir, tmp_path):
     applications = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
     applications.write_bytes(b"")
     _refused(r"a keras.applications weights file \(.h5\) holds weights only", applications)
-    _refused("fits resnet50/101/152 only, not 'resnet8'", applications, like=resnet_keras.get_model("resnet8", num_classes=10))
+    _refused(
+        "fits resnet50/101/152 only, not 'resnet8'",
+        applications,
+        like=resnet_keras.get_model("resnet8", num_classes=10),
+    )
     _refused("these weights do not fit 'resnet14'", weights, like=resnet_keras.get_model("resnet14", num_classes=10))
     _refused("which='last'; expected 'final' or 'best'", run_dir, which="last")

@@ -14,13 +14,17 @@ from trainers.core import recipes
 
 @pytest.mark.parametrize("recipe, epochs", [("fast", None), ("fast", 10), ("paper", None), ("paper", 3)])
 def test_learning_rate_matches_the_keras_schedule_at_every_iteration(recipe, epochs):
-    schedule = recipes.resolve_schedule(recipes.get_recipe(recipe, "cifar", 20), batch_size=128,
-                                        steps_per_epoch=390, epochs=epochs)  # fmt: skip
+    schedule = recipes.resolve_schedule(
+        recipes.get_recipe(recipe, "cifar", 20), batch_size=128, steps_per_epoch=390, epochs=epochs
+    )
     keras_schedule = recipes.learning_rate(schedule)
     total = schedule.total_steps
-    steps = sorted(set(range(0, total, 97)) | {0, 1, total - 1} | {b + d for b in schedule.boundaries or []
-                                                                      for d in (-1, 0, 1)}
-                   | {(schedule.warmup_steps or 0) + d for d in (-1, 0, 1)})  # fmt: skip
+    steps = sorted(
+        set(range(0, total, 97))
+        | {0, 1, total - 1}
+        | {b + d for b in schedule.boundaries or [] for d in (-1, 0, 1)}
+        | {(schedule.warmup_steps or 0) + d for d in (-1, 0, 1)}
+    )
     steps = [s for s in steps if 0 <= s < total]
     # The PyTorch child reads the schedule from the JSON the parent writes: a dict.
     ours = np.array([torch_parity.learning_rate_at(schedule.to_dict(), s) for s in steps])
@@ -43,10 +47,17 @@ def test_batch_view_is_the_trainers_crop_and_flip():
 
 def test_without_torch_it_says_how_to_install_it(tmp_path):
     done = subprocess.run(
-        [sys.executable, "benchmarks/torch_parity.py", "--output-dir", str(tmp_path / "run"),
-         "--torch-python", str(tmp_path / "no-python")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "benchmarks/torch_parity.py",
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--torch-python",
+            str(tmp_path / "no-python"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot import torch" in lines[0] and "--torch-python" in lines[0]

@@ -19,8 +19,25 @@ from trainers.core.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Tiny: ResNet-8/14 at width 0.25-0.5 on 512 synthetic images, one epoch of 7 steps.
-TINY = ["--dataset", "synthetic", "--synthetic-train", "512", "--n-min", "1", "--n-max", "2", "--width", "0.25", "0.5",
-        "--batch-size", "64", "--epochs", "1", "--precision", "float32"]  # fmt: skip
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--synthetic-train",
+    "512",
+    "--n-min",
+    "1",
+    "--n-max",
+    "2",
+    "--width",
+    "0.25",
+    "0.5",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "1",
+    "--precision",
+    "float32",
+]
 
 
 def _rows(path):
@@ -33,8 +50,14 @@ def test_default_space_defaults_and_bounds():
     hp = kt.HyperParameters()
     values = space.sample(hp)
     # Defaults: the paper's ResNet-20 with its recipe.
-    assert values == {"arch": "resnet20", "stage_depths": None, "width": 1.0, "shortcut": "A", "lr": 0.1,
-                      "weight_decay": 1e-4}  # fmt: skip
+    assert values == {
+        "arch": "resnet20",
+        "stage_depths": None,
+        "width": 1.0,
+        "shortcut": "A",
+        "lr": 0.1,
+        "weight_decay": 1e-4,
+    }
     by_name = {p.name: p for p in hp.space}
     assert (by_name["n"].min_value, by_name["n"].max_value) == (3, 18)  # ResNet-20 .. ResNet-110
     assert list(by_name["width"].values) == [0.5, 0.75, 1.0, 1.5, 2.0]
@@ -59,10 +82,15 @@ def test_default_space_defaults_and_bounds():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"n_min": 5, "n_max": 3}, "--n-min 5 > --n-max 3"), ({"lr_min": 0.0}, "--lr-min 0.0"),
-     ({"widths": ()}, "--width"), ({"family": "mnist"}, "--family 'mnist'"),
-     ({"family": "imagenet", "imagenet_archs": ("resnet19",)}, "resnet19"), ({"shortcuts": ("D",)}, "--shortcut")],
-)  # fmt: skip
+    [
+        ({"n_min": 5, "n_max": 3}, "--n-min 5 > --n-max 3"),
+        ({"lr_min": 0.0}, "--lr-min 0.0"),
+        ({"widths": ()}, "--width"),
+        ({"family": "mnist"}, "--family 'mnist'"),
+        ({"family": "imagenet", "imagenet_archs": ("resnet19",)}, "resnet19"),
+        ({"shortcuts": ("D",)}, "--shortcut"),
+    ],
+)
 def test_bad_spaces_are_refused(kwargs, match):
     with pytest.raises(UserError, match=match):
         tuning.Space(**kwargs)
@@ -79,13 +107,15 @@ def test_bad_command_lines_are_refused(tmp_path, float32_policy):
         tune.main(["--family", "cifar", "--tuner", "grid"])
     # Refused before any trial trains (--export-epochs 0 used to be found only after the whole search), and nothing
     # is written.
-    for extra, match in ((["--export-best", "--export-epochs", "0"], "--export-epochs 0.0; expected a positive"),
-                         (["--epochs", "inf"], "--epochs must be positive"),
-                         (["--seed", "-1"], "--seed -1; expected an integer in"),
-                         (["--synthetic-train", "0"], "--synthetic-train 0; expected an integer >= 1"),
-                         (["--max-params", "-5"], "--max-params -5; expected a positive budget"),
-                         (["--image-size", "0"], "--image-size 0 is too small for the cifar networks"),
-                         (["--image-size", "2"], "--image-size 2 is too small")):  # fmt: skip
+    for extra, match in (
+        (["--export-best", "--export-epochs", "0"], "--export-epochs 0.0; expected a positive"),
+        (["--epochs", "inf"], "--epochs must be positive"),
+        (["--seed", "-1"], "--seed -1; expected an integer in"),
+        (["--synthetic-train", "0"], "--synthetic-train 0; expected an integer >= 1"),
+        (["--max-params", "-5"], "--max-params -5; expected a positive budget"),
+        (["--image-size", "0"], "--image-size 0 is too small for the cifar networks"),
+        (["--image-size", "2"], "--image-size 2 is too small"),
+    ):
         with pytest.raises(UserError, match=match):
             tune.main(["--family", "cifar", *TINY, *extra, "--directory", str(tmp_path / "never")])
         assert not (tmp_path / "never").exists()
@@ -99,8 +129,21 @@ def test_bad_command_lines_are_refused(tmp_path, float32_policy):
 
 def test_random_search_writes_a_row_per_trial_and_respects_max_params(tmp_path, float32_policy):
     directory = tmp_path / "search"
-    result = tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "3", *TINY,
-                        "--max-params", "30000", "--directory", str(directory)])  # fmt: skip
+    result = tune.main(
+        [
+            "--family",
+            "cifar",
+            "--tuner",
+            "random",
+            "--max-trials",
+            "3",
+            *TINY,
+            "--max-params",
+            "30000",
+            "--directory",
+            str(directory),
+        ]
+    )
     rows = _rows(directory / "trials.csv")
     assert len(rows) == 3 and len({r["trial"] for r in rows}) == 3
     for row in rows:
@@ -124,8 +167,22 @@ def test_random_search_writes_a_row_per_trial_and_respects_max_params(tmp_path, 
 def test_hyperband_search_completes_and_exports_the_best(tmp_path, float32_policy, monkeypatch):
     monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     directory = tmp_path / "hb"
-    result = tune.main(["--family", "cifar", "--tuner", "hyperband", "--max-epochs", "2", *TINY,
-                        "--directory", str(directory), "--export-best", "--export-epochs", "1"])  # fmt: skip
+    result = tune.main(
+        [
+            "--family",
+            "cifar",
+            "--tuner",
+            "hyperband",
+            "--max-epochs",
+            "2",
+            *TINY,
+            "--directory",
+            str(directory),
+            "--export-best",
+            "--export-epochs",
+            "1",
+        ]
+    )
     rows = _rows(directory / "trials.csv")
     assert rows and all(r["status"] == "completed" for r in rows)
     assert {int(float(r["epochs"])) for r in rows} <= {1, 2}
@@ -136,14 +193,29 @@ def test_hyperband_search_completes_and_exports_the_best(tmp_path, float32_polic
     best = result["best"]
     assert run_dir.parent == tmp_path / "runs" and (run_dir / "model.keras").exists()
     assert (config["arch"], config["width"], config["shortcut"], config["val_split"]) == (
-        best["arch"], best["width"], best["shortcut"], 0.0)
+        best["arch"],
+        best["width"],
+        best["shortcut"],
+        0.0,
+    )
     assert config["lr"] == pytest.approx(best["lr"])
 
 
 def test_a_killed_search_resumes_without_rerunning_completed_trials(tmp_path):
     directory = tmp_path / "resume"
-    args = [sys.executable, str(ROOT / "trainers" / "tune.py"), "--family", "cifar", "--tuner", "random",
-            "--max-trials", "3", *TINY, "--directory", str(directory)]  # fmt: skip
+    args = [
+        sys.executable,
+        str(ROOT / "trainers" / "tune.py"),
+        "--family",
+        "cifar",
+        "--tuner",
+        "random",
+        "--max-trials",
+        "3",
+        *TINY,
+        "--directory",
+        str(directory),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -176,8 +248,23 @@ def test_a_diverged_trial_is_recorded_as_failed_in_one_line_and_the_search_goes_
     # A learning rate of 1e10 or more diverges at once: each trial fails (exit 3 for fit.py), is recorded with its
     # reason, and the search goes on to the next. No traceback is printed, for these or for a rejected trial.
     directory = tmp_path / "diverge"
-    tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "2", *TINY, "--lr-min", "1e10",
-               "--lr-max", "1e12", "--directory", str(directory)])  # fmt: skip
+    tune.main(
+        [
+            "--family",
+            "cifar",
+            "--tuner",
+            "random",
+            "--max-trials",
+            "2",
+            *TINY,
+            "--lr-min",
+            "1e10",
+            "--lr-max",
+            "1e12",
+            "--directory",
+            str(directory),
+        ]
+    )
     out = capsys.readouterr()
     rows = _rows(directory / "trials.csv")
     assert [r["status"] for r in rows] == ["failed", "failed"]
@@ -190,8 +277,21 @@ def test_a_diverged_trial_is_recorded_as_failed_in_one_line_and_the_search_goes_
         _strict(path)
 
     directory = tmp_path / "reject"
-    tune.main(["--family", "cifar", "--tuner", "random", "--max-trials", "4", *TINY, "--max-params", "30000",
-               "--directory", str(directory)])  # fmt: skip
+    tune.main(
+        [
+            "--family",
+            "cifar",
+            "--tuner",
+            "random",
+            "--max-trials",
+            "4",
+            *TINY,
+            "--max-params",
+            "30000",
+            "--directory",
+            str(directory),
+        ]
+    )
     out = capsys.readouterr()
     rejected = [r for r in _rows(directory / "trials.csv") if r["status"] == "rejected"]
     assert rejected, "the default seed samples a ResNet-14 of width 0.5 (43,634 parameters) among 4 trials"
@@ -200,8 +300,9 @@ def test_a_diverged_trial_is_recorded_as_failed_in_one_line_and_the_search_goes_
     assert f"trial {rejected[0]['trial']}: rejected before training: " in out.out
 
 
-def test_sigterm_in_a_trial_ends_the_search_and_the_same_command_resumes_that_trial(tmp_path, float32_policy,
-                                                                                     monkeypatch):  # fmt: skip
+def test_sigterm_in_a_trial_ends_the_search_and_the_same_command_resumes_that_trial(
+    tmp_path, float32_policy, monkeypatch
+):
     # The trainer answers SIGTERM with a backup and Preempted (exit 75). Inside a search it must end the search
     # (Keras Tuner would count it as one invalid trial and start the next), and the same command must resume the
     # same trial, not skip it.
@@ -231,7 +332,8 @@ def test_sigterm_in_a_trial_ends_the_search_and_the_same_command_resumes_that_tr
 def test_a_bayesian_search_runs(tmp_path, float32_policy):
     # BayesianOptimization needs scipy (keras-tuner's "bayesian" extra, in requirements.txt).
     directory = tmp_path / "bayes"
-    result = tune.main(["--family", "cifar", "--tuner", "bayesian", "--max-trials", "2", *TINY,
-                        "--directory", str(directory)])  # fmt: skip
+    result = tune.main(
+        ["--family", "cifar", "--tuner", "bayesian", "--max-trials", "2", *TINY, "--directory", str(directory)]
+    )
     assert [r["status"] for r in result["rows"]] == ["completed", "completed"]
     assert result["best"]["val_accuracy"] == max(r["val_accuracy"] for r in result["rows"])

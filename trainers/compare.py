@@ -26,15 +26,27 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="a run directory, a .keras file or weights:ARCH/NAME (A)")
     p.add_argument("b", help="a run directory, a .keras file or weights:ARCH/NAME (B)")
-    p.add_argument("--which", choices=("final", "best"), default="final",
-                   help="in run directories: model.keras (final, default) or best.keras")  # fmt: skip
-    p.add_argument("--view", choices=VIEWS, default="single",
-                   help="single: the centre crop at the training size (CIFAR: the image itself); "
-                   "10-crop: the paper's ten crops, softmax averaged")  # fmt: skip
+    p.add_argument(
+        "--which",
+        choices=("final", "best"),
+        default="final",
+        help="in run directories: model.keras (final, default) or best.keras",
+    )
+    p.add_argument(
+        "--view",
+        choices=VIEWS,
+        default="single",
+        help="single: the centre crop at the training size (CIFAR: the image itself); "
+        "10-crop: the paper's ten crops, softmax averaged",
+    )
     p.add_argument("--dataset", help="TFDS dataset name or 'synthetic' (default: the runs', which must agree)")
     p.add_argument("--data-dir", help="TFDS data dir (default: the runs', $TFDS_DATA_DIR, ~/tensorflow_datasets)")
-    p.add_argument("--split", choices=("test", "val"), default="test",
-                   help="test: the dataset's test split (its 'validation' split where it has no 'test')")
+    p.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="test: the dataset's test split (its 'validation' split where it has no 'test')",
+    )
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     p.add_argument("--output", help="also write the result to this JSON file")
     return p
@@ -43,8 +55,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return compare(
-        args.a, args.b, which=args.which, view=args.view, dataset=args.dataset, data_dir=args.data_dir,
-        split=args.split, batch_size=args.batch_size, output=args.output,
+        args.a,
+        args.b,
+        which=args.which,
+        view=args.view,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        batch_size=args.batch_size,
+        output=args.output,
     )
 
 

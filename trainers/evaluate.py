@@ -27,17 +27,31 @@ from trainers.core.evaluation import evaluate
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a run directory, a .keras file, or weights:ARCH/NAME (shipped with the package)")
-    p.add_argument("--which", choices=("final", "best"), default="final",
-                   help="in a run directory: model.keras (final, default) or best.keras")
+    p.add_argument(
+        "--which",
+        choices=("final", "best"),
+        default="final",
+        help="in a run directory: model.keras (final, default) or best.keras",
+    )
     p.add_argument("--dataset", help="TFDS dataset name or 'synthetic' (default: the run's)")
     p.add_argument("--data-dir", help="TFDS data dir (default: the run's, $TFDS_DATA_DIR, ~/tensorflow_datasets)")
-    p.add_argument("--split", choices=("test", "val"), default="test",
-                   help="test: the dataset's test split (its 'validation' split where it has no 'test')")
-    p.add_argument("--ten-crop", action="store_true",
-                   help="average the softmax over the paper's 10 crops (corners, centre, flips) of the image "
-                   "resized to shorter side 256 (scaled to the model's input size)")
-    p.add_argument("--all-views", action="store_true",
-                   help="report the centre crop (or CIFAR's original view) and the 10-crop side by side")
+    p.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="test: the dataset's test split (its 'validation' split where it has no 'test')",
+    )
+    p.add_argument(
+        "--ten-crop",
+        action="store_true",
+        help="average the softmax over the paper's 10 crops (corners, centre, flips) of the image "
+        "resized to shorter side 256 (scaled to the model's input size)",
+    )
+    p.add_argument(
+        "--all-views",
+        action="store_true",
+        help="report the centre crop (or CIFAR's original view) and the 10-crop side by side",
+    )
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     p.add_argument("--output", help="JSON file to write (default: in the run directory, or next to the model)")
     return p
@@ -46,8 +60,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return evaluate(
-        args.model, which=args.which, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
-        ten_crop=args.ten_crop, all_views=args.all_views, batch_size=args.batch_size, output=args.output,
+        args.model,
+        which=args.which,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        ten_crop=args.ten_crop,
+        all_views=args.all_views,
+        batch_size=args.batch_size,
+        output=args.output,
     )
 
 

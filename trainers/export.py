@@ -33,17 +33,31 @@ from trainers.core.exporting import FORMATS, export
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a run directory (uses its model.keras), a .keras file inside a run directory, "
-                   "or weights:ARCH/NAME for weights shipped with the package (resnet_keras.list_weights())")
+    p.add_argument(
+        "model",
+        help="a run directory (uses its model.keras), a .keras file inside a run directory, "
+        "or weights:ARCH/NAME for weights shipped with the package (resnet_keras.list_weights())",
+    )
     p.add_argument("--format", required=True, choices=(*FORMATS, "all"), help="what to export")
-    p.add_argument("--which", choices=("final", "best"), default="final", help="in a run directory: model.keras or best.keras")
+    p.add_argument(
+        "--which", choices=("final", "best"), default="final", help="in a run directory: model.keras or best.keras"
+    )
     p.add_argument("--output", help="export directory (default: RUN_DIR/export)")
-    p.add_argument("--check-samples", type=int, default=1000,
-                   help="evaluation images to check each export against the Keras model (default 1000; 0 skips)")
-    p.add_argument("--calibration-samples", type=int, default=200,
-                   help="training images to calibrate tflite-int8 (default 200)")
-    p.add_argument("--int8-io", choices=("uint8", "int8"), default="uint8",
-                   help="tflite-int8 input and output type (default uint8)")
+    p.add_argument(
+        "--check-samples",
+        type=int,
+        default=1000,
+        help="evaluation images to check each export against the Keras model (default 1000; 0 skips)",
+    )
+    p.add_argument(
+        "--calibration-samples", type=int, default=200, help="training images to calibrate tflite-int8 (default 200)"
+    )
+    p.add_argument(
+        "--int8-io",
+        choices=("uint8", "int8"),
+        default="uint8",
+        help="tflite-int8 input and output type (default uint8)",
+    )
     p.add_argument("--latency-samples", type=int, default=100, help="images timed one by one per format (default 100)")
     p.add_argument("--data-dir", help="TFDS data dir (default: the run's, $TFDS_DATA_DIR, ~/tensorflow_datasets)")
     return p
@@ -52,9 +66,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return export(
-        args.model, formats=list(FORMATS) if args.format == "all" else [args.format], which=args.which,
-        output=args.output, check_samples=args.check_samples, calibration_samples=args.calibration_samples,
-        int8_io=args.int8_io, latency_samples=args.latency_samples, data_dir=args.data_dir,
+        args.model,
+        formats=list(FORMATS) if args.format == "all" else [args.format],
+        which=args.which,
+        output=args.output,
+        check_samples=args.check_samples,
+        calibration_samples=args.calibration_samples,
+        int8_io=args.int8_io,
+        latency_samples=args.latency_samples,
+        data_dir=args.data_dir,
     )
 
 

@@ -44,8 +44,9 @@ def main(argv=None):
     if args.workers < 2:
         raise UserError(f"--workers {args.workers}; a multi-worker job needs at least 2 (for one, run fit.py)")
     if not fit_args:
-        raise UserError("no fit.py arguments: give them after `--`, e.g. -- --arch resnet20 --dataset synthetic "
-                        "--output-dir DIR")  # fmt: skip
+        raise UserError(
+            "no fit.py arguments: give them after `--`, e.g. -- --arch resnet20 --dataset synthetic --output-dir DIR"
+        )
     status = launch(args.workers, fit_args, grace=args.grace)
     if status:
         sys.exit(status)

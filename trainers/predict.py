@@ -23,8 +23,11 @@ from trainers.core.prediction import predict
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help=".keras file, SavedModel directory, .tflite file, or weights:ARCH/NAME (shipped with the package)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help=".keras file, SavedModel directory, .tflite file, or weights:ARCH/NAME (shipped with the package)",
+    )
     p.add_argument("images", nargs="+", help="image files to classify")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     return p

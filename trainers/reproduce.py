@@ -51,16 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     f6 = sub.add_parser("figure6", help="train plain and residual networks of several depths; plot their errors")
     f6.add_argument("--depths", default="20,32,44,56", help="comma-separated CIFAR depths (6n+2)")
-    f6.add_argument("--recipe", default="paper", choices=("paper", "fast"),
-                    help="one recipe for every network (default paper: SGD 0.1, divided by 10 at 50%% and 75%%)")
-    f6.add_argument("--epochs", type=float, help="budget per run, the recipe's schedule scaled to it (default: the "
-                    "paper's 64k iterations, 164.1 epochs; the fast recipe's 30)")  # fmt: skip
+    f6.add_argument(
+        "--recipe",
+        default="paper",
+        choices=("paper", "fast"),
+        help="one recipe for every network (default paper: SGD 0.1, divided by 10 at 50%% and 75%%)",
+    )
+    f6.add_argument(
+        "--epochs",
+        type=float,
+        help="budget per run, the recipe's schedule scaled to it (default: the "
+        "paper's 64k iterations, 164.1 epochs; the fast recipe's 30)",
+    )
     f6.add_argument("--root", type=pathlib.Path, help="where the runs go (default saved_models/reproduce/figure6-...)")
     f6.add_argument("--dataset", default="cifar10", help="TFDS name, or 'synthetic' (tests)")
     f6.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR)")
     f6.add_argument("--precision", default="auto", choices=PRECISIONS)
-    f6.add_argument("--backup-every", type=int, default=200,
-                    help="iterations between each run's backups, what a killed run resumes from (default 200)")  # fmt: skip
+    f6.add_argument(
+        "--backup-every",
+        type=int,
+        default=200,
+        help="iterations between each run's backups, what a killed run resumes from (default 200)",
+    )
     f6.add_argument("--seed", type=int, default=0)
     f6.add_argument("--image-size", type=int)
     f6.add_argument("--synthetic-train", type=int, default=4096)
@@ -79,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     t6.add_argument("--root", type=pathlib.Path, required=True, help="the figure6 command's --root")
     f7 = sub.add_parser("figure7", help="response std of each 3x3 layer of trained runs")
     f7.add_argument("runs", nargs="+", type=pathlib.Path, help="fit.py run directories")
-    f7.add_argument("--out", type=pathlib.Path,
-                    help="where figure7.png and figure7.json go (default saved_models/reproduce)")  # fmt: skip
+    f7.add_argument(
+        "--out", type=pathlib.Path, help="where figure7.png and figure7.json go (default saved_models/reproduce)"
+    )
     f7.add_argument("--data-dir", help="TFDS data dir (default: the run's, or $TFDS_DATA_DIR)")
     f7.add_argument("--batch-size", type=int, default=250)
     f7.add_argument("--max-images", type=int, default=0, help="use only the first N test images (0: all)")

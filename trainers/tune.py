@@ -1,8 +1,10 @@
-"""Keras Tuner search over depth, width, shortcut, learning rate and weight decay.
+r"""Keras Tuner search over depth, width, shortcut, learning rate and weight decay.
 
-    python trainers/tune.py --family cifar --tuner random --max-trials 6 --epochs 2 --data-dir ../shared/tensorflow_datasets
+    python trainers/tune.py --family cifar --tuner random --max-trials 6 --epochs 2 \
+        --data-dir ../shared/tensorflow_datasets
     python trainers/tune.py --family cifar --tuner hyperband --max-epochs 4 --n-min 3 --n-max 9 --width 0.5 1.0
-    python trainers/tune.py --family imagenet --tuner bayesian --max-trials 10 --max-flops 2e9 --dataset synthetic --image-size 64
+    python trainers/tune.py --family imagenet --tuner bayesian --max-trials 10 --max-flops 2e9 \
+        --dataset synthetic --image-size 64
 
 The hypermodel only samples: its ``build(hp)`` picks a depth and width and calls
 ``resnet_keras.get_model``. Every trial trains through ``trainers.core.train.train``,
@@ -142,11 +144,20 @@ def main(argv=None) -> dict:
         export_epochs=args.export_epochs,
     )
     space = Space(
-        family=args.family, n_min=args.n_min, n_max=args.n_max, imagenet_archs=tuple(args.arch),
-        free_depths=args.free_depths, stage_min=args.stage_min, stage_max=args.stage_max,
-        widths=tuple(args.width), shortcuts=tuple(args.shortcut) if args.shortcut else None,
-        lr_min=args.lr_min, lr_max=args.lr_max, wd_min=args.wd_min, wd_max=args.wd_max,
-    )  # fmt: skip
+        family=args.family,
+        n_min=args.n_min,
+        n_max=args.n_max,
+        imagenet_archs=tuple(args.arch),
+        free_depths=args.free_depths,
+        stage_min=args.stage_min,
+        stage_max=args.stage_max,
+        widths=tuple(args.width),
+        shortcuts=tuple(args.shortcut) if args.shortcut else None,
+        lr_min=args.lr_min,
+        lr_max=args.lr_max,
+        wd_min=args.wd_min,
+        wd_max=args.wd_max,
+    )
     base = base_config(
         space,
         dataset=args.dataset,

@@ -61,10 +61,11 @@ class Unfreeze(keras.callbacks.Callback):
 
     def _check(self):
         if not self.done and iterations(self.model) >= self.at_step:
-
             finetune.unfreeze(self.model, self.frozen)
             self.done = True
-            self.log(f"backbone unfrozen at iteration {iterations(self.model)}: {len(self.frozen)} layers train from here")
+            self.log(
+                f"backbone unfrozen at iteration {iterations(self.model)}: {len(self.frozen)} layers train from here"
+            )
 
     def on_train_begin(self, logs=None):
         self._check()
@@ -119,7 +120,7 @@ class Preemption(keras.callbacks.Callback):
     back up, at the same step. Place it after :class:`Backup`, whose step
     count it saves."""
 
-    def __init__(self, request: StopRequest, backup: "Backup", agree=None):
+    def __init__(self, request: StopRequest, backup: Backup, agree=None):
         super().__init__()
         self.request = request
         self.backup = backup
@@ -249,8 +250,7 @@ class Backup(keras.callbacks.BackupAndRestore):
       process saves (the multi-worker convention: see trainers/core/distributed.py).
     """
 
-    def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, restore_dir=None,
-                 before_save=None):  # fmt: skip
+    def __init__(self, backup_dir, save_freq, guard: NonFiniteGuard, restore_dir=None, before_save=None):
         super().__init__(str(backup_dir), save_freq=save_freq, delete_checkpoint=True, double_checkpoint=False)
         self.guard = guard
         # Called before each save: e.g. the BN statistics averaged, the logs
@@ -422,7 +422,9 @@ class RunLog(keras.callbacks.Callback):
             result = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
             row.update(test_loss=result["loss"], test_error=1 - result["accuracy"], test_top5_error=1 - result["top5"])
         elif "val_accuracy" in logs:
-            row.update(test_loss=row["val_loss"], test_error=row["val_error"], test_top5_error=row.get("val_top5_error"))
+            row.update(
+                test_loss=row["val_loss"], test_error=row["val_error"], test_top5_error=row.get("val_top5_error")
+            )
         row["epoch_seconds"] = now - self._epoch_start
         row["images_per_second"] = epoch_rate if epoch_rate is not None else ""
         row["cpu"] = self.cpu
@@ -465,8 +467,9 @@ def draw_curves(path, rows, steps, title=""):
         ax.plot(x, [100 * float(r["error"]) for r in rows], lw=0.8, color="C0", label="training error")
     tests = [(int(r["iterations"]), float(r["test_error"])) for r in rows if r.get("test_error") not in (None, "")]
     if tests:
-        ax.plot([t[0] for t in tests], [100 * t[1] for t in tests], lw=2.5, color="C0", marker="o", ms=3,
-                label="test error")  # fmt: skip
+        ax.plot(
+            [t[0] for t in tests], [100 * t[1] for t in tests], lw=2.5, color="C0", marker="o", ms=3, label="test error"
+        )
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     ax.set_ylim(0, 100)
@@ -475,5 +478,3 @@ def draw_curves(path, rows, steps, title=""):
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     save_figure_atomic(fig, path)
-
-

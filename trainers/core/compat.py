@@ -66,7 +66,9 @@ def fix_multi_worker_scalar_reduction() -> None:
             return original(values, strategy, reduction)
 
         def reduce_one(value):
-            rank = value.values[0].shape.rank if isinstance(value, tf.distribute.DistributedValues) else value.shape.rank
+            rank = (
+                value.values[0].shape.rank if isinstance(value, tf.distribute.DistributedValues) else value.shape.rank
+            )
             if rank == 0:
                 return strategy.reduce("MEAN", value, axis=None)
             return original(value, strategy, reduction)

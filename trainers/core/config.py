@@ -28,10 +28,30 @@ DEFAULT_DATASET = {"cifar": "cifar10", "imagenet": "imagenette/160px-v2"}
 # Settings that decide what a run computes: a run directory is resumed only by
 # a config with the same values (resolved, as config.json records them).
 IDENTITY_KEYS = (
-    "arch", "dataset", "image_size", "epochs", "steps", "batch_size", "recipe", "lr", "weight_decay",
-    "shortcut", "width", "stage_depths", "precision", "jit_compile", "sync_bn", "seed", "val_split", "jpeg_quality",
-    "augment", "label_smoothing", "zero_init_residual", "init_from", "freeze_epochs",
-)  # fmt: skip
+    "arch",
+    "dataset",
+    "image_size",
+    "epochs",
+    "steps",
+    "batch_size",
+    "recipe",
+    "lr",
+    "weight_decay",
+    "shortcut",
+    "width",
+    "stage_depths",
+    "precision",
+    "jit_compile",
+    "sync_bn",
+    "seed",
+    "val_split",
+    "jpeg_quality",
+    "augment",
+    "label_smoothing",
+    "zero_init_residual",
+    "init_from",
+    "freeze_epochs",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,13 +58,12 @@ def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
         options.threading.max_intra_op_parallelism = PIPELINE_INTRA_OP_THREADS
     return ds.with_options(options)
 
+
 # AlexNet-style "PCA" colour augmentation (Krizhevsky et al. 2012), with the
 # eigenvalues and eigenvectors of ImageNet RGB pixels in [0, 1] as published
 # with fb.resnet.torch; scaled to [0, 255] here. Standard deviation 0.1.
 PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
-PCA_EIGVEC = np.array(
-    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
-)
+PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32)
 PCA_STD = 0.1
 # ImageNet: the shorter side is drawn in [256, 480] for a 224 crop; evaluation
 # resizes it to 256. Other crop sizes scale these proportionally.
@@ -155,11 +154,16 @@ def tfds_builder(name: str, data_dir: str):
         f"(`tfds build {name} --data_dir DIR`), copy DIR here, and pass --data-dir DIR or set TFDS_DATA_DIR; "
         f"or use --dataset synthetic"
     )
-    unreadable = [p for p in (data_dir, os.path.join(data_dir, name.split("/")[0]))
-                  if os.path.isdir(p) and not os.access(p, os.R_OK | os.X_OK)]  # fmt: skip
+    unreadable = [
+        p
+        for p in (data_dir, os.path.join(data_dir, name.split("/")[0]))
+        if os.path.isdir(p) and not os.access(p, os.R_OK | os.X_OK)
+    ]
     if unreadable:
-        raise UserError(f"the data dir {unreadable[0]} cannot be read (permission denied); dataset {name!r} "
-                        "is there but this user may not list or open it")  # fmt: skip
+        raise UserError(
+            f"the data dir {unreadable[0]} cannot be read (permission denied); dataset {name!r} "
+            "is there but this user may not list or open it"
+        )
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except PermissionError as error:
@@ -200,8 +204,10 @@ def explain_data_error(error, dataset: str, data_dir) -> UserError | None:
     if dataset == SYNTHETIC:
         return None
     if dataset.startswith("folder:"):
-        return UserError(f"--dataset {dataset}: a file could not be read or decoded during the run ({message}); "
-                         "it changed since the run checked it")  # fmt: skip
+        return UserError(
+            f"--dataset {dataset}: a file could not be read or decoded during the run ({message}); "
+            "it changed since the run checked it"
+        )
 
     try:
         builder = tfds.builder(dataset, data_dir=resolve_data_dir(data_dir))
@@ -220,14 +226,18 @@ def explain_data_error(error, dataset: str, data_dir) -> UserError | None:
     if decoding:  # every record reads: find the image that does not decode (decoding all is slow on big sets)
         size = sum(os.path.getsize(path) for paths in splits.values() for path in paths)
         if size > DECODE_SCAN_BYTES:
-            return UserError(f"an image of {dataset!r} does not decode ({message}); its {size / 2**30:.1f} GiB of "
-                             f"records are not searched for it (over {DECODE_SCAN_BYTES / 2**30:.0f} GiB). {again}")  # fmt: skip
+            return UserError(
+                f"an image of {dataset!r} does not decode ({message}); its {size / 2**30:.1f} GiB of "
+                f"records are not searched for it (over {DECODE_SCAN_BYTES / 2**30:.0f} GiB). {again}"
+            )
         for name, paths in splits.items():
             for path in paths:
                 index = _undecodable_record(path)
                 if index is not None:
-                    return UserError(f"the {name} split of {dataset!r} holds an image that does not decode: record "
-                                     f"{index} of {path} ({message}); {again}")  # fmt: skip
+                    return UserError(
+                        f"the {name} split of {dataset!r} holds an image that does not decode: record "
+                        f"{index} of {path} ({message}); {again}"
+                    )
     return UserError(f"reading {dataset!r} failed: {message}")
 
 
@@ -246,9 +256,19 @@ def _undecodable_record(path: str):
     return None
 
 
-def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split: float, seed: int,
-             synthetic_classes: int = 10, synthetic_train: int = 4096, synthetic_test: int = 1024,
-             jpeg_quality: int | None = None) -> DataInfo:
+def describe(
+    dataset: str,
+    *,
+    data_dir,
+    family: str,
+    image_size: int,
+    val_split: float,
+    seed: int,
+    synthetic_classes: int = 10,
+    synthetic_train: int = 4096,
+    synthetic_test: int = 1024,
+    jpeg_quality: int | None = None,
+) -> DataInfo:
     """Resolves a dataset name into a :class:`DataInfo` (no pixels are read)."""
     if not 0.0 <= val_split < 1.0:
         raise UserError(f"--val-split {val_split}; expected a fraction in [0, 1)")
@@ -257,14 +277,23 @@ def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split:
     if dataset == SYNTHETIC:
         num_val = int(round(val_split * synthetic_train))
         return DataInfo(
-            name=SYNTHETIC, style=family, image_size=image_size, num_classes=synthetic_classes,
+            name=SYNTHETIC,
+            style=family,
+            image_size=image_size,
+            num_classes=synthetic_classes,
             class_names=[f"synthetic_{i}" for i in range(synthetic_classes)],
-            num_train=synthetic_train - num_val, num_val=num_val, num_test=synthetic_test,
-            test_split="test", data_dir=None, synthetic=True, jpeg_quality=jpeg_quality,
-        )  # fmt: skip
+            num_train=synthetic_train - num_val,
+            num_val=num_val,
+            num_test=synthetic_test,
+            test_split="test",
+            data_dir=None,
+            synthetic=True,
+            jpeg_quality=jpeg_quality,
+        )
     if folder.is_folder(dataset):
-        return _describe_folder(dataset, family=family, image_size=image_size, val_split=val_split,
-                                jpeg_quality=jpeg_quality)  # fmt: skip
+        return _describe_folder(
+            dataset, family=family, image_size=image_size, val_split=val_split, jpeg_quality=jpeg_quality
+        )
     data_dir = resolve_data_dir(data_dir)
     builder = tfds_builder(dataset, data_dir)
     splits = builder.info.splits
@@ -277,11 +306,19 @@ def describe(dataset: str, *, data_dir, family: str, image_size: int, val_split:
     num_val = int(round(val_split * total))
     label = builder.info.features["label"]
     return DataInfo(
-        name=dataset, style=family, image_size=image_size, num_classes=label.num_classes,
-        class_names=list(label.names), num_train=total - num_val, num_val=num_val,
-        num_test=splits[test_split].num_examples, test_split=test_split, data_dir=data_dir, synthetic=False,
+        name=dataset,
+        style=family,
+        image_size=image_size,
+        num_classes=label.num_classes,
+        class_names=list(label.names),
+        num_train=total - num_val,
+        num_val=num_val,
+        num_test=splits[test_split].num_examples,
+        test_split=test_split,
+        data_dir=data_dir,
+        synthetic=False,
         jpeg_quality=jpeg_quality,
-    )  # fmt: skip
+    )
 
 
 def _describe_folder(dataset, *, family, image_size, val_split, jpeg_quality) -> DataInfo:
@@ -298,27 +335,45 @@ def _describe_folder(dataset, *, family, image_size, val_split, jpeg_quality) ->
     elif val is not None:  # one folder: the held-out part is what runs are evaluated on
         test, test_split, val = val, "held-out", None
     else:
-        raise UserError(f"{data.root} has no val/ or test/ folder to evaluate on: pass --val-split F to hold out a "
-                        "fraction F of each class")  # fmt: skip
+        raise UserError(
+            f"{data.root} has no val/ or test/ folder to evaluate on: pass --val-split F to hold out a "
+            "fraction F of each class"
+        )
     files = {"train": train, "test": test}
     if val is not None:
         files["val"] = val
     return DataInfo(
-        name=dataset, style=family, image_size=image_size, num_classes=len(data.class_names),
-        class_names=data.class_names, num_train=len(train[0]), num_val=len(val[0]) if val else 0,
-        num_test=len(test[0]), test_split=test_split, data_dir=data.root, synthetic=False,
-        jpeg_quality=jpeg_quality, files=files, folder_bytes=data.total_bytes,
-    )  # fmt: skip
+        name=dataset,
+        style=family,
+        image_size=image_size,
+        num_classes=len(data.class_names),
+        class_names=data.class_names,
+        num_train=len(train[0]),
+        num_val=len(val[0]) if val else 0,
+        num_test=len(test[0]),
+        test_split=test_split,
+        data_dir=data.root,
+        synthetic=False,
+        jpeg_quality=jpeg_quality,
+        files=files,
+        folder_bytes=data.total_bytes,
+    )
 
 
 def describe_run(config: dict, image_size: int, data_dir=None) -> DataInfo:
     """The :class:`DataInfo` of a finished run's dataset, from its config.json."""
     return describe(
-        config["dataset"], data_dir=data_dir or config.get("data_dir"), family=config.get("family", "cifar"),
-        image_size=image_size, val_split=config.get("val_split", 0.0), seed=config.get("seed", 0),
-        synthetic_classes=config.get("synthetic_classes", 10), synthetic_train=config.get("synthetic_train", 4096),
-        synthetic_test=config.get("synthetic_test", 1024), jpeg_quality=config.get("jpeg_quality"),
-    )  # fmt: skip
+        config["dataset"],
+        data_dir=data_dir or config.get("data_dir"),
+        family=config.get("family", "cifar"),
+        image_size=image_size,
+        val_split=config.get("val_split", 0.0),
+        seed=config.get("seed", 0),
+        synthetic_classes=config.get("synthetic_classes", 10),
+        synthetic_train=config.get("synthetic_train", 4096),
+        synthetic_test=config.get("synthetic_test", 1024),
+        jpeg_quality=config.get("jpeg_quality"),
+    )
 
 
 def _tfds_split(info: DataInfo, which: str) -> str:
@@ -397,11 +452,14 @@ def _source(info: DataInfo, which: str, seed: int):
             return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
         return ds, decode
 
-
     ds = tfds.load(
-        info.name, split=_tfds_split(info, which), data_dir=info.data_dir, download=False,
-        decoders={"image": tfds.decode.SkipDecoding()}, read_config=tfds.ReadConfig(shuffle_seed=seed),
-    )  # fmt: skip
+        info.name,
+        split=_tfds_split(info, which),
+        data_dir=info.data_dir,
+        download=False,
+        decoders={"image": tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )
     decode = _decode_tfds
     if info.jpeg_quality is not None:
         decode = functools.partial(_decode_recompressed, quality=info.jpeg_quality)
@@ -502,10 +560,15 @@ def random_resized_crop(image, image_size, seed):
     ``RRC_ASPECT`` (the whole image when ten draws all fail), resized to
     ``image_size`` square: float32."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-        min_object_covered=0.0, aspect_ratio_range=RRC_ASPECT, area_range=RRC_AREA, max_attempts=10,
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=RRC_ASPECT,
+        area_range=RRC_AREA,
+        max_attempts=10,
         use_image_if_no_bounding_boxes=True,
-    )  # fmt: skip
+    )
     crop = tf.slice(image, begin, size)
     crop = tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size], method="bilinear", antialias=True)
     return tf.ensure_shape(crop, [image_size, image_size, 3])
@@ -541,8 +604,9 @@ def ten_crop_views(image, image_size):
 
 
 # ----------------------------------------------------------------- pipelines
-def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1),
-                   chunks: int = 1, augment: str = "scale") -> tf.data.Dataset:
+def train_pipeline(
+    info: DataInfo, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1), chunks: int = 1, augment: str = "scale"
+) -> tf.data.Dataset:
     """Endless shuffled, augmented, batched training data.
 
     Under a strategy with several replicas, build it inside
@@ -577,8 +641,10 @@ def train_pipeline(info: DataInfo, batch_size: int, seed: int, shard: tuple[int,
             return image, label, u
 
         ds = ds.map(draws, num_parallel_calls=_parallel()).batch(batch_size, drop_remainder=True)
-        ds = ds.map(lambda images, labels, u: (cifar_batch_view(images, u, info.image_size), labels),
-                    num_parallel_calls=_parallel())  # fmt: skip
+        ds = ds.map(
+            lambda images, labels, u: (cifar_batch_view(images, u, info.image_size), labels),
+            num_parallel_calls=_parallel(),
+        )
         return _finish(ds)
 
     def view(i, example):
@@ -622,8 +688,9 @@ def cifar_batch_view(images, u, image_size, pad=4):
 
 def eval_pipeline(info: DataInfo, which: str, batch_size: int, seed: int = 0) -> tf.data.Dataset:
     ds = raw_dataset(info, which, seed)
-    ds = ds.map(lambda image, label: (eval_view(image, info.style, info.image_size), label),
-                num_parallel_calls=_parallel())  # fmt: skip
+    ds = ds.map(
+        lambda image, label: (eval_view(image, info.style, info.image_size), label), num_parallel_calls=_parallel()
+    )
     return _shard_by_data(_finish(ds.batch(batch_size)))
 
 
@@ -670,8 +737,12 @@ def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: in
 
     def dataset_fn(context):
         return train_pipeline(
-            info, context.get_per_replica_batch_size(global_batch), seed,
-            shard=(context.input_pipeline_id, context.num_input_pipelines), chunks=replicas, augment=augment,
-        )  # fmt: skip
+            info,
+            context.get_per_replica_batch_size(global_batch),
+            seed,
+            shard=(context.input_pipeline_id, context.num_input_pipelines),
+            chunks=replicas,
+            augment=augment,
+        )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

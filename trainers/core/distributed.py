@@ -57,11 +57,15 @@ def tf_config() -> dict | None:
         raise UserError(f"TF_CONFIG is not valid JSON ({error}): {text[:200]!r}") from None
     cluster, task = config.get("cluster"), config.get("task")
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise UserError('TF_CONFIG needs "cluster" and "task", e.g. '
-                        '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}')  # fmt: skip
+        raise UserError(
+            'TF_CONFIG needs "cluster" and "task", e.g. '
+            '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}'
+        )
     unknown = set(cluster) - {"chief", "worker"}
     if unknown:
-        raise UserError(f"TF_CONFIG cluster has {sorted(unknown)}: MultiWorkerMirroredStrategy uses only chief and worker")
+        raise UserError(
+            f"TF_CONFIG cluster has {sorted(unknown)}: MultiWorkerMirroredStrategy uses only chief and worker"
+        )
     kind, index = task.get("type"), task.get("index")
     if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
         raise UserError(f"TF_CONFIG task {task} is not in its cluster {cluster}")
@@ -163,7 +167,6 @@ def cleanup(role: Role, out_dir) -> None:
 def weights_fingerprint(model) -> str:
     """SHA-256 of every weight's bytes, in order: equal on two workers exactly
     when their networks are bit-identical."""
-
 
     digest = hashlib.sha256()
     for w in model.get_weights():

@@ -46,10 +46,15 @@ def dataset_for(model, config: dict, dataset: str | None, data_dir: str | None):
     family = config.get("family") or ("cifar" if image_size <= 64 else "imagenet")
     same_data = dataset == config.get("dataset")
     info = data_lib.describe(
-        dataset, data_dir=data_dir or (config.get("data_dir") if same_data else None), family=family,
-        image_size=image_size, val_split=config.get("val_split", 0.0) if same_data else 0.0,
-        seed=config.get("seed", 0), synthetic_classes=config.get("synthetic_classes", 10),
-        synthetic_train=config.get("synthetic_train", 4096), synthetic_test=config.get("synthetic_test", 1024),
+        dataset,
+        data_dir=data_dir or (config.get("data_dir") if same_data else None),
+        family=family,
+        image_size=image_size,
+        val_split=config.get("val_split", 0.0) if same_data else 0.0,
+        seed=config.get("seed", 0),
+        synthetic_classes=config.get("synthetic_classes", 10),
+        synthetic_train=config.get("synthetic_train", 4096),
+        synthetic_test=config.get("synthetic_test", 1024),
         jpeg_quality=config.get("jpeg_quality") if same_data else None,
     )
     if info.num_classes != model.output_shape[-1]:
@@ -98,9 +103,18 @@ def results_dir(trained: Trained) -> pathlib.Path:
     return trained.run_dir if trained.kind == "run" else trained.path.parent
 
 
-def evaluate(source, *, which: str = "final", dataset: str | None = None, data_dir: str | None = None,
-             split: str = "test", ten_crop: bool = False, all_views: bool = False, batch_size: int = 100,
-             output=None) -> dict:
+def evaluate(
+    source,
+    *,
+    which: str = "final",
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    ten_crop: bool = False,
+    all_views: bool = False,
+    batch_size: int = 100,
+    output=None,
+) -> dict:
     """Top-1 and top-k error of the trained model ``source`` (any source
     :func:`load_trained` reads) on ``split``, in the single view, the 10-crop
     (``ten_crop``) or both (``all_views``); printed, and written as JSON to
@@ -184,30 +198,48 @@ def predictions(model, info, view: str, split: str, batch_size: int, seed: int) 
     return pairs
 
 
-def paired(model_a, config_a: dict, model_b, config_b: dict, *, dataset=None, data_dir=None, split="test",
-           view="single", batch_size=100) -> dict:
+def paired(
+    model_a,
+    config_a: dict,
+    model_b,
+    config_b: dict,
+    *,
+    dataset=None,
+    data_dir=None,
+    split="test",
+    view="single",
+    batch_size=100,
+) -> dict:
     """A and B scored image by image on the same images: the four counts,
     the accuracies, B - A with its 95% interval, McNemar's exact p."""
     if not dataset and config_a.get("dataset") != config_b.get("dataset"):
-        raise UserError(f"A was trained on {config_a.get('dataset')!r} and B on {config_b.get('dataset')!r}: "
-                        "give --dataset to compare both on one")
+        raise UserError(
+            f"A was trained on {config_a.get('dataset')!r} and B on {config_b.get('dataset')!r}: "
+            "give --dataset to compare both on one"
+        )
     if model_a.input_shape[1:] != model_b.input_shape[1:]:
-        raise UserError(f"A takes {model_a.input_shape[1:]} and B {model_b.input_shape[1:]} images: "
-                        "a paired comparison needs the same images")
+        raise UserError(
+            f"A takes {model_a.input_shape[1:]} and B {model_b.input_shape[1:]} images: "
+            "a paired comparison needs the same images"
+        )
     info_a = dataset_for(model_a, config_a, dataset, data_dir)
     info_b = dataset_for(model_b, config_b, dataset, data_dir)
     for what in ("num_classes", "test_split", "num_test", "num_val"):
         if getattr(info_a, what) != getattr(info_b, what):
-            raise UserError(f"A and B read {info_a.name!r} differently ({what}: {getattr(info_a, what)} against "
-                            f"{getattr(info_b, what)}): they were trained with different data settings")
+            raise UserError(
+                f"A and B read {info_a.name!r} differently ({what}: {getattr(info_a, what)} against "
+                f"{getattr(info_b, what)}): they were trained with different data settings"
+            )
     view = "10-crop" if view == "10-crop" else single_view(info_a)
     pred_a = predictions(model_a, info_a, view, split, batch_size, config_a.get("seed", 0))
     pred_b = predictions(model_b, info_b, view, split, batch_size, config_b.get("seed", 0))
     if not pred_a:
         raise UserError(f"the {split} split of {info_a.name!r} is empty")
     if [label for label, _ in pred_a] != [label for label, _ in pred_b]:
-        raise UserError("A's and B's evaluations did not see the same images in the same order "
-                        "(their runs hold out different validation images: different seeds?)")
+        raise UserError(
+            "A's and B's evaluations did not see the same images in the same order "
+            "(their runs hold out different validation images: different seeds?)"
+        )
     right_a = [label == guess for label, guess in pred_a]
     right_b = [label == guess for label, guess in pred_b]
     n = len(right_a)
@@ -238,12 +270,24 @@ def paired_words(result: dict) -> str:
     """B - A, its interval and McNemar's p, in one phrase."""
     low, high = result["difference_95_interval"]
     disagreements = result["only_a_right"] + result["only_b_right"]
-    return (f"{100 * result['difference_b_minus_a']:+.2f} points (95% interval {100 * low:+.2f} to "
-            f"{100 * high:+.2f}), McNemar p = {result['mcnemar_exact_p']:.2g} on {disagreements:,} disagreements")
+    return (
+        f"{100 * result['difference_b_minus_a']:+.2f} points (95% interval {100 * low:+.2f} to "
+        f"{100 * high:+.2f}), McNemar p = {result['mcnemar_exact_p']:.2g} on {disagreements:,} disagreements"
+    )
 
 
-def compare(a, b, *, which: str = "final", view: str = "single", dataset: str | None = None,
-            data_dir: str | None = None, split: str = "test", batch_size: int = 100, output=None) -> dict:
+def compare(
+    a,
+    b,
+    *,
+    which: str = "final",
+    view: str = "single",
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    batch_size: int = 100,
+    output=None,
+) -> dict:
     """Two trained models (any sources :func:`load_trained` reads) scored image
     by image on the same images (:func:`paired`); printed, and written as JSON
     to ``output`` where given."""
@@ -254,8 +298,17 @@ def compare(a, b, *, which: str = "final", view: str = "single", dataset: str | 
     trained_a = load_for_evaluation(a, which)
     trained_b = load_for_evaluation(b, which)
     path_a, path_b = trained_a.path, trained_b.path
-    counts = paired(trained_a.model, trained_a.config, trained_b.model, trained_b.config, dataset=dataset,
-                    data_dir=data_dir, split=split, view=view, batch_size=batch_size)
+    counts = paired(
+        trained_a.model,
+        trained_a.config,
+        trained_b.model,
+        trained_b.config,
+        dataset=dataset,
+        data_dir=data_dir,
+        split=split,
+        view=view,
+        batch_size=batch_size,
+    )
     result = {"a": str(path_a), "b": str(path_b), **counts}
     n, view, both = result["images"], result["view"], result["both_right"]
     only_a, only_b, p_value = result["only_a_right"], result["only_b_right"], result["mcnemar_exact_p"]
@@ -266,13 +319,15 @@ def compare(a, b, *, which: str = "final", view: str = "single", dataset: str | 
     print(f"{n:,} images of {result['dataset']} {result['split']}, {view} at {result['image_size']}px{tag}")
     print(f"A {path_a.parent.name}/{path_a.name}: accuracy {100 * result['accuracy_a']:.2f}%")
     print(f"B {path_b.parent.name}/{path_b.name}: accuracy {100 * result['accuracy_b']:.2f}%")
-    print(f"both right {both:,}, only A right {only_a:,}, only B right {only_b:,}, "
-          f"both wrong {result['both_wrong']:,}")
-    print(f"B - A: {100 * diff:+.2f} points "
-          f"(95% interval for paired proportions: {100 * low:+.2f} to {100 * high:+.2f})")
+    print(f"both right {both:,}, only A right {only_a:,}, only B right {only_b:,}, both wrong {result['both_wrong']:,}")
+    print(
+        f"B - A: {100 * diff:+.2f} points (95% interval for paired proportions: {100 * low:+.2f} to {100 * high:+.2f})"
+    )
     verdict = "a difference at the 5% level" if p_value < 0.05 else "not a difference at the 5% level"
-    print(f"McNemar's exact test on the {only_a + only_b:,} images they disagree on: two-sided p = {p_value:.3g}, "
-          f"{verdict}")
+    print(
+        f"McNemar's exact test on the {only_a + only_b:,} images they disagree on: two-sided p = {p_value:.3g}, "
+        f"{verdict}"
+    )
     if output:
         print(f"written: {output}")
     return result

@@ -217,9 +217,18 @@ def _install(tmp: pathlib.Path, target: pathlib.Path):
 
 
 # --------------------------------------------------------------------- main
-def export(source, *, formats, which: str = "final", output=None, check_samples: int = 1000,
-           calibration_samples: int = 200, int8_io: str = "uint8", latency_samples: int = 100,
-           data_dir: str | None = None) -> dict:
+def export(
+    source,
+    *,
+    formats,
+    which: str = "final",
+    output=None,
+    check_samples: int = 1000,
+    calibration_samples: int = 200,
+    int8_io: str = "uint8",
+    latency_samples: int = 100,
+    data_dir: str | None = None,
+) -> dict:
     """Exports the trained model ``source`` (a run directory, a .keras file in
     one, or weights:ARCH/NAME: :func:`load_trained`) in each of ``formats``
     (names of :data:`FORMATS`) into ``output`` (default RUN_DIR/export, or
@@ -237,8 +246,9 @@ def export(source, *, formats, which: str = "final", output=None, check_samples:
     trained = load_trained(source, which=which)
     if not trained.class_names:
         if trained.run_dir is None:
-            raise UserError(f"{trained.path.parent} has no config.json, so the model's class names and data are "
-                            "unknown")
+            raise UserError(
+                f"{trained.path.parent} has no config.json, so the model's class names and data are unknown"
+            )
         raise UserError(f"{trained.run_dir / 'config.json'} holds no class names; export needs them")
     model, config, model_path = float32_clone(trained.model), trained.config, trained.path
     class_names = list(trained.class_names)

@@ -42,8 +42,12 @@ def initialize(target, spec: str, class_names=None) -> dict:
             resnet_keras.copy_applications_weights(source, target, head=head)
         except ValueError as error:
             raise UserError(f"--init-from {spec}: {error}") from None
-        return {"source": str(spec), "kind": kind, "classifier": "copied" if head else "new",
-                "normalization": "source (keras.applications' ImageNet mean)"}  # fmt: skip
+        return {
+            "source": str(spec),
+            "kind": kind,
+            "classifier": "copied" if head else "new",
+            "normalization": "source (keras.applications' ImageNet mean)",
+        }
 
     layers = {layer.name: layer for layer in source.layers}
     copied, misfits, classifier, normalization = 0, [], "new", "data"
@@ -70,15 +74,23 @@ def initialize(target, spec: str, class_names=None) -> dict:
             continue  # another input size: the mean of this run's data stays
         misfits.append(f"{layer.name} {shapes}" + (" (absent in the source)" if peer is None else f" vs {peer_shapes}"))
     if misfits:
-        raise UserError(f"--init-from {spec} does not fit {target.name!r}: {len(misfits)} layer(s) differ: "
-                        + "; ".join(misfits[:4]) + ("; ..." if len(misfits) > 4 else ""))  # fmt: skip
+        raise UserError(
+            f"--init-from {spec} does not fit {target.name!r}: {len(misfits)} layer(s) differ: "
+            + "; ".join(misfits[:4])
+            + ("; ..." if len(misfits) > 4 else "")
+        )
     for layer, weights in pending:
         layer.set_weights(weights)
         copied += 1
     if renamed:
         classifier = "new (the source was trained on other classes)"
-    return {"source": str(spec), "kind": kind, "layers_copied": copied, "classifier": classifier,
-            "normalization": normalization}  # fmt: skip
+    return {
+        "source": str(spec),
+        "kind": kind,
+        "layers_copied": copied,
+        "classifier": classifier,
+        "normalization": normalization,
+    }
 
 
 def freeze_backbone(model) -> list:

@@ -68,7 +68,7 @@ def index_folder(dataset: str, check_decoding: bool = True) -> FolderData:
     """Indexes ``folder:PATH``; a :class:`UserError` for a path that does not
     exist, no class folders, a class folder without images, fewer than two
     classes, splits whose class names differ, or a file that does not decode."""
-    root = pathlib.Path(os.path.expanduser(dataset[len(PREFIX):])).resolve()
+    root = pathlib.Path(os.path.expanduser(dataset[len(PREFIX) :])).resolve()
     if not root.is_dir():
         raise UserError(f"--dataset {dataset}: {root} is not a directory")
     found = {split: [root / name for name in names if (root / name).is_dir()] for split, names in SPLIT_FOLDERS.items()}
@@ -89,8 +89,10 @@ def index_folder(dataset: str, check_decoding: bool = True) -> FolderData:
         if empty:
             raise UserError(f"class folder {directory / empty[0]} has no images ({', '.join(FORMATS)})")
         if names is not None and class_names != names:
-            raise UserError(f"the class folders of {directory} ({', '.join(class_names)}) differ from those of "
-                            f"{split_dirs['train']} ({', '.join(names)})")  # fmt: skip
+            raise UserError(
+                f"the class folders of {directory} ({', '.join(class_names)}) differ from those of "
+                f"{split_dirs['train']} ({', '.join(names)})"
+            )
         names = class_names
         splits[split] = (paths, labels)
     if len(names) < 2:

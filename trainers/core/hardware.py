@@ -38,11 +38,17 @@ def cpu_flags() -> set[str]:
 # oneDNN's ONEDNN_MAX_CPU_ISA caps the instruction sets it uses; each value
 # names the best bf16 path it leaves (values as in oneDNN's documentation).
 _ISA_BF16 = {
-    "SSE41": None, "AVX": None, "AVX2": None, "AVX2_VNNI": None, "AVX2_VNNI_2": None,
-    "AVX512_CORE": None, "AVX512_CORE_VNNI": None,
-    "AVX512_CORE_BF16": "avx512_bf16", "AVX10_1_512": "avx512_bf16",
+    "SSE41": None,
+    "AVX": None,
+    "AVX2": None,
+    "AVX2_VNNI": None,
+    "AVX2_VNNI_2": None,
+    "AVX512_CORE": None,
+    "AVX512_CORE_VNNI": None,
+    "AVX512_CORE_BF16": "avx512_bf16",
+    "AVX10_1_512": "avx512_bf16",
     "AVX512_CORE_FP16": "avx512_bf16",
-}  # fmt: skip
+}
 
 
 def cpu_bf16_kind(flags=None, environ=None) -> str | None:

@@ -54,9 +54,14 @@ def launch(workers: int, fit_args: list[str], *, grace: float = 10.0, script=Non
     for i, config in enumerate(tf_configs(free_ports(workers))):
         env = {**os.environ, "TF_CONFIG": config}
         proc = subprocess.Popen(
-            [sys.executable, script, *fit_args], env=env, text=True, bufsize=1,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, script, *fit_args],
+            env=env,
+            text=True,
+            bufsize=1,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         procs.append(proc)
         print(f"[launch] worker {i}{' (chief)' if i == 0 else ''}: pid {proc.pid}", file=sys.stderr, flush=True)
         for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
@@ -83,8 +88,11 @@ def launch(workers: int, fit_args: list[str], *, grace: float = 10.0, script=Non
                 status = p.poll()
                 if status not in (None, 0) and failed is None:
                     failed = (i, status)
-                    print(f"[launch] worker {i} exited with status {status}; stopping the others",
-                          file=sys.stderr, flush=True)  # fmt: skip
+                    print(
+                        f"[launch] worker {i} exited with status {status}; stopping the others",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     stop_all(signal.SIGTERM)
                     deadline = time.time() + grace
                     while time.time() < deadline and any(q.poll() is None for q in procs):
@@ -100,7 +108,11 @@ def launch(workers: int, fit_args: list[str], *, grace: float = 10.0, script=Non
             t.join(timeout=5)
     chief = procs[0].returncode
     if failed is not None and failed[0] != 0:
-        print(f"[launch] the job failed: worker {failed[0]} exited with status {failed[1]}; run the same command "
-              "again to resume from the last backup", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"[launch] the job failed: worker {failed[0]} exited with status {failed[1]}; run the same command "
+            "again to resume from the last backup",
+            file=sys.stderr,
+            flush=True,
+        )
         return failed[1] if failed[1] > 0 else 128 - failed[1]
     return chief if chief >= 0 else 128 - chief

@@ -55,8 +55,7 @@ def load_exported(model_path: pathlib.Path):
         except Exception as error:
             raise UserError(f"{model_path} is not a loadable SavedModel ({type(error).__name__}: {error})") from None
         if "class_names" not in loaded.signatures:
-            raise UserError(f"{model_path} carries no class names (no class_names signature); "
-                            "export it with export.py")
+            raise UserError(f"{model_path} carries no class names (no class_names signature); export it with export.py")
         names = [n.decode() for n in loaded.signatures["class_names"]()["class_names"].numpy()]
         size = serve.structured_input_signature[1]["images"].shape[1]
 

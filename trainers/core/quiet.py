@@ -26,8 +26,13 @@ import tempfile
 _PREFIX = re.compile(r"^(?:([IWEF])\d{4} \d\d:\d\d:[\d.]+\s+\d+ |\d{4}-\d\d-\d\d [\d:.]+: ([IWEF]) )")
 _SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
 # Errors that only say this machine has no usable GPU, which a CPU run expects.
-_NO_GPU = ("failed call to cuInit", "Unable to register cuDNN factory", "Unable to register cuFFT factory",
-           "Unable to register cuBLAS factory", "Unable to register cuSPARSE factory")  # fmt: skip
+_NO_GPU = (
+    "failed call to cuInit",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "Unable to register cuSPARSE factory",
+)
 _ABSL_BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 
 

@@ -41,8 +41,10 @@ from trainers.core.errors import UserError
 RECIPES = ("paper", "fast", "finetune")
 AUGMENTS = ("scale", "rrc")
 FAST_IMAGENET_LR = 0.4
-AUGMENT_NAMES = {"scale": "scale (shorter side in [256, 480] for 224, scaled; crop, flip, PCA colour)",
-                 "rrc": "random-resized crops (area 35-100%, aspect 3/4-4/3; flip)"}
+AUGMENT_NAMES = {
+    "scale": "scale (shorter side in [256, 480] for 224, scaled; crop, flip, PCA colour)",
+    "rrc": "random-resized crops (area 35-100%, aspect 3/4-4/3; flip)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,29 +82,65 @@ def paper_recipe(family: str, depth: int) -> Recipe:
     if family == "cifar":
         deep = depth >= 110  # ResNet-110 (and 1202, trained as 110 was)
         return Recipe(
-            name="paper", batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
-            total_steps=64_000, milestones=(32_000, 48_000),
-            warmup_steps=400 if deep else 0, warmup_lr=0.01 if deep else 0.0,
-        )  # fmt: skip
+            name="paper",
+            batch_size=128,
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=1e-4,
+            schedule="step",
+            total_steps=64_000,
+            milestones=(32_000, 48_000),
+            warmup_steps=400 if deep else 0,
+            warmup_lr=0.01 if deep else 0.0,
+        )
     # The paper gives no patience; 5 epochs is a common reading of "plateaus".
     return Recipe(
-        name="paper", batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="plateau",
-        total_epochs=120, plateau_patience=5, augment="scale", shortened_milestones=(0.25, 0.5),
-    )  # fmt: skip
+        name="paper",
+        batch_size=256,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="plateau",
+        total_epochs=120,
+        plateau_patience=5,
+        augment="scale",
+        shortened_milestones=(0.25, 0.5),
+    )
 
 
 def fast_recipe(family: str, depth: int) -> Recipe:
     if family != "cifar":
         return Recipe(
-            name="fast", batch_size=64, lr=FAST_IMAGENET_LR, momentum=0.9, weight_decay=5e-5, schedule="cosine",
-            total_epochs=20, warmup_epochs=1, warmup_lr=0.1, nesterov=True, label_smoothing=0.1,
-            decay_kernels_only=True, augment="rrc", zero_init_residual=True,
-        )  # fmt: skip
+            name="fast",
+            batch_size=64,
+            lr=FAST_IMAGENET_LR,
+            momentum=0.9,
+            weight_decay=5e-5,
+            schedule="cosine",
+            total_epochs=20,
+            warmup_epochs=1,
+            warmup_lr=0.1,
+            nesterov=True,
+            label_smoothing=0.1,
+            decay_kernels_only=True,
+            augment="rrc",
+            zero_init_residual=True,
+        )
     return Recipe(
-        name="fast", batch_size=128, lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="cosine", total_epochs=30,
-        warmup_epochs=2, warmup_lr=0.1, nesterov=True, label_smoothing=0.0, decay_kernels_only=True,
+        name="fast",
+        batch_size=128,
+        lr=0.2,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="cosine",
+        total_epochs=30,
+        warmup_epochs=2,
+        warmup_lr=0.1,
+        nesterov=True,
+        label_smoothing=0.0,
+        decay_kernels_only=True,
         zero_init_residual=False,
-    )  # fmt: skip
+    )
 
 
 def finetune_recipe(family: str, depth: int) -> Recipe:
@@ -111,10 +149,20 @@ def finetune_recipe(family: str, depth: int) -> Recipe:
     recipe's, no warm-up, cosine decay to 0."""
     batch = 128 if family == "cifar" else 64
     return Recipe(
-        name="finetune", batch_size=batch, lr=0.02, momentum=0.9, weight_decay=5e-5,
-        schedule="cosine", total_epochs=10, warmup_epochs=0, warmup_lr=1.0, nesterov=True, label_smoothing=0.0,
-        decay_kernels_only=True, augment=None if family == "cifar" else "rrc",
-    )  # fmt: skip
+        name="finetune",
+        batch_size=batch,
+        lr=0.02,
+        momentum=0.9,
+        weight_decay=5e-5,
+        schedule="cosine",
+        total_epochs=10,
+        warmup_epochs=0,
+        warmup_lr=1.0,
+        nesterov=True,
+        label_smoothing=0.0,
+        decay_kernels_only=True,
+        augment=None if family == "cifar" else "rrc",
+    )
 
 
 def get_recipe(name: str, family: str, depth: int) -> Recipe:
@@ -182,7 +230,6 @@ class Schedule:
         order.insert(order.index("weight_decay_on"), "weight_decay_meaning")
         order += [name for name in _KIND_FIELDS if fields[name] is not None]
         return {name: list(fields[name]) if isinstance(fields[name], tuple) else fields[name] for name in order}
-
 
 
 def resolve_schedule(
@@ -274,8 +321,12 @@ def resolve_schedule(
     elif total < recipe_steps and recipe.shortened_milestones:
         # Shortened: the milestones the paper's plateau runs ended up with.
         boundaries = [max(1, round(f * total)) for f in recipe.shortened_milestones]
-        schedule.update(kind="step", shortened_from="plateau", boundaries=tuple(boundaries),
-                        values=tuple(base_lr / 10**i for i in range(len(boundaries) + 1)))  # fmt: skip
+        schedule.update(
+            kind="step",
+            shortened_from="plateau",
+            boundaries=tuple(boundaries),
+            values=tuple(base_lr / 10**i for i in range(len(boundaries) + 1)),
+        )
     else:
         schedule.update(plateau_factor=0.1, plateau_patience=recipe.plateau_patience)
     return Schedule(**schedule)
@@ -288,9 +339,11 @@ def learning_rate(schedule: Schedule):
         warmup = schedule.warmup_steps
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=schedule.warmup_start if warmup else schedule.lr,
-            decay_steps=schedule.total_steps - warmup, alpha=0.0,
-            warmup_target=schedule.lr if warmup else None, warmup_steps=warmup,
-        )  # fmt: skip
+            decay_steps=schedule.total_steps - warmup,
+            alpha=0.0,
+            warmup_target=schedule.lr if warmup else None,
+            warmup_steps=warmup,
+        )
     return schedule.lr
 
 
@@ -312,9 +365,11 @@ def describe_schedule(schedule: Schedule) -> str:
         lines.append(f"  lr {s.lr:g} -> 0 by cosine over iterations [{s.warmup_steps}, {s.total_steps})")
     elif s.kind == "step":
         if s.shortened_from == "plateau":
-            lines.append("  the plateau rule, shortened: step milestones at "
-                         + " and ".join(f"{b / s.total_steps:.0%}" for b in s.boundaries)
-                         + " of the run (where the paper's ImageNet runs dropped)")  # fmt: skip
+            lines.append(
+                "  the plateau rule, shortened: step milestones at "
+                + " and ".join(f"{b / s.total_steps:.0%}" for b in s.boundaries)
+                + " of the run (where the paper's ImageNet runs dropped)"
+            )
         start = 0
         for boundary, value in zip([*s.boundaries, s.total_steps], s.values):
             lines.append(f"  lr {value:g} for iterations [{start}, {boundary})")

@@ -53,8 +53,9 @@ def _depths(text: str) -> list[int]:
     return depths
 
 
-def figure6(*, depths, recipe, epochs, root, dataset, data_dir, precision, backup_every, seed, image_size,
-            synthetic_train) -> dict:
+def figure6(
+    *, depths, recipe, epochs, root, dataset, data_dir, precision, backup_every, seed, image_size, synthetic_train
+) -> dict:
     """Trains plain-d and ResNet-d for each of ``depths`` (comma-separated) into
     ``root`` and draws figure6.png (see :mod:`trainers.reproduce`)."""
     depth_list = _depths(depths)
@@ -64,15 +65,23 @@ def figure6(*, depths, recipe, epochs, root, dataset, data_dir, precision, backu
         raise UserError(f"--epochs {asked}; expected a positive number of epochs")
     suffix = "" if recipe == "paper" else f"-{recipe}"  # the paper's runs keep their earlier folder names
     root = root or runs_root() / "reproduce" / f"figure6-{dataset.replace('/', '_')}{suffix}-e{epochs:g}"
-    common = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "recipe": recipe, "precision": precision,
-              "seed": seed, "verbose": 0, "synthetic_train": synthetic_train, "backup_every": backup_every}
+    common = {
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "epochs": epochs,
+        "recipe": recipe,
+        "precision": precision,
+        "seed": seed,
+        "verbose": 0,
+        "synthetic_train": synthetic_train,
+        "backup_every": backup_every,
+    }
     if image_size:
         common["image_size"] = image_size
     runs = _train_runs([f"{kind}{depth}" for kind in ("plain", "resnet") for depth in depth_list], root, common)
     _plot_figure6(runs, root / "figure6.png", f"{dataset}, {recipe} recipe, {epochs:g} epochs")
     print(f"written: {root / 'figure6.png'}")
-    return {"root": str(root), "recipe": recipe, "epochs": epochs,
-            "runs": {arch: str(d) for arch, d in runs.items()}}  # fmt: skip
+    return {"root": str(root), "recipe": recipe, "epochs": epochs, "runs": {arch: str(d) for arch, d in runs.items()}}
 
 
 # figure6's length by recipe where --epochs is not given: the paper's 64k iterations of batch 128 (164 epochs of
@@ -108,57 +117,89 @@ def _check_finished(run_dir: pathlib.Path, common: dict) -> None:
     wanted_recipe, wanted_epochs = common.get("recipe", "paper"), common.get("epochs")
     if recipe is None or (epochs is None and wanted_recipe == recipe and wanted_epochs == FIGURE6_EPOCHS.get(recipe)):
         return
-    if recipe != wanted_recipe or (epochs is not None and wanted_epochs is not None and
-                                   abs(float(epochs) - float(wanted_epochs)) > 1e-9):  # fmt: skip
+    if recipe != wanted_recipe or (
+        epochs is not None and wanted_epochs is not None and abs(float(epochs) - float(wanted_epochs)) > 1e-9
+    ):
         ran = f"{recipe} recipe, {'its own length' if epochs is None else f'{float(epochs):g} epochs'}"
-        raise UserError(f"{run_dir} is a finished run of the {ran}; this figure asks for the {wanted_recipe} recipe, "
-                        f"{float(wanted_epochs):g} epochs: choose another --root")  # fmt: skip
+        raise UserError(
+            f"{run_dir} is a finished run of the {ran}; this figure asks for the {wanted_recipe} recipe, "
+            f"{float(wanted_epochs):g} epochs: choose another --root"
+        )
 
 
-def figure4(*, recipe, epochs, image_size, root, dataset, data_dir, precision, backup_every, seed,
-            synthetic_train) -> dict:
+def figure4(
+    *, recipe, epochs, image_size, root, dataset, data_dir, precision, backup_every, seed, synthetic_train
+) -> dict:
     """Trains plain-18/34 and ResNet-18/34 into ``root``, judges the paper's
     Figure 4 findings and draws figure4.png (see :mod:`trainers.reproduce`)."""
     root = root or runs_root() / "reproduce" / (
-        f"figure4-{dataset.replace('/', '_')}-{recipe}-{image_size}px-e{epochs:g}")
-    common = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "recipe": recipe,
-              "image_size": image_size, "precision": precision, "seed": seed, "verbose": 0,
-              "synthetic_train": synthetic_train, "backup_every": backup_every}
+        f"figure4-{dataset.replace('/', '_')}-{recipe}-{image_size}px-e{epochs:g}"
+    )
+    common = {
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "epochs": epochs,
+        "recipe": recipe,
+        "image_size": image_size,
+        "precision": precision,
+        "seed": seed,
+        "verbose": 0,
+        "synthetic_train": synthetic_train,
+        "backup_every": backup_every,
+    }
     runs = _train_runs(FIGURE4_ARCHS, root, common)
     summary = {}
     for arch, run_dir in runs.items():
         rows = read_csv_rows(run_dir / "history.csv")
         if not rows:
             raise UserError(f"{run_dir} has no history.csv rows")
-        summary[arch] = {"epochs": len(rows), "train_error": float(rows[-1]["error"]),
-                         "val_error": float(rows[-1]["test_error"]),
-                         "best_val_error": min(float(r["test_error"]) for r in rows)}  # fmt: skip
+        summary[arch] = {
+            "epochs": len(rows),
+            "train_error": float(rows[-1]["error"]),
+            "val_error": float(rows[-1]["test_error"]),
+            "best_val_error": min(float(r["test_error"]) for r in rows),
+        }
     num_val = _num_evaluated(runs["resnet18"])
     result = {
-        "root": str(root), "recipe": recipe, "image_size": image_size, "epochs": epochs,
-        "dataset": dataset, "runs": summary,
+        "root": str(root),
+        "recipe": recipe,
+        "image_size": image_size,
+        "epochs": epochs,
+        "dataset": dataset,
+        "runs": summary,
         "plain34_worse_than_plain18": summary["plain34"]["val_error"] > summary["plain18"]["val_error"],
         "plain34_trains_worse_than_plain18": summary["plain34"]["train_error"] > summary["plain18"]["train_error"],
         "resnet34_better_than_resnet18": summary["resnet34"]["val_error"] < summary["resnet18"]["val_error"],
         "validation_images": num_val,
-        "margins": {f"{deep}_vs_{shallow}": _margin(summary[shallow]["val_error"], summary[deep]["val_error"], num_val)
-                    for shallow, deep in (("plain18", "plain34"), ("resnet18", "resnet34"))},
-    }  # fmt: skip
+        "margins": {
+            f"{deep}_vs_{shallow}": _margin(summary[shallow]["val_error"], summary[deep]["val_error"], num_val)
+            for shallow, deep in (("plain18", "plain34"), ("resnet18", "resnet34"))
+        },
+    }
     for shallow, deep in (("plain18", "plain34"), ("resnet18", "resnet34")):
         result["margins"][f"{deep}_vs_{shallow}"].update(_paired(runs[shallow], runs[deep], data_dir))
     _plot_figure4(runs, root / "figure4.png", f"{dataset}, {recipe} recipe, {image_size}px")
     write_json_atomic(root / "figure4.json", result)
     print(f"{'network':10s} {'epochs':>6s} {'train err':>9s} {'val err':>8s} {'best val':>8s}")
     for arch, r in summary.items():
-        print(f"{arch:10s} {r['epochs']:6d} {100 * r['train_error']:8.2f}% {100 * r['val_error']:7.2f}% "
-              f"{100 * r['best_val_error']:7.2f}%")  # fmt: skip
-    for key, pair in (("plain34_trains_worse_than_plain18", None), ("plain34_worse_than_plain18", "plain34_vs_plain18"),
-                      ("resnet34_better_than_resnet18", "resnet34_vs_resnet18")):  # fmt: skip
-        print(f"{key.replace('_', ' ')}: {'yes' if result[key] else 'no'}"
-              + (f" ({_margin_words(result['margins'][pair], num_val)})" if pair else ""))
+        print(
+            f"{arch:10s} {r['epochs']:6d} {100 * r['train_error']:8.2f}% {100 * r['val_error']:7.2f}% "
+            f"{100 * r['best_val_error']:7.2f}%"
+        )
+    for key, pair in (
+        ("plain34_trains_worse_than_plain18", None),
+        ("plain34_worse_than_plain18", "plain34_vs_plain18"),
+        ("resnet34_better_than_resnet18", "resnet34_vs_resnet18"),
+    ):
+        print(
+            f"{key.replace('_', ' ')}: {'yes' if result[key] else 'no'}"
+            + (f" ({_margin_words(result['margins'][pair], num_val)})" if pair else "")
+        )
         if pair and result["margins"][pair]["paired"]:
-            print(f"  paired on the same images, {pair.split('_vs_')[0]} minus {pair.split('_vs_')[1]} in accuracy: "
-                  f"{paired_words(result['margins'][pair]['paired'])}")  # fmt: skip
+            print(
+                f"  paired on the same images, {pair.split('_vs_')[0]} minus {pair.split('_vs_')[1]} in accuracy: "
+                f"{paired_words(result['margins'][pair]['paired'])}"
+            )
         elif pair:
             print(f"  not paired: {result['margins'][pair]['paired_why']}")
     print(f"written: {root / 'figure4.png'}, {root / 'figure4.json'}")
@@ -193,8 +234,12 @@ def _paired(shallow_dir: pathlib.Path, deep_dir: pathlib.Path, data_dir) -> dict
     images (``trainers/compare.py``: A the shallower, B the deeper), or why
     not: the unpaired noise above treats the two error rates as independent;
     the paired test uses that both runs saw the same images."""
-    missing = [str(d / name) for d in (shallow_dir, deep_dir) for name in ("config.json", "model.keras")
-               if not (d / name).exists()]  # fmt: skip
+    missing = [
+        str(d / name)
+        for d in (shallow_dir, deep_dir)
+        for name in ("config.json", "model.keras")
+        if not (d / name).exists()
+    ]
     if missing:
         return {"paired": None, "paired_why": f"no {', '.join(missing)}"}
     (config_a, model_a), (config_b, model_b) = _run_model(shallow_dir), _run_model(deep_dir)
@@ -253,22 +298,32 @@ def _plot_figure4(runs: dict, path: pathlib.Path, title: str) -> None:
     def draw(ax, colour, arch, rows, label):
         epochs = epochs_of(runs[arch], rows)
         ax.plot(epochs, [100 * float(r["error"]) for r in rows], color=colour, lw=0.8, ls="--")
-        ax.plot(epochs, [100 * float(r["test_error"]) for r in rows], color=colour, lw=2.2, marker="o", ms=3,
-                label=label)  # fmt: skip
+        ax.plot(
+            epochs, [100 * float(r["test_error"]) for r in rows], color=colour, lw=2.2, marker="o", ms=3, label=label
+        )
 
-    _plain_and_residual(runs, path, draw, xlabel="epochs", ylabel="error (%): training thin dashed, validation bold",
-                        suffix=title)  # fmt: skip
+    _plain_and_residual(
+        runs, path, draw, xlabel="epochs", ylabel="error (%): training thin dashed, validation bold", suffix=title
+    )
 
 
 def _plot_figure6(runs: dict, path: pathlib.Path, title: str) -> None:
     def draw(ax, colour, arch, rows, label):
         train_its, train_err = _training_curve(runs[arch], rows)
         ax.plot(train_its, train_err, color=colour, lw=0.7, alpha=0.9)
-        ax.plot([int(r["iterations"]) for r in rows], [100 * float(r["test_error"]) for r in rows], color=colour,
-                lw=2.2, marker="o", ms=3, label=label)  # fmt: skip
+        ax.plot(
+            [int(r["iterations"]) for r in rows],
+            [100 * float(r["test_error"]) for r in rows],
+            color=colour,
+            lw=2.2,
+            marker="o",
+            ms=3,
+            label=label,
+        )
 
-    _plain_and_residual(runs, path, draw, xlabel="iterations", ylabel="error (%): training thin, test bold",
-                        suffix=title)  # fmt: skip
+    _plain_and_residual(
+        runs, path, draw, xlabel="iterations", ylabel="error (%): training thin, test bold", suffix=title
+    )
 
 
 def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) -> tuple[list, list]:
@@ -278,8 +333,9 @@ def _training_curve(run_dir: pathlib.Path, rows: list[dict], window: int = 5) ->
     steps = read_csv_rows(run_dir / "steps.csv")
     if steps:
         errors = [100 * float(r["train_error"]) for r in steps]
-        smoothed = [sum(errors[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1))
-                    for i in range(len(errors))]  # fmt: skip
+        smoothed = [
+            sum(errors[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(errors))
+        ]
         return [int(r["iterations"]) for r in steps], smoothed
     return [int(r["iterations"]) for r in rows], [100 * float(r["error"]) for r in rows]
 
@@ -295,8 +351,9 @@ def table6(*, root) -> list[dict]:
         history = read_csv_rows(run_dir / "history.csv")
         try:
             arch = config["arch"]
-            model = resnet_keras.get_model(arch, num_classes=config["data"]["num_classes"],
-                                           input_shape=(config["image_size"],) * 2 + (3,))  # fmt: skip
+            model = resnet_keras.get_model(
+                arch, num_classes=config["data"]["num_classes"], input_shape=(config["image_size"],) * 2 + (3,)
+            )
             test_error = 100 * metrics["test_top1_error"]
             train_error = 100 * float(history[-1]["error"]) if history else None
             tested = [(int(r["epoch"]), 100 * float(r["test_error"])) for r in history if r.get("test_error")]
@@ -304,20 +361,34 @@ def table6(*, root) -> list[dict]:
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"{run_dir} is not a finished fit.py run ({type(error).__name__}: {error})") from None
         depth = resnet_keras.resolve_spec(arch).depth
-        rows.append({"run": run_dir.name, "arch": arch, "depth": depth, "params": resnet_keras.count_params(model, trainable_only=True),
-                     "flops": resnet_keras.count_flops(model), "recipe": config.get("recipe", "paper"),
-                     "jpeg_quality": config.get("jpeg_quality"),  # images re-encoded once more (--jpeg-quality)
-                     "epochs": metrics.get("epochs", config.get("epochs")),  # as trained (a --steps run has no --epochs)
-                     "iterations": metrics.get("iterations"), "train_error": train_error, "test_error": test_error,
-                     "best_test_error": best_error, "best_epoch": best_epoch,
-                     "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None,
-                     "akamaster_best_error": AKAMASTER_BEST_ERROR.get(depth) if arch.startswith("resnet") else None})  # fmt: skip
+        rows.append(
+            {
+                "run": run_dir.name,
+                "arch": arch,
+                "depth": depth,
+                "params": resnet_keras.count_params(model, trainable_only=True),
+                "flops": resnet_keras.count_flops(model),
+                "recipe": config.get("recipe", "paper"),
+                "jpeg_quality": config.get("jpeg_quality"),  # images re-encoded once more (--jpeg-quality)
+                "epochs": metrics.get("epochs", config.get("epochs")),  # as trained (a --steps run has no --epochs)
+                "iterations": metrics.get("iterations"),
+                "train_error": train_error,
+                "test_error": test_error,
+                "best_test_error": best_error,
+                "best_epoch": best_epoch,
+                "paper_error": PAPER_ERROR.get(depth) if arch.startswith("resnet") else None,
+                "akamaster_best_error": AKAMASTER_BEST_ERROR.get(depth) if arch.startswith("resnet") else None,
+            }
+        )
     if not rows:
         raise UserError(f"no finished runs under {root}")
     rows.sort(key=lambda r: (not r["arch"].startswith("plain"), r["depth"], r["run"]))
     width = max(len("run"), *(len(r["run"]) for r in rows))
-    print(f"{'run':{width}s} {'network':12s} {'params':>9s} {'FLOPs':>12s} {'recipe':>8s} {'epochs':>7s} {'train err':>9s} {'final err':>9s} "
-          f"{'best err (epoch)':>16s} {'paper':>6s} {'akamaster best':>14s}")  # fmt: skip
+    print(
+        f"{'run':{width}s} {'network':12s} {'params':>9s} {'FLOPs':>12s} {'recipe':>8s} {'epochs':>7s} "
+        f"{'train err':>9s} {'final err':>9s} "
+        f"{'best err (epoch)':>16s} {'paper':>6s} {'akamaster best':>14s}"
+    )
 
     def pct(value):
         return "n/a" if value is None else f"{value:.2f}%"
@@ -326,9 +397,12 @@ def table6(*, root) -> list[dict]:
         best = "n/a" if r["best_test_error"] is None else f"{r['best_test_error']:.2f}% ({r['best_epoch']})"
         epochs = "n/a" if r["epochs"] is None else f"{r['epochs']:.4g}"
         recipe = r["recipe"] if r["jpeg_quality"] is None else f"{r['recipe']}/q{r['jpeg_quality']}"
-        print(f"{r['run']:{width}s} {r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {recipe:>8s} {epochs:>7s} {pct(r['train_error']):>9s} "
-              f"{pct(r['test_error']):>9s} {best:>16s} {pct(r['paper_error']):>6s} "
-              f"{pct(r['akamaster_best_error']):>14s}")  # fmt: skip
+        print(
+            f"{r['run']:{width}s} {r['arch']:12s} {r['params']:9,d} {r['flops']:12,d} {recipe:>8s} {epochs:>7s} "
+            f"{pct(r['train_error']):>9s} "
+            f"{pct(r['test_error']):>9s} {best:>16s} {pct(r['paper_error']):>6s} "
+            f"{pct(r['akamaster_best_error']):>14s}"
+        )
     write_csv_atomic(root / "table6.csv", rows)
     print(f"written: {root / 'table6.csv'}")
     return rows
@@ -338,8 +412,10 @@ def figure7(*, runs, out, data_dir, batch_size, max_images) -> dict:
     """Figure 7's response statistics of the fit.py run directories ``runs``,
     drawn into out/figure7.png with the numbers in out/figure7.json."""
     if batch_size < 1 or max_images < 0:
-        raise UserError(f"--batch-size {batch_size} --max-images {max_images}; expected a positive "
-                        "batch size and a non-negative number of images")
+        raise UserError(
+            f"--batch-size {batch_size} --max-images {max_images}; expected a positive "
+            "batch size and a non-negative number of images"
+        )
     rows = []
     for run_dir in runs:
         config, model = _run_model(run_dir)
@@ -349,19 +425,31 @@ def figure7(*, runs, out, data_dir, batch_size, max_images) -> dict:
         if max_images:
             batches = batches.unbatch().take(max_images).batch(batch_size)
         stds = responses.response_stds(model, batches.as_numpy_iterator())
-        rows.append({"run": str(run_dir), "arch": config.get("arch"), "dataset": config.get("dataset"),
-                     "synthetic": info.synthetic, "layers": list(stds), "std": list(stds.values()),
-                     "bn_scale": list(responses.bn_scales(model, list(stds)).values())})  # fmt: skip
-        print(f"{config.get('arch')} ({run_dir}): {len(stds)} layers, response std "
-              f"{min(stds.values()):.3f} .. {max(stds.values()):.3f}, mean {sum(stds.values()) / len(stds):.3f}, "
-              f"median {statistics.median(stds.values()):.3f}; "
-              f"BN scale (mean |gamma|) {min(rows[-1]['bn_scale']):.3f} .. {max(rows[-1]['bn_scale']):.3f}")
+        rows.append(
+            {
+                "run": str(run_dir),
+                "arch": config.get("arch"),
+                "dataset": config.get("dataset"),
+                "synthetic": info.synthetic,
+                "layers": list(stds),
+                "std": list(stds.values()),
+                "bn_scale": list(responses.bn_scales(model, list(stds)).values()),
+            }
+        )
+        print(
+            f"{config.get('arch')} ({run_dir}): {len(stds)} layers, response std "
+            f"{min(stds.values()):.3f} .. {max(stds.values()):.3f}, mean {sum(stds.values()) / len(stds):.3f}, "
+            f"median {statistics.median(stds.values()):.3f}; "
+            f"BN scale (mean |gamma|) {min(rows[-1]['bn_scale']):.3f} .. {max(rows[-1]['bn_scale']):.3f}"
+        )
     out = out or runs_root() / "reproduce"
     out.mkdir(parents=True, exist_ok=True)
     _label_runs(rows)
     result = {"runs": rows, "residual_vs_plain": _compare_responses(rows)}
     for c in result["residual_vs_plain"]:
-        print(f"{c['resnet']} has the smaller response at {c['smaller']} of {c['layers']} layer indices than {c['plain']}")
+        print(
+            f"{c['resnet']} has the smaller response at {c['smaller']} of {c['layers']} layer indices than {c['plain']}"
+        )
     write_json_atomic(out / "figure7.json", result)
     _plot_figure7(rows, out / "figure7.png")
     print(f"written: {out / 'figure7.png'}, {out / 'figure7.json'}")
@@ -394,7 +482,9 @@ def _compare_responses(rows: list[dict]) -> list[dict]:
             twins = siblings  # of two ResNet-20 runs, the plain-20 beside one is that one's twin only
         if len(twins) == 1 and len(twins[0]["std"]) == len(row["std"]):
             smaller = sum(r < p for r, p in zip(row["std"], twins[0]["std"]))
-            pairs.append({"resnet": row["label"], "plain": twins[0]["label"], "smaller": smaller, "layers": len(row["std"])})
+            pairs.append(
+                {"resnet": row["label"], "plain": twins[0]["label"], "smaller": smaller, "layers": len(row["std"])}
+            )
     return pairs
 
 

@@ -28,8 +28,24 @@ from trainers.core.sources import load_trained
 
 MAX_BYTES = 8 * 2**20
 # fit.py flags of the settings a manifest's command repeats (the rest are defaults).
-COMMAND_FLAGS = ("arch", "dataset", "recipe", "epochs", "steps", "batch_size", "lr", "weight_decay", "label_smoothing",
-                 "augment", "image_size", "shortcut", "width", "precision", "seed", "val_split")
+COMMAND_FLAGS = (
+    "arch",
+    "dataset",
+    "recipe",
+    "epochs",
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "label_smoothing",
+    "augment",
+    "image_size",
+    "shortcut",
+    "width",
+    "precision",
+    "seed",
+    "val_split",
+)
 
 
 def _command(config: dict) -> str:
@@ -37,8 +53,12 @@ def _command(config: dict) -> str:
     parts = ["python trainers/fit.py"]
     for key in COMMAND_FLAGS:
         value = config.get(key)
-        default = (key == "width" and value == 1.0) or (key == "seed" and value == 0) \
-            or (key == "val_split" and value == 0.0) or (key == "precision" and value == "auto")
+        default = (
+            (key == "width" and value == 1.0)
+            or (key == "seed" and value == 0)
+            or (key == "val_split" and value == 0.0)
+            or (key == "precision" and value == "auto")
+        )
         if value is None or default:
             continue
         flag = f"--{key.replace('_', '-')}"
@@ -46,8 +66,17 @@ def _command(config: dict) -> str:
     return " ".join(parts)
 
 
-def ship(run, *, name: str, which: str = "final", dataset_label: str | None = None, data_dir: str | None = None,
-         replace: bool = False, allow_synthetic: bool = False, weights_dir=None) -> dict:
+def ship(
+    run,
+    *,
+    name: str,
+    which: str = "final",
+    dataset_label: str | None = None,
+    data_dir: str | None = None,
+    replace: bool = False,
+    allow_synthetic: bool = False,
+    weights_dir=None,
+) -> dict:
     """Ships the weights of the finished fit.py run ``run`` (its model.keras,
     or best.keras with ``which="best"``) as ``get_model(arch, weights=name)``
     into ``weights_dir`` (default the package's resnet_keras/weights); returns
@@ -59,8 +88,10 @@ def ship(run, *, name: str, which: str = "final", dataset_label: str | None = No
     except UserError as error:
         raise UserError(f"{run} is not a finished fit.py run ({error})") from None
     if config.get("synthetic") and not allow_synthetic:
-        raise UserError(f"{run} trained on the synthetic dataset; its weights say nothing about real images "
-                        "(--allow-synthetic ships it anyway, for tests)")
+        raise UserError(
+            f"{run} trained on the synthetic dataset; its weights say nothing about real images "
+            "(--allow-synthetic ships it anyway, for tests)"
+        )
     if not name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"--name {name!r}; use letters, digits, '-' and '_'")
     weights_dir = pathlib.Path(weights_dir or pretrained.WEIGHTS_DIR).expanduser().resolve()
@@ -75,9 +106,14 @@ def ship(run, *, name: str, which: str = "final", dataset_label: str | None = No
     image_size = config["image_size"]
     num_classes = trained.output_shape[-1]
     try:
-        model = resnet_keras.get_model(arch, num_classes=num_classes, input_shape=(image_size, image_size, 3),
-                                       shortcut=config.get("shortcut"), width=config.get("width", 1.0),
-                                       stage_depths=config.get("stage_depths"))
+        model = resnet_keras.get_model(
+            arch,
+            num_classes=num_classes,
+            input_shape=(image_size, image_size, 3),
+            shortcut=config.get("shortcut"),
+            width=config.get("width", 1.0),
+            stage_depths=config.get("stage_depths"),
+        )
         model.set_weights(trained.get_weights())
     except ValueError as error:
         raise UserError(f"the run's network cannot be rebuilt by get_model ({error})") from None
@@ -85,9 +121,13 @@ def ship(run, *, name: str, which: str = "final", dataset_label: str | None = No
     if config.get("stage_depths"):
         spec = spec.with_stage_depths(tuple(config["stage_depths"]))
     build = build_settings(
-        num_classes=num_classes, input_shape=model.input_shape[1:],
-        shortcut=config.get("shortcut") or spec.default_shortcut, width=config.get("width", 1.0),
-        stage_depths=spec.stage_depths, bottleneck_version="v1", normalization="pixel",
+        num_classes=num_classes,
+        input_shape=model.input_shape[1:],
+        shortcut=config.get("shortcut") or spec.default_shortcut,
+        width=config.get("width", 1.0),
+        stage_depths=spec.stage_depths,
+        bottleneck_version="v1",
+        normalization="pixel",
     )
 
     info = data_lib.describe_run(config, image_size, data_dir=data_dir)
@@ -103,8 +143,10 @@ def ship(run, *, name: str, which: str = "final", dataset_label: str | None = No
     size = tmp.stat().st_size
     if size > MAX_BYTES:
         tmp.unlink()
-        raise UserError(f"the weights of {arch!r} take {size / 2**20:.1f} MiB, over the {MAX_BYTES // 2**20} MiB "
-                        "limit of a shipped file")
+        raise UserError(
+            f"the weights of {arch!r} take {size / 2**20:.1f} MiB, over the {MAX_BYTES // 2**20} MiB "
+            "limit of a shipped file"
+        )
     entry = {
         "arch": arch,
         "name": name,
@@ -133,6 +175,8 @@ def ship(run, *, name: str, which: str = "final", dataset_label: str | None = No
     os.replace(tmp, target)
     others = [e for e in entries if not (e["arch"] == arch and e["name"] == name)]
     write_json_atomic(manifest, {"weights": sorted(others + [entry], key=lambda e: (e["arch"], e["name"]))})
-    print(f"shipped {target} ({size / 2**20:.2f} MiB, sha256 {entry['sha256'][:12]}...): {arch} weights={name!r}, "
-          f"test accuracy {100 * accuracy:.2f}% on {entry['dataset']} {info.test_split} ({count} images)")
+    print(
+        f"shipped {target} ({size / 2**20:.2f} MiB, sha256 {entry['sha256'][:12]}...): {arch} weights={name!r}, "
+        f"test accuracy {100 * accuracy:.2f}% on {entry['dataset']} {info.test_split} ({count} images)"
+    )
     return entry

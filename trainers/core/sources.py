@@ -38,8 +38,10 @@ KINDS = ("run", "keras", "weights", "applications", "shipped")
 MODEL_FILES = {"final": "model.keras", "best": "best.keras"}
 APPLICATION_DEPTHS = {50: "ResNet50", 101: "ResNet101", 152: "ResNet152"}
 CLASSIFIER = "logits"
-READS = ("a run directory of fit.py, a .keras file, a .weights.h5 or keras.applications .h5 file (loaded into a "
-         "network, as --init-from does) or weights:ARCH/NAME (shipped with the package)")
+READS = (
+    "a run directory of fit.py, a .keras file, a .weights.h5 or keras.applications .h5 file (loaded into a "
+    "network, as --init-from does) or weights:ARCH/NAME (shipped with the package)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +123,10 @@ def _keras_file(source, path: pathlib.Path) -> Trained:
 
 def _weights_file(source, path: pathlib.Path, like) -> Trained:
     if like is None:
-        raise UserError(f"{path} holds weights only, not a network: start a run from it with fit.py --init-from, or "
-                        "load it with model.load_weights() into the network resnet_keras.get_model() builds")
+        raise UserError(
+            f"{path} holds weights only, not a network: start a run from it with fit.py --init-from, or "
+            "load it with model.load_weights() into the network resnet_keras.get_model() builds"
+        )
     try:
         classes = _weights_h5_classes(path)
     except OSError as error:
@@ -143,8 +147,10 @@ def _weights_file(source, path: pathlib.Path, like) -> Trained:
 
 def _applications_file(source, path: pathlib.Path, like) -> Trained:
     if like is None:
-        raise UserError(f"{path}: a keras.applications weights file (.h5) holds weights only; it is read into a "
-                        "resnet50/101/152 of this library, as fit.py --init-from does")
+        raise UserError(
+            f"{path}: a keras.applications weights file (.h5) holds weights only; it is read into a "
+            "resnet50/101/152 of this library, as fit.py --init-from does"
+        )
     try:
         spec = resnet_keras.resolve_spec(like.name)
     except ValueError:
@@ -155,7 +161,9 @@ def _applications_file(source, path: pathlib.Path, like) -> Trained:
     top = "notop" not in path.name
     try:
         model = getattr(keras.applications, application)(
-            weights=str(path), include_top=top, input_shape=None if top else like.input_shape[1:],
+            weights=str(path),
+            include_top=top,
+            input_shape=None if top else like.input_shape[1:],
             classifier_activation=None,
         )
     except Exception as error:  # noqa: BLE001 (Keras raises several kinds for a foreign file)
@@ -175,16 +183,26 @@ def _shipped(source) -> Trained:
         entry = pretrained.find_weights(arch, name)
         build = entry["build"]
         model = resnet_keras.get_model(
-            arch, num_classes=build["num_classes"], input_shape=tuple(build["input_shape"]),
-            shortcut=build["shortcut"], width=build["width"], stage_depths=tuple(build["stage_depths"]),
-            bottleneck_version=build["bottleneck_version"], normalization=build["normalization"], weights=name,
+            arch,
+            num_classes=build["num_classes"],
+            input_shape=tuple(build["input_shape"]),
+            shortcut=build["shortcut"],
+            width=build["width"],
+            stage_depths=tuple(build["stage_depths"]),
+            bottleneck_version=build["bottleneck_version"],
+            normalization=build["normalization"],
+            weights=name,
         )
         path = pretrained.verified_path(entry)
     except ValueError as error:
         raise UserError(str(error)) from None
     config = {
-        "arch": arch, "dataset": entry["tfds_name"], "family": entry["family"], "class_names": entry["class_names"],
-        "image_size": build["input_shape"][0], "shipped": f"{arch}/{name}",
+        "arch": arch,
+        "dataset": entry["tfds_name"],
+        "family": entry["family"],
+        "class_names": entry["class_names"],
+        "image_size": build["input_shape"][0],
+        "shipped": f"{arch}/{name}",
     }
     return _trained(model, source, "shipped", path, None, config, None)
 
@@ -207,13 +225,23 @@ def _trained(model, source, kind, path, run_dir, config, which, family=None) -> 
     class_names = list(names) if isinstance(names, list) and names else None
     outputs = model.output_shape[-1]
     if class_names and outputs != len(class_names):
-        raise UserError(f"{path} has {outputs} outputs but {len(class_names)} class names "
-                        f"(in {(run_dir or path.parent) / 'config.json'})")
+        raise UserError(
+            f"{path} has {outputs} outputs but {len(class_names)} class names "
+            f"(in {(run_dir or path.parent) / 'config.json'})"
+        )
     image_size = model.input_shape[1]
     return Trained(
-        model=model, source=source, kind=kind, path=path, run_dir=run_dir, config=config, class_names=class_names,
-        dataset=config.get("dataset"), family=family or config.get("family") or _family(image_size),
-        image_size=image_size, which=which,
+        model=model,
+        source=source,
+        kind=kind,
+        path=path,
+        run_dir=run_dir,
+        config=config,
+        class_names=class_names,
+        dataset=config.get("dataset"),
+        family=family or config.get("family") or _family(image_size),
+        image_size=image_size,
+        which=which,
     )
 
 
@@ -269,14 +297,14 @@ def load_keras_model(path):
     """A ``.keras`` model loaded in Keras' default safe mode (``resnet_keras``
     registers what it needs), or a :class:`UserError` saying why not."""
 
-
     path = pathlib.Path(path)
     if not path.exists():
         raise UserError(f"no model at {path}")
 
     if path.is_file() and path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise UserError(f"{path} is not a .keras model: not a zip archive ({path.stat().st_size} bytes; corrupt or "
-                        "cut short?)")  # fmt: skip
+        raise UserError(
+            f"{path} is not a .keras model: not a zip archive ({path.stat().st_size} bytes; corrupt or cut short?)"
+        )
     try:
         return keras.models.load_model(path)
     except Exception as error:

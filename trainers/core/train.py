@@ -69,7 +69,7 @@ class Preempted(UserError):
 def dataset_slug(dataset: str) -> str:
     """The dataset's part of a run directory's name: imagenette_160px-v2, folder-NAME."""
     if dataset.startswith("folder:"):
-        return "folder-" + (pathlib.Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
+        return "folder-" + (pathlib.Path(dataset[len("folder:") :]).expanduser().resolve().name or "root")
     return dataset.replace("/", "_")
 
 
@@ -108,7 +108,9 @@ def choose_run_dir(config: RunConfig) -> tuple[pathlib.Path, bool]:
                     "rerun with the same settings to resume it, or choose another --output-dir"
                 )
             if not config.resume:
-                raise UserError(f"{run_dir} holds an unfinished run and --no-resume was given; choose another --output-dir")
+                raise UserError(
+                    f"{run_dir} holds an unfinished run and --no-resume was given; choose another --output-dir"
+                )
             return run_dir, True
         if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
             raise UserError(f"--output-dir {run_dir} is not empty and holds no run of this trainer")
@@ -170,8 +172,11 @@ def _train_in_policy(config: RunConfig, model, strategy) -> dict:
     except Exception as error:  # noqa: BLE001 (a corrupt or unreadable dataset becomes one line)
         explained = data_lib.explain_data_error(error, config.dataset, config.data_dir)
         created = run.created
-        if (explained is not None or isinstance(error, UserError) and not isinstance(error, TrainingError)) \
-                and created is not None and not (created / "backup").exists():  # fmt: skip
+        if (
+            (explained is not None or isinstance(error, UserError) and not isinstance(error, TrainingError))
+            and created is not None
+            and not (created / "backup").exists()
+        ):
             shutil.rmtree(created, ignore_errors=True)
         if explained is None:
             raise
@@ -267,18 +272,32 @@ def _plan(run: _Run) -> None:
         )
     run.batch = batch
     run.info = info = data_lib.describe(
-        config.dataset, data_dir=config.data_dir, family=config.family, image_size=config.image_size,
-        val_split=config.val_split, seed=config.seed, synthetic_classes=config.synthetic_classes,
-        synthetic_train=config.synthetic_train, synthetic_test=config.synthetic_test, jpeg_quality=config.jpeg_quality,
-    )  # fmt: skip
+        config.dataset,
+        data_dir=config.data_dir,
+        family=config.family,
+        image_size=config.image_size,
+        val_split=config.val_split,
+        seed=config.seed,
+        synthetic_classes=config.synthetic_classes,
+        synthetic_train=config.synthetic_train,
+        synthetic_test=config.synthetic_test,
+        jpeg_quality=config.jpeg_quality,
+    )
     run.steps_per_epoch = info.num_train // batch
     if run.steps_per_epoch < 1:
         raise UserError(f"--batch-size {batch} is larger than the training split ({info.num_train} images)")
     run.schedule = recipes.resolve_schedule(
-        recipe, batch_size=batch, steps_per_epoch=run.steps_per_epoch, epochs=config.epochs, steps=config.steps,
-        lr=config.lr, weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-        augment=config.augment, zero_init_residual=config.zero_init_residual,
-    )  # fmt: skip
+        recipe,
+        batch_size=batch,
+        steps_per_epoch=run.steps_per_epoch,
+        epochs=config.epochs,
+        steps=config.steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        augment=config.augment,
+        zero_init_residual=config.zero_init_residual,
+    )
     run.freeze_steps = round(config.freeze_epochs * run.steps_per_epoch) if config.freeze_epochs else 0
     if run.freeze_steps >= run.schedule.total_steps:
         raise UserError(
@@ -326,13 +345,22 @@ def _open_run_dir(run: _Run) -> None:
         _write_config(run)
 
     _log(f"{'resuming' if resuming else 'new'} run: {run_dir}", config)
-    _log(f"{config.arch} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
-         f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)", config)  # fmt: skip
-    _log(f"precision {run.policy} ({run.why}); CPU kernels {run.cpu_kernels}; strategy {type(run.strategy).__name__} "
-         f"with {run.replicas} replica(s)"
-         + (f" on {role.workers} workers (this is {role.name}{', the chief' if role.is_chief else ''})"
-            if role.multi_worker else "")
-         + f"; global batch {run.batch} = {run.batch // run.replicas} per replica", config)  # fmt: skip
+    _log(
+        f"{config.arch} on {info.name} ({info.num_train} train / {info.num_val} val / {info.num_test} "
+        f"{info.test_split} images, {info.num_classes} classes, {info.image_size}px)",
+        config,
+    )
+    _log(
+        f"precision {run.policy} ({run.why}); CPU kernels {run.cpu_kernels}; strategy {type(run.strategy).__name__} "
+        f"with {run.replicas} replica(s)"
+        + (
+            f" on {role.workers} workers (this is {role.name}{', the chief' if role.is_chief else ''})"
+            if role.multi_worker
+            else ""
+        )
+        + f"; global batch {run.batch} = {run.batch // run.replicas} per replica",
+        config,
+    )
     _log(recipes.describe_schedule(run.schedule), config)
 
 
@@ -372,20 +400,30 @@ def _model(run: _Run, model, mean):
         if model is None:
             try:
                 model = resnet_keras.get_model(
-                    config.arch, num_classes=info.num_classes, input_shape=(info.image_size,) * 2 + (3,),
-                    shortcut=config.shortcut, width=config.width, stage_depths=config.stage_depths,
-                    synchronized_bn=bool(config.sync_bn), seed=config.seed,
+                    config.arch,
+                    num_classes=info.num_classes,
+                    input_shape=(info.image_size,) * 2 + (3,),
+                    shortcut=config.shortcut,
+                    width=config.width,
+                    stage_depths=config.stage_depths,
+                    synchronized_bn=bool(config.sync_bn),
+                    seed=config.seed,
                     zero_init_residual=schedule.zero_init_residual,
-                )  # fmt: skip
+                )
             except ValueError as error:
                 raise UserError(str(error)) from None
         elif model.output_shape[-1] != info.num_classes or model.input_shape[1] != info.image_size:
-            raise ValueError(f"model {model.name!r} does not fit {info.name} ({info.num_classes} classes, {info.image_size}px)")
+            raise ValueError(
+                f"model {model.name!r} does not fit {info.name} ({info.num_classes} classes, {info.image_size}px)"
+            )
         resnet_keras.get_normalization(model).set_statistics(mean)
         if config.init_from and not (run.resuming and (run.run_dir / "backup").exists()):
             run.init = init = finetune.initialize(model, config.init_from, class_names=info.class_names)
-            _log(f"initialised from {config.init_from} ({init['kind']}): classifier {init['classifier']}, "
-                 f"input mean from the {init['normalization']}", config)  # fmt: skip
+            _log(
+                f"initialised from {config.init_from} ({init['kind']}): classifier {init['classifier']}, "
+                f"input mean from the {init['normalization']}",
+                config,
+            )
         optimizer = recipes.CaffeSGD(
             learning_rate=recipes.learning_rate(schedule),
             momentum=schedule.momentum,
@@ -428,12 +466,20 @@ def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
     guard = cb.NonFiniteGuard()
     title = f"{config.arch} on {info.name}" + (" (SYNTHETIC DATA)" if info.synthetic else "")
     run_log = cb.RunLog(
-        run.out_dir, batch_size=run.batch, log_every=config.log_every,
-        test_data=test_ds if info.num_val else None, title=title,
-    )  # fmt: skip
+        run.out_dir,
+        batch_size=run.batch,
+        log_every=config.log_every,
+        test_data=test_ds if info.num_val else None,
+        title=title,
+    )
     bn_statistics = cb.AverageBatchNormStatistics(run.strategy, run.steps_per_epoch)
-    backup = cb.Backup(run.out_dir / "backup", save_freq=config.backup_every, guard=guard,
-                       restore_dir=run.run_dir / "backup", before_save=[bn_statistics.sync, run_log.flush])  # fmt: skip
+    backup = cb.Backup(
+        run.out_dir / "backup",
+        save_freq=config.backup_every,
+        guard=guard,
+        restore_dir=run.run_dir / "backup",
+        before_save=[bn_statistics.sync, run_log.flush],
+    )
     preemption = cb.Preemption(
         run.request, backup, agree=distributed.any_worker(run.strategy) if role.multi_worker else None
     )
@@ -448,8 +494,11 @@ def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
         keras.callbacks.TensorBoard(log_dir=str(run.out_dir / "logs"), write_graph=False),
     ]
     if frozen:
-        _log(f"backbone frozen for the first {run.freeze_steps} iterations ({len(frozen)} layers; "
-             "BatchNormalization in inference mode): the classifier trains alone", config)  # fmt: skip
+        _log(
+            f"backbone frozen for the first {run.freeze_steps} iterations ({len(frozen)} layers; "
+            "BatchNormalization in inference mode): the classifier trains alone",
+            config,
+        )
         callbacks.append(cb.Unfreeze(frozen, run.freeze_steps, log=lambda message: _log(message, config)))
     if schedule.kind == "plateau":
         callbacks.append(
@@ -464,9 +513,14 @@ def _fit(run: _Run, model, train_ds, val_ds, test_ds, frozen):
     started = time.time()
     try:
         model.fit(
-            train_ds, epochs=math.ceil(total / run.steps_per_epoch), steps_per_epoch=run.steps_per_epoch,
-            validation_data=val_ds, callbacks=callbacks, verbose=config.verbose, shuffle=False,
-        )  # fmt: skip
+            train_ds,
+            epochs=math.ceil(total / run.steps_per_epoch),
+            steps_per_epoch=run.steps_per_epoch,
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=config.verbose,
+            shuffle=False,
+        )
     except cb.PreemptedAt:
         pass  # preemption.stopped_at says where; its backup is written
     wall = time.time() - started
@@ -540,8 +594,11 @@ def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
     _log(
         f"done: {done} iterations; test top-1 error {100 * metrics['test_top1_error']:.2f}%, "
         f"top-5 error {100 * metrics['test_top5_error']:.2f}% on {info.name} {info.test_split}; "
-        + (f"{metrics['train_images_per_second']:.0f} images/s" if metrics["train_images_per_second"]
-           else "images/s not measured (too few steady-state steps)")
+        + (
+            f"{metrics['train_images_per_second']:.0f} images/s"
+            if metrics["train_images_per_second"]
+            else "images/s not measured (too few steady-state steps)"
+        )
         + f"; run dir {run.run_dir}"
         + (f"; weights sha256 {metrics['weights_sha256']}" if role.multi_worker else ""),
         config,

@@ -64,8 +64,12 @@ class Space:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise UserError(f"--family {self.family!r}; expected one of {', '.join(FAMILIES)}")
-        for name, low, high in (("n", self.n_min, self.n_max), ("stage", self.stage_min, self.stage_max),
-                                ("lr", self.lr_min, self.lr_max), ("wd", self.wd_min, self.wd_max)):  # fmt: skip
+        for name, low, high in (
+            ("n", self.n_min, self.n_max),
+            ("stage", self.stage_min, self.stage_max),
+            ("lr", self.lr_min, self.lr_max),
+            ("wd", self.wd_min, self.wd_max),
+        ):
             if not low <= high:
                 raise UserError(f"--{name}-min {low} > --{name}-max {high}: an empty range")
             if not low > 0:
@@ -130,9 +134,14 @@ def make_hypermodel(space: Space, *, num_classes, image_size, seed, max_params=N
         def build(self, hp):
             values = space.sample(hp)
             model = resnet_keras.get_model(
-                values["arch"], num_classes=num_classes, input_shape=(image_size, image_size, 3),
-                shortcut=values["shortcut"], width=values["width"], stage_depths=values["stage_depths"], seed=seed,
-            )  # fmt: skip
+                values["arch"],
+                num_classes=num_classes,
+                input_shape=(image_size, image_size, 3),
+                shortcut=values["shortcut"],
+                width=values["width"],
+                stage_depths=values["stage_depths"],
+                seed=seed,
+            )
             self.last_cost = cost(model)
             over = over_budget(self.last_cost, max_params, max_flops)
             if over:
@@ -192,10 +201,18 @@ def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, m
                 # A candidate that diverges (a non-finite loss, validation figure, weight or BN statistic) is a result
                 # of the search: recorded as failed with its reason, and the search goes on.
                 reason = str(error).split(";")[0]
-                write_json_atomic(trial_dir / "result.json", {
-                    **record, **cost(model), "status": "failed", "epochs": trial_epochs, "reason": reason,
-                    "seconds": time.time() - started, "run_dir": str(trial_dir / "run"),
-                })  # fmt: skip
+                write_json_atomic(
+                    trial_dir / "result.json",
+                    {
+                        **record,
+                        **cost(model),
+                        "status": "failed",
+                        "epochs": trial_epochs,
+                        "reason": reason,
+                        "seconds": time.time() - started,
+                        "run_dir": str(trial_dir / "run"),
+                    },
+                )
                 print(f"trial {trial.trial_id}: {record['values']} -> failed: {reason}", flush=True)
                 raise kt.errors.FailedTrialError(reason) from None
             except UserError as error:
@@ -207,18 +224,31 @@ def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, m
                 stop.error = error
                 raise stop from None
             accuracy = result["best_val_accuracy"]
-            write_json_atomic(trial_dir / "result.json", {
-                **record, **cost(model), "status": "completed", "epochs": trial_epochs, "val_accuracy": accuracy,
-                "seconds": time.time() - started, "run_dir": result["run_dir"],
-            })  # fmt: skip
+            write_json_atomic(
+                trial_dir / "result.json",
+                {
+                    **record,
+                    **cost(model),
+                    "status": "completed",
+                    "epochs": trial_epochs,
+                    "val_accuracy": accuracy,
+                    "seconds": time.time() - started,
+                    "run_dir": result["run_dir"],
+                },
+            )
             print(f"trial {trial.trial_id}: {record['values']} -> validation accuracy {accuracy:.4f}", flush=True)
             return {"val_accuracy": accuracy}
 
     common = dict(
-        hypermodel=hypermodel, objective=kt.Objective("val_accuracy", "max"), directory=str(directory),
-        project_name=project, overwrite=False, seed=seed, distribution_strategy=strategy,
+        hypermodel=hypermodel,
+        objective=kt.Objective("val_accuracy", "max"),
+        directory=str(directory),
+        project_name=project,
+        overwrite=False,
+        seed=seed,
+        distribution_strategy=strategy,
         max_consecutive_failed_trials=100,
-    )  # fmt: skip
+    )
     if kind == "random":
         cls, extra = kt.RandomSearch, {"max_trials": max_trials}
     elif kind == "bayesian":
@@ -248,8 +278,22 @@ def hypermodel_space(hypermodel):
 
 
 # ------------------------------------------------------------------ results
-COLUMNS = ("trial", "status", "arch", "stage_depths", "width", "shortcut", "lr", "weight_decay", "epochs", "params",
-           "flops", "val_accuracy", "seconds", "reason")  # fmt: skip
+COLUMNS = (
+    "trial",
+    "status",
+    "arch",
+    "stage_depths",
+    "width",
+    "shortcut",
+    "lr",
+    "weight_decay",
+    "epochs",
+    "params",
+    "flops",
+    "val_accuracy",
+    "seconds",
+    "reason",
+)
 
 
 def collect(search_dir: pathlib.Path, space: Space, hypermodel) -> list[dict]:
@@ -260,14 +304,24 @@ def collect(search_dir: pathlib.Path, space: Space, hypermodel) -> list[dict]:
         for key, value in r["values"].items():
             hp.Fixed(key, value)
         sampled = space.sample(hp)
-        rows.append({
-            "trial": r["trial"], "status": r["status"], "arch": sampled["arch"],
-            "stage_depths": "-".join(map(str, sampled["stage_depths"])) if sampled["stage_depths"] else "",
-            "width": sampled["width"], "shortcut": sampled["shortcut"], "lr": sampled["lr"],
-            "weight_decay": sampled["weight_decay"], "epochs": r.get("epochs"), "params": r.get("params"),
-            "flops": r.get("flops"), "val_accuracy": r.get("val_accuracy"), "seconds": r.get("seconds"),
-            "reason": r.get("reason", ""),
-        })  # fmt: skip
+        rows.append(
+            {
+                "trial": r["trial"],
+                "status": r["status"],
+                "arch": sampled["arch"],
+                "stage_depths": "-".join(map(str, sampled["stage_depths"])) if sampled["stage_depths"] else "",
+                "width": sampled["width"],
+                "shortcut": sampled["shortcut"],
+                "lr": sampled["lr"],
+                "weight_decay": sampled["weight_decay"],
+                "epochs": r.get("epochs"),
+                "params": r.get("params"),
+                "flops": r.get("flops"),
+                "val_accuracy": r.get("val_accuracy"),
+                "seconds": r.get("seconds"),
+                "reason": r.get("reason", ""),
+            }
+        )
     return rows
 
 
@@ -276,10 +330,11 @@ def pareto_front(rows) -> set:
     front = set()
     for r in done:
         dominated = any(
-            o["flops"] <= r["flops"] and o["val_accuracy"] >= r["val_accuracy"]
+            o["flops"] <= r["flops"]
+            and o["val_accuracy"] >= r["val_accuracy"]
             and (o["flops"] < r["flops"] or o["val_accuracy"] > r["val_accuracy"])
             for o in done
-        )  # fmt: skip
+        )
         if not dominated:
             front.add(r["trial"])
     return front
@@ -306,10 +361,20 @@ def write_results(search_dir: pathlib.Path, rows, title):
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for r in done:
         on = r["trial"] in front
-        ax.scatter(r["flops"] / 1e6, 100 * (1 - r["val_accuracy"]), s=40 if on else 20, color="C3" if on else "C0",
-                   zorder=3 if on else 2)  # fmt: skip
-        ax.annotate(f"{r['arch']} w{r['width']:g} {r['shortcut']}", (r["flops"] / 1e6, 100 * (1 - r["val_accuracy"])),
-                    fontsize=6, xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.scatter(
+            r["flops"] / 1e6,
+            100 * (1 - r["val_accuracy"]),
+            s=40 if on else 20,
+            color="C3" if on else "C0",
+            zorder=3 if on else 2,
+        )
+        ax.annotate(
+            f"{r['arch']} w{r['width']:g} {r['shortcut']}",
+            (r["flops"] / 1e6, 100 * (1 - r["val_accuracy"])),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     pts = sorted((r["flops"] / 1e6, 100 * (1 - r["val_accuracy"])) for r in done if r["trial"] in front)
     if pts:
         ax.plot(*zip(*pts), color="C3", lw=1, label="Pareto front")
@@ -332,14 +397,22 @@ def render(rows, front) -> str:
     header = ["trial", "status", "network", "width", "sc", "lr", "wd", "ep", "params", "MFLOPs", "val acc", "s"]
     body = []
     for r in rows:
-        body.append([
-            r["trial"] + ("*" if r["trial"] in front else ""), r["status"],
-            r["arch"] + (f"[{r['stage_depths']}]" if r["stage_depths"] else ""), f"{r['width']:g}", r["shortcut"],
-            f"{r['lr']:.3g}", f"{r['weight_decay']:.2g}", str(r["epochs"] or ""),
-            f"{r['params']:,}" if r["params"] else "", f"{r['flops'] / 1e6:.1f}" if r["flops"] else "",
-            f"{100 * r['val_accuracy']:.2f}%" if r["val_accuracy"] is not None else "n/a",
-            f"{r['seconds']:.0f}" if r["seconds"] else "",
-        ])  # fmt: skip
+        body.append(
+            [
+                r["trial"] + ("*" if r["trial"] in front else ""),
+                r["status"],
+                r["arch"] + (f"[{r['stage_depths']}]" if r["stage_depths"] else ""),
+                f"{r['width']:g}",
+                r["shortcut"],
+                f"{r['lr']:.3g}",
+                f"{r['weight_decay']:.2g}",
+                str(r["epochs"] or ""),
+                f"{r['params']:,}" if r["params"] else "",
+                f"{r['flops'] / 1e6:.1f}" if r["flops"] else "",
+                f"{100 * r['val_accuracy']:.2f}%" if r["val_accuracy"] is not None else "n/a",
+                f"{r['seconds']:.0f}" if r["seconds"] else "",
+            ]
+        )
     widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(x, widths)) for x in [header, *body]]
     # Why a trial has no validation accuracy: rejected by the budget before training, or diverged.
