@@ -10,7 +10,8 @@ are written twice, and how long the README and its paragraphs are.
 Definitions (the closing note of issue 37 compares two checkouts with them):
 - commands: ``trainers/*.py`` but ``__init__.py``; library: ``trainers/core/`` where it exists,
   else the files of ``trainers/`` without a ``__main__`` guard; lines are physical lines.
-- longest function: the most lines of one ``def`` in trainers/ (nested functions count in their parent).
+- longest function: the most lines of one ``def`` in trainers/ (nested functions count in their parent), also
+  leaving out the argparse ``build_parser`` functions (one ``add_argument`` call per flag).
 - sys.path edits: ``sys.path.insert``/``append`` calls in trainers/, benchmarks/, tests/.
 - model loaders: functions in trainers/ that call ``load_keras_model``, ``keras.models.load_model``,
   ``.load_weights`` or ``find_weights`` (each a way a trained model gets loaded).
@@ -61,9 +62,9 @@ def _functions(paths):
                 yield path, node
 
 
-def _longest_function(root, paths):
-    best = max(_functions(paths), key=lambda pn: pn[1].end_lineno - pn[1].lineno + 1)
-    path, node = best
+def _longest_function(root, paths, skip=()):
+    functions = [(path, node) for path, node in _functions(paths) if node.name not in skip]
+    path, node = max(functions, key=lambda pn: pn[1].end_lineno - pn[1].lineno + 1)
     return {"lines": node.end_lineno - node.lineno + 1, "where": f"{path.relative_to(root)}:{node.name}"}
 
 
@@ -143,13 +144,16 @@ def measure(root: pathlib.Path) -> dict:
     readme = (root / "README.md").read_text()
     parser = _parser_defaults(root / "trainers" / "fit.py")
     twice = sorted(set(parser) & _library_defaults(library))
+    loaders = _model_loaders(root, commands + library)
     return {
         "root": str(root),
         "commands": {"files": len(commands), "lines": _lines(commands)},
         "library": {"files": len(library), "lines": _lines(library)},
         "longest_function": _longest_function(root, commands + library),
+        "longest_function_but_parsers": _longest_function(root, commands + library, skip=("build_parser",)),
         "sys_path_edits": _sys_path_edits(root),
-        "model_loaders": _model_loaders(root, commands + library),
+        "model_loaders": loaders,
+        "model_loader_files": sorted({name.split(":")[0] for name in loaders}),
         "fit_defaults_written_twice": twice,
         "readme": {
             "lines": len(readme.splitlines()),

@@ -15,15 +15,14 @@ import datetime
 import os
 import pathlib
 
-import keras
-
 import resnet_keras
 from resnet_keras import pretrained
 from resnet_keras.models import build_settings
 from trainers.core import data as data_lib
 from trainers.core.errors import UserError
-from trainers.core.files import read_json, write_json_atomic
 from trainers.core.evaluation import score
+from trainers.core.files import read_json, write_json_atomic
+from trainers.core.hardware import global_dtype_policy
 from trainers.core.sources import load_trained
 
 MAX_BYTES = 8 * 2**20
@@ -82,16 +81,7 @@ def ship(
     into ``weights_dir`` (default the package's resnet_keras/weights); returns
     the manifest entry written."""
     run = pathlib.Path(run).expanduser().resolve()
-    try:
-        config = read_json(run / "config.json", "run configuration")
-        metrics = read_json(run / "metrics.json", "run metrics")
-    except UserError as error:
-        raise UserError(f"{run} is not a finished fit.py run ({error})") from None
-    if config.get("synthetic") and not allow_synthetic:
-        raise UserError(
-            f"{run} trained on the synthetic dataset; its weights say nothing about real images "
-            "(--allow-synthetic ships it anyway, for tests)"
-        )
+    config, metrics = _finished_run(run, allow_synthetic)
     if not name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"--name {name!r}; use letters, digits, '-' and '_'")
     weights_dir = pathlib.Path(weights_dir or pretrained.WEIGHTS_DIR).expanduser().resolve()
@@ -101,38 +91,11 @@ def ship(
     if any(e["arch"] == arch and e["name"] == name for e in entries) and not replace:
         raise UserError(f"weights {name!r} of {arch!r} are already shipped; --replace replaces them")
 
-    trained = load_trained(run, which=which).model
-    keras.config.set_dtype_policy("float32")
-    image_size = config["image_size"]
-    num_classes = trained.output_shape[-1]
-    try:
-        model = resnet_keras.get_model(
-            arch,
-            num_classes=num_classes,
-            input_shape=(image_size, image_size, 3),
-            shortcut=config.get("shortcut"),
-            width=config.get("width", 1.0),
-            stage_depths=config.get("stage_depths"),
-        )
-        model.set_weights(trained.get_weights())
-    except ValueError as error:
-        raise UserError(f"the run's network cannot be rebuilt by get_model ({error})") from None
-    spec = resnet_keras.resolve_spec(arch)
-    if config.get("stage_depths"):
-        spec = spec.with_stage_depths(tuple(config["stage_depths"]))
-    build = build_settings(
-        num_classes=num_classes,
-        input_shape=model.input_shape[1:],
-        shortcut=config.get("shortcut") or spec.default_shortcut,
-        width=config.get("width", 1.0),
-        stage_depths=spec.stage_depths,
-        bottleneck_version="v1",
-        normalization="pixel",
-    )
-
-    info = data_lib.describe_run(config, image_size, data_dir=data_dir)
-    pipeline = data_lib.eval_pipeline(info, "test", 250)
-    top1, topk, count = score(model, pipeline, ten_crop=False, k=min(5, info.num_classes))
+    with global_dtype_policy("float32"):
+        model, build = _float32_network(load_trained(run, which=which).model, config)
+        info = data_lib.describe_run(config, config["image_size"], data_dir=data_dir)
+        pipeline = data_lib.eval_pipeline(info, "test", 250)
+        top1, _, count = score(model, pipeline, ten_crop=False, k=min(5, info.num_classes))
     accuracy = top1 / count
 
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -180,3 +143,50 @@ def ship(
         f"test accuracy {100 * accuracy:.2f}% on {entry['dataset']} {info.test_split} ({count} images)"
     )
     return entry
+
+
+def _finished_run(run: pathlib.Path, allow_synthetic: bool) -> tuple[dict, dict]:
+    """The config.json and metrics.json of a finished run worth shipping."""
+    try:
+        config = read_json(run / "config.json", "run configuration")
+        metrics = read_json(run / "metrics.json", "run metrics")
+    except UserError as error:
+        raise UserError(f"{run} is not a finished fit.py run ({error})") from None
+    if config.get("synthetic") and not allow_synthetic:
+        raise UserError(
+            f"{run} trained on the synthetic dataset; its weights say nothing about real images "
+            "(--allow-synthetic ships it anyway, for tests)"
+        )
+    return config, metrics
+
+
+def _float32_network(trained, config: dict):
+    """The run's network as ``get_model`` builds it (float32, under the
+    caller's float32 policy) with the trained weights, and the build settings
+    the manifest records for ``get_model(..., weights=NAME)`` to check."""
+    arch, image_size, num_classes = config["arch"], config["image_size"], trained.output_shape[-1]
+    try:
+        model = resnet_keras.get_model(
+            arch,
+            num_classes=num_classes,
+            input_shape=(image_size, image_size, 3),
+            shortcut=config.get("shortcut"),
+            width=config.get("width", 1.0),
+            stage_depths=config.get("stage_depths"),
+        )
+        model.set_weights(trained.get_weights())
+    except ValueError as error:
+        raise UserError(f"the run's network cannot be rebuilt by get_model ({error})") from None
+    spec = resnet_keras.resolve_spec(arch)
+    if config.get("stage_depths"):
+        spec = spec.with_stage_depths(tuple(config["stage_depths"]))
+    build = build_settings(
+        num_classes=num_classes,
+        input_shape=model.input_shape[1:],
+        shortcut=config.get("shortcut") or spec.default_shortcut,
+        width=config.get("width", 1.0),
+        stage_depths=spec.stage_depths,
+        bottleneck_version="v1",
+        normalization="pixel",
+    )
+    return model, build
