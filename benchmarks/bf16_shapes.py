@@ -25,11 +25,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import resnet_keras  # noqa: E402
-from benchmarks.model_throughput import describe_cpu  # noqa: E402
+import resnet_keras
+from benchmarks.model_throughput import describe_cpu
 from trainers.core.files import write_json_atomic
 
 

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 import resnet_keras  # noqa: E402,F401  (its import chooses the kernels, as in training)
-from benchmarks import check_counts  # noqa: E402
+from benchmarks import check_counts
 
 # (kernel, stride, padding, image size, in channels, out channels)
 SHAPES = (

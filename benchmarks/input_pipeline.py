@@ -36,16 +36,16 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-import resnet_keras  # noqa: E402
-from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers.core import data as data_lib  # noqa: E402
-from trainers.core import recipes  # noqa: E402
+import resnet_keras
+from benchmarks.model_throughput import describe_cpu
+from trainers.core import data as data_lib
+from trainers.core import recipes
 from trainers.core.files import write_json_atomic
 from trainers.core.hardware import resolve_precision
-from trainers.core.train import train  # noqa: E402
+from trainers.core.train import train
 
 
 def _info(args):

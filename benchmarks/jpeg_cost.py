@@ -24,11 +24,11 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from trainers.core import data as data_lib  # noqa: E402
-from trainers.core.errors import run_main, UserError
+from trainers.core import data as data_lib
+from trainers.core.errors import UserError, run_main
 from trainers.core.files import write_json_atomic
 
 QUALITIES = (95, 90, 75, 50, 30, 20, 10)

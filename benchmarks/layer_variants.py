@@ -29,13 +29,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import resnet_keras  # noqa: E402
-from benchmarks import check_counts  # noqa: E402
-from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from resnet_keras.layers import (  # noqa: E402
+import resnet_keras
+from benchmarks import check_counts
+from benchmarks.model_throughput import describe_cpu
+from resnet_keras.layers import (
     FusedBatchNormalization,
     MatmulConv2D,
     zero_pad_output_shape,

@@ -27,7 +27,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from benchmarks import check_counts  # noqa: E402
+from benchmarks import check_counts
 
 SETTINGS = {"onednn": "1", "eigen": "0"}
 # (arch, image size, batch size) measured by default: an ImageNet network at the
@@ -103,8 +103,8 @@ def main(argv=None) -> dict:
         print(json.dumps(_worker(cases, args.steps, args.warmup, args.modes)))
         return {}
 
-    from trainers.core.files import write_json_atomic
     from benchmarks.model_throughput import describe_cpu
+    from trainers.core.files import write_json_atomic
 
     machine = describe_cpu()
     print(f"oneDNN against Eigen, {machine}; {args.rounds} rounds, median of {args.steps} steps", flush=True)

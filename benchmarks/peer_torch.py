@@ -60,7 +60,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from benchmarks import check_counts  # noqa: E402  (standard library only)
+from benchmarks import check_counts  # (standard library only)
 
 # Nothing beyond the standard library at module level: the torch children run
 # this file under an interpreter that has neither TensorFlow nor this project.

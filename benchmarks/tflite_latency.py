@@ -24,13 +24,15 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.model_throughput import describe_cpu  # noqa: E402
-from trainers.core import exporting  # noqa: E402
+from benchmarks.model_throughput import describe_cpu
+from trainers.core import exporting
 from trainers.core.files import write_json_atomic
-from trainers.core.sources import float32_clone
-from trainers.core.sources import load_trained  # noqa: E402
+from trainers.core.sources import (
+    float32_clone,
+    load_trained,
+)
 
 TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 

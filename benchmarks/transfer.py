@@ -28,7 +28,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from trainers.core.errors import run_main, UserError
+from trainers.core.errors import UserError, run_main
 from trainers.core.files import write_json_atomic
 
 VARIANTS = ("scratch", "finetune", "finetune-frozen")

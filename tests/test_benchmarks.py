@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import resnet_keras
-
 from benchmarks import model_throughput
 
 

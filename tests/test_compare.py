@@ -8,8 +8,8 @@ import pytest
 
 import resnet_keras
 from trainers import compare, evaluate
-from trainers.core.evaluation import mcnemar_exact, paired_difference
 from trainers.core.errors import UserError
+from trainers.core.evaluation import mcnemar_exact, paired_difference
 
 
 def _brute_force_p(only_a, only_b):

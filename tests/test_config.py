@@ -12,8 +12,8 @@ import keras
 import pytest
 
 from trainers import fit
-from trainers.core.errors import OutputError, UserError
 from trainers.core.config import DEFAULT_DATASET, IDENTITY_KEYS, RunConfig, record_identity
+from trainers.core.errors import OutputError, UserError
 from trainers.core.train import train
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
+from trainers.core.distributed import Role, role, tf_config
 from trainers.core.errors import UserError
 from trainers.core.sources import load_keras_model
-from trainers.core.distributed import Role, role, tf_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [

@@ -262,7 +262,6 @@ def _corrupt_copy(tmp_path, truncate: str, bad_image: int | None = None) -> path
     import shutil
 
     import tensorflow as tf
-
     from _realdata import DATA_DIR, prepared
 
     if not prepared("cifar10"):

@@ -1,11 +1,10 @@
 import dataclasses
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras
 
 from trainers.core import recipes
 from trainers.core.errors import UserError

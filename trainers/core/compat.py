@@ -2,14 +2,16 @@
 
 Each names the Keras code it works around; tests/test_compat.py shows the bug
 on unpatched Keras (so an upgrade that fixes or changes it is noticed) and the
-fix.
+fix. The private Keras and Keras Tuner modules a fix patches are imported inside
+that fix: a release that moves one breaks that fix alone, when it is applied.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import json
 import os
+
+import numpy as np
 import tensorflow as tf
 
 
