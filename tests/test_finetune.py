@@ -252,3 +252,29 @@ def test_the_same_count_of_other_classes_gets_a_new_classifier(source_run, float
     assert report["classifier"].startswith("new")
     np.testing.assert_array_equal(other.get_layer("logits").kernel, fresh)
     _backbone_equal(other, source)
+
+
+def test_a_resumed_finetune_run_keeps_what_init_from_copied_on_record(source_run, tmp_path, monkeypatch):
+    """A run stopped after a backup and resumed is not initialised again (its
+    backup holds the weights); its config.json still says what --init-from copied."""
+    from trainers.core import callbacks as cb
+
+    run = tmp_path / "resumed"
+    args = ["--arch", "resnet8", "--init-from", str(source_run), "--steps", "12", "--batch-size", "32"]
+    args += ["--backup-every", "4", "--output-dir", str(run)]
+
+    class StopEarly(cb.StopAtStep):  # the first session ends at iteration 8, as a killed one would
+        def __init__(self, total_steps):
+            super().__init__(8)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cb, "StopAtStep", StopEarly)
+        with pytest.raises(UserError, match="training ended after 8 iterations instead of 12"):
+            _fit(args, tmp_path, monkeypatch)
+    first = json.loads((run / "config.json").read_text())
+    assert first["init"]["kind"] == "run" and (run / "backup").exists()
+
+    metrics = _fit(args, tmp_path, monkeypatch)
+    assert metrics["iterations"] == 12
+    config = json.loads((run / "config.json").read_text())
+    assert config["status"] == "finished" and config["init"] == first["init"]

@@ -341,6 +341,9 @@ def _open_run_dir(run: _Run) -> None:
     run.run_dir, run.resuming = run_dir, resuming
     run.out_dir = distributed.output_dir(role, run_dir)
     run.cpu_kernels = cpu_kernels()
+    if resuming and config.init_from and (run_dir / "config.json").exists():
+        # A run resumed from its backup is not initialised again: what --init-from copied stays on record.
+        run.init = read_json(run_dir / "config.json", "run configuration").get("init")
     if role.is_chief:
         _write_config(run)
 
@@ -419,6 +422,8 @@ def _model(run: _Run, model, mean):
         resnet_keras.get_normalization(model).set_statistics(mean)
         if config.init_from and not (run.resuming and (run.run_dir / "backup").exists()):
             run.init = init = finetune.initialize(model, config.init_from, class_names=info.class_names)
+            if run.role.is_chief:
+                _write_config(run)  # on record from now on: a resumed run is not initialised again
             _log(
                 f"initialised from {config.init_from} ({init['kind']}): classifier {init['classifier']}, "
                 f"input mean from the {init['normalization']}",
