@@ -250,68 +250,23 @@ def export(
                 f"{trained.path.parent} has no config.json, so the model's class names and data are unknown"
             )
         raise UserError(f"{trained.run_dir / 'config.json'} holds no class names; export needs them")
-    model, config, model_path = float32_clone(trained.model), trained.config, trained.path
-    class_names = list(trained.class_names)
-    size = model.input_shape[1]
-    if output:
-        out_dir = pathlib.Path(output).expanduser().resolve()
-    elif trained.kind == "shipped":  # never into the package: saved_models/<arch>-<name>-export
-        out_dir = runs_root() / (config["shipped"].replace("/", "-") + "-export")
-    else:
-        out_dir = model_path.parent / "export"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--output {out_dir} exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    model, config = float32_clone(trained.model), trained.config
+    out_dir = _output_dir(trained, output)
 
     n = check_samples
+    size = model.input_shape[1]
     images, labels, checked_on = check_images(config, size, max(n, 1), data_dir) if n else (None, None, None)
+    check = _Check(images[:n] if n else None, labels, latency_samples, out_dir)
     keras_fn = tf.function(lambda x: tf.nn.softmax(model(tf.cast(x, tf.float32), training=False), axis=-1))
-    reference = keras_fn(images[:n]).numpy() if n else None
-
-    def row(fmt, path, probs, latency, extra=None):
-        file = str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else str(path)
-        r = {"format": fmt, "file": file, "size_bytes": _size(path), "latency_ms": latency}
-        if probs is not None:
-            r["max_abs_diff"] = float(np.max(np.abs(probs - reference)))
-            r["top1_agreement"] = float(np.mean(probs.argmax(-1) == reference.argmax(-1)))
-            r["top1_accuracy"] = None if labels is None else float(np.mean(probs.argmax(-1) == labels))
-        return {**r, **(extra or {})}
-
-    keras_latency = _latency(lambda im: keras_fn(im[None]), images, latency_samples) if n else None
-    rows = [row("keras", model_path, reference if n else None, keras_latency)]
+    rows = [check.reference("keras", trained.path, keras_fn)]
     calibration = None
     for fmt in formats:
-        target = out_dir / FILENAMES[fmt]
-        tmp = out_dir / f".{target.name}.tmp-{os.getpid()}"
-        try:
-            if fmt == "savedmodel":
-                write_savedmodel(model, class_names, tmp)
-                loaded = tf.saved_model.load(str(tmp))
-                serve = loaded.signatures["serving_default"]
-                probs = serve(images=tf.constant(images[:n]))["probabilities"].numpy() if n else None
-                latency = _latency(_one_by_one(serve), images, latency_samples) if n else None
-                _install(tmp, target)
-                rows.append(row(fmt, target, probs, latency))
-                continue
-            if fmt == "tflite-int8" and calibration is None:
-                calibration = calibration_images(config, size, calibration_samples, data_dir)
-            content = convert_tflite(model, fmt, calibration if fmt == "tflite-int8" else None, int8_io)
-            run, ops, input_type = tflite_runner(content)
-            flex = [op for op in ops if op.startswith("Flex")]
-            if flex:
-                raise UserError(f"{fmt}: the converted model needs TensorFlow (Flex) ops {flex}")
-            tmp.write_bytes(content)
-            _install(tmp, target)
-            write_text_atomic(target.with_suffix(".labels.txt"), "\n".join(class_names) + "\n")
-            probs = np.stack([run(image) for image in images[:n]]) if n else None
-            latency = _latency(run, images, latency_samples) if n else None
-            rows.append(row(fmt, target, probs, latency, {"input_type": input_type, "ops": ops}))
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        if fmt == "tflite-int8" and calibration is None:
+            calibration = calibration_images(config, size, calibration_samples, data_dir)
+        rows.append(_export_format(fmt, model, list(trained.class_names), out_dir, check, calibration, int8_io))
 
     report = {
-        "model": str(model_path),
+        "model": str(trained.path),
         "dataset": config.get("dataset"),
         "synthetic": bool(config.get("synthetic")),
         "check_source": checked_on,
@@ -322,12 +277,84 @@ def export(
     previous = {}
     if (out_dir / "report.json").exists():
         previous = {r["format"]: r for r in read_json(out_dir / "report.json", "export report").get("formats", [])}
-    merged = {**previous, **{r["format"]: r for r in rows}}
-    report["formats"] = list(merged.values())
+    report["formats"] = list({**previous, **{r["format"]: r for r in rows}}.values())
     write_json_atomic(out_dir / "report.json", report)
     print(render(rows, checked_on))
     print(f"written: {out_dir}")
     return report
+
+
+def _output_dir(trained, output) -> pathlib.Path:
+    """``output``, or the run's export/ folder, or saved_models/ARCH-NAME-export
+    for shipped weights (never into the package); made if absent."""
+    if output:
+        out_dir = pathlib.Path(output).expanduser().resolve()
+    elif trained.kind == "shipped":
+        out_dir = runs_root() / (trained.config["shipped"].replace("/", "-") + "-export")
+    else:
+        out_dir = trained.path.parent / "export"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output {out_dir} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+class _Check:
+    """The report's row of each format: its file and size, and where images
+    were given, its agreement with the Keras model's probabilities (the
+    reference), its accuracy where labels are known, and its latency."""
+
+    def __init__(self, images, labels, latency_samples: int, out_dir: pathlib.Path):
+        self.images, self.labels, self.latency_samples, self.out_dir = images, labels, latency_samples, out_dir
+        self.probabilities = None
+
+    def reference(self, fmt, path, keras_fn) -> dict:
+        if self.images is not None:
+            self.probabilities = keras_fn(self.images).numpy()
+        return self.row(fmt, path, self.probabilities, self.latency(lambda image: keras_fn(image[None])))
+
+    def latency(self, run_one) -> float | None:
+        """Mean milliseconds of ``run_one`` on one image, where images were given."""
+        return _latency(run_one, self.images, self.latency_samples) if self.images is not None else None
+
+    def row(self, fmt, path, probs, latency, extra=None) -> dict:
+        file = str(path.relative_to(self.out_dir)) if path.is_relative_to(self.out_dir) else str(path)
+        row = {"format": fmt, "file": file, "size_bytes": _size(path), "latency_ms": latency}
+        if probs is not None:
+            reference = self.probabilities
+            row["max_abs_diff"] = float(np.max(np.abs(probs - reference)))
+            row["top1_agreement"] = float(np.mean(probs.argmax(-1) == reference.argmax(-1)))
+            row["top1_accuracy"] = None if self.labels is None else float(np.mean(probs.argmax(-1) == self.labels))
+        return {**row, **(extra or {})}
+
+
+def _export_format(fmt, model, class_names, out_dir, check: _Check, calibration, int8_io) -> dict:
+    """Writes one format under a temporary name, runs it in its own runtime,
+    moves it into place and returns its report row."""
+    target = out_dir / FILENAMES[fmt]
+    tmp = out_dir / f".{target.name}.tmp-{os.getpid()}"
+    images = check.images
+    try:
+        if fmt == "savedmodel":
+            write_savedmodel(model, class_names, tmp)
+            serve = tf.saved_model.load(str(tmp)).signatures["serving_default"]
+            probs = serve(images=tf.constant(images))["probabilities"].numpy() if images is not None else None
+            latency = check.latency(_one_by_one(serve))
+            _install(tmp, target)
+            return check.row(fmt, target, probs, latency)
+        content = convert_tflite(model, fmt, calibration if fmt == "tflite-int8" else None, int8_io)
+        run, ops, input_type = tflite_runner(content)
+        flex = [op for op in ops if op.startswith("Flex")]
+        if flex:
+            raise UserError(f"{fmt}: the converted model needs TensorFlow (Flex) ops {flex}")
+        tmp.write_bytes(content)
+        _install(tmp, target)
+        write_text_atomic(target.with_suffix(".labels.txt"), "\n".join(class_names) + "\n")
+        probs = np.stack([run(image) for image in images]) if images is not None else None
+        return check.row(fmt, target, probs, check.latency(run), {"input_type": input_type, "ops": ops})
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
 def render(rows, source):
