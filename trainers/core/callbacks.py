@@ -9,19 +9,19 @@ import math
 import os
 import pathlib
 import shutil
+import signal
+import threading
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from trainers.core import finetune
 from trainers.core.errors import write_failed
 from trainers.core.files import read_csv_rows, save_figure_atomic, write_csv_atomic, write_json_atomic
 from trainers.core.hardware import cpu_name
 from trainers.core.sources import save_model_atomic
-from trainers.core import finetune
-import signal
-import tensorflow as tf
-import threading
 
 
 def iterations(model) -> int:

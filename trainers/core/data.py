@@ -15,10 +15,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from trainers.core import folder
 from trainers.core.errors import UserError
-import tensorflow_datasets as tfds
 
 SYNTHETIC = "synthetic"
 AUTOTUNE = tf.data.AUTOTUNE

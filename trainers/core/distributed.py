@@ -13,16 +13,17 @@ chief's run directory, so every worker restores the same state.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import pathlib
 import shutil
 import tempfile
 
-from trainers.core.errors import UserError
-import hashlib
 import numpy as np
-import pathlib
 import tensorflow as tf
+
+from trainers.core.errors import UserError
 
 STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
 

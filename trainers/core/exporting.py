@@ -24,8 +24,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from trainers.core import data as data_lib
 from trainers.core.errors import UserError
 from trainers.core.files import read_json, write_json_atomic, write_text_atomic
-from trainers.core.sources import float32_clone
-from trainers.core.sources import load_trained
+from trainers.core.sources import float32_clone, load_trained
 from trainers.core.train import runs_root
 
 FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")

@@ -25,9 +25,10 @@ import io
 import os
 import pathlib
 
-from trainers.core.errors import UserError
 import keras
 import tensorflow as tf
+
+from trainers.core.errors import UserError
 
 PREFIX = "folder:"
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}

@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from trainers.core.errors import UserError
 
-
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 

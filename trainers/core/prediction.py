@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from trainers.core import data as data_lib
 from trainers.core.errors import UserError
-from trainers.core.files import read_json
 from trainers.core.exporting import tflite_runner
+from trainers.core.files import read_json
 from trainers.core.sources import is_shipped, load_trained
 
 READS = ".keras, run directory, SavedModel directory, .tflite, weights:ARCH/NAME"

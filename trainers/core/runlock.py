@@ -8,11 +8,11 @@ not. The file holds the holder's PID, for the message of the process refused.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 
 from trainers.core.errors import UserError, write_failed
-import fcntl
 
 LOCK_NAME = ".lock"
 

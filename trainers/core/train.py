@@ -29,17 +29,13 @@ import numpy as np
 
 import resnet_keras
 from trainers.core import callbacks as cb
-from trainers.core import compat
+from trainers.core import compat, distributed, finetune, recipes, runlock
 from trainers.core import data as data_lib
-from trainers.core import distributed
-from trainers.core import finetune
-from trainers.core import recipes
-from trainers.core import runlock
+from trainers.core.config import RunConfig, record_identity
 from trainers.core.errors import UserError, write_failed
 from trainers.core.files import read_json, write_json_atomic
 from trainers.core.hardware import cpu_kernels, global_dtype_policy, resolve_precision, run_cpus
 from trainers.core.sources import save_model_atomic
-from trainers.core.config import RunConfig, record_identity
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -24,12 +24,12 @@ import resnet_keras
 from trainers.core import data as data_lib
 from trainers.core import runlock
 from trainers.core import train as trainer
-from trainers.core.errors import UserError, write_failed
-from trainers.core.files import read_json, save_figure_atomic, write_json_atomic, write_text_atomic
-from trainers.core.hardware import global_dtype_policy, resolve_precision
 from trainers.core.compat import make_keras_tuner_saves_atomic, quiet_keras_tuner_failed_trials
 from trainers.core.config import RunConfig
 from trainers.core.distributed import make_strategy
+from trainers.core.errors import UserError, write_failed
+from trainers.core.files import read_json, save_figure_atomic, write_json_atomic, write_text_atomic
+from trainers.core.hardware import global_dtype_policy, resolve_precision
 
 FAMILIES = ("cifar", "imagenet")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -163,82 +163,68 @@ def over_budget(c, max_params, max_flops) -> str | None:
     return None
 
 
+class _TrainThroughFit:
+    """Mixed into a Keras Tuner class by :func:`make_tuner`: each trial trains
+    through :func:`trainers.core.train.train` (``base_config`` with the trial's
+    network, recipe values, epochs and run directory, under ``run_strategy``),
+    and its outcome is written to the trial's result.json."""
+
+    base_config: RunConfig
+    run_strategy: object
+    default_epochs: float
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        trial_dir = pathlib.Path(self.get_trial_dir(trial.trial_id))
+        sampled = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+        record = {"trial": trial.trial_id, "values": sampled}
+        started = time.time()
+        try:
+            with self.distribution_strategy.scope():
+                model = self.hypermodel.build(hp)
+        except kt.errors.FailedTrialError as error:
+            result = {**self.hypermodel.last_cost, "status": "rejected", "reason": str(error)}
+            write_json_atomic(trial_dir / "result.json", {**record, **result})
+            print(f"trial {trial.trial_id}: {sampled} -> {error}", flush=True)
+            raise
+        trial_epochs = hp.values.get("tuner/epochs", self.default_epochs)
+        config = dataclasses.replace(
+            self.base_config,
+            **space_values(hp, self.hypermodel),
+            epochs=trial_epochs,
+            output_dir=str(trial_dir / "run"),
+            verbose=0,
+        )
+        ran = {"epochs": trial_epochs}
+        try:
+            result = trainer.train(config, model=model, strategy=self.run_strategy)
+        except trainer.TrainingError as error:
+            # A candidate that diverges (a non-finite loss, validation figure, weight or BN statistic) is a result
+            # of the search: recorded as failed with its reason, and the search goes on.
+            reason = str(error).split(";")[0]
+            ran.update(status="failed", reason=reason, seconds=time.time() - started, run_dir=str(trial_dir / "run"))
+            write_json_atomic(trial_dir / "result.json", {**record, **cost(model), **ran})
+            print(f"trial {trial.trial_id}: {sampled} -> failed: {reason}", flush=True)
+            raise kt.errors.FailedTrialError(reason) from None
+        except UserError as error:
+            # Anything else the trainer refuses (SIGTERM's Preempted, a write that failed, unreadable data, a
+            # locked directory) ends the search, as it would end fit.py: Keras Tuner would otherwise count it as
+            # one invalid trial and start the next. FatalError is the one exception it lets through; _search
+            # re-raises the trainer's own error from it.
+            stop = kt.errors.FatalError(str(error))
+            stop.error = error
+            raise stop from None
+        accuracy = result["best_val_accuracy"]
+        ran.update(status="completed", val_accuracy=accuracy, seconds=time.time() - started, run_dir=result["run_dir"])
+        write_json_atomic(trial_dir / "result.json", {**record, **cost(model), **ran})
+        print(f"trial {trial.trial_id}: {sampled} -> validation accuracy {accuracy:.4f}", flush=True)
+        return {"val_accuracy": accuracy}
+
+
 def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, max_trials, max_epochs, seed, epochs):
-    """A Keras Tuner whose trials train through trainers.core.train.train:
+    """A Keras Tuner of ``kind`` whose trials train through trainers.core.train.train:
     ``base_config`` (a :class:`RunConfig`) with each trial's network, recipe
     values, epochs and run directory."""
-
-    class TrainThroughFit:
-        def run_trial(self, trial, *args, **kwargs):
-            hp = trial.hyperparameters
-            trial_dir = pathlib.Path(self.get_trial_dir(trial.trial_id))
-            sampled = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-            record = {"trial": trial.trial_id, "values": sampled}
-            started = time.time()
-            try:
-                with self.distribution_strategy.scope():
-                    model = self.hypermodel.build(hp)
-            except kt.errors.FailedTrialError as error:
-                write_json_atomic(
-                    trial_dir / "result.json",
-                    {
-                        **record,
-                        **self.hypermodel.last_cost,
-                        "status": "rejected",
-                        "reason": str(error),
-                    },
-                )
-                print(f"trial {trial.trial_id}: {record['values']} -> {error}", flush=True)
-                raise
-            values = space_values(hp, hypermodel)
-            trial_epochs = hp.values.get("tuner/epochs", epochs)
-            config = dataclasses.replace(
-                base_config, **values, epochs=trial_epochs, output_dir=str(trial_dir / "run"), verbose=0
-            )
-            try:
-                result = trainer.train(config, model=model, strategy=strategy)
-            except trainer.TrainingError as error:
-                # A candidate that diverges (a non-finite loss, validation figure, weight or BN statistic) is a result
-                # of the search: recorded as failed with its reason, and the search goes on.
-                reason = str(error).split(";")[0]
-                write_json_atomic(
-                    trial_dir / "result.json",
-                    {
-                        **record,
-                        **cost(model),
-                        "status": "failed",
-                        "epochs": trial_epochs,
-                        "reason": reason,
-                        "seconds": time.time() - started,
-                        "run_dir": str(trial_dir / "run"),
-                    },
-                )
-                print(f"trial {trial.trial_id}: {record['values']} -> failed: {reason}", flush=True)
-                raise kt.errors.FailedTrialError(reason) from None
-            except UserError as error:
-                # Anything else the trainer refuses (SIGTERM's Preempted, a write that failed, unreadable data, a
-                # locked directory) ends the search, as it would end fit.py: Keras Tuner would otherwise count it as
-                # one invalid trial and start the next. FatalError is the one exception it lets through; _search
-                # re-raises the trainer's own error from it.
-                stop = kt.errors.FatalError(str(error))
-                stop.error = error
-                raise stop from None
-            accuracy = result["best_val_accuracy"]
-            write_json_atomic(
-                trial_dir / "result.json",
-                {
-                    **record,
-                    **cost(model),
-                    "status": "completed",
-                    "epochs": trial_epochs,
-                    "val_accuracy": accuracy,
-                    "seconds": time.time() - started,
-                    "run_dir": result["run_dir"],
-                },
-            )
-            print(f"trial {trial.trial_id}: {record['values']} -> validation accuracy {accuracy:.4f}", flush=True)
-            return {"val_accuracy": accuracy}
-
     common = dict(
         hypermodel=hypermodel,
         objective=kt.Objective("val_accuracy", "max"),
@@ -255,7 +241,8 @@ def make_tuner(kind, hypermodel, *, base_config, strategy, directory, project, m
         cls, extra = kt.BayesianOptimization, {"max_trials": max_trials}
     else:
         cls, extra = kt.Hyperband, {"max_epochs": max_epochs, "factor": 3, "hyperband_iterations": 1}
-    tuner_cls = type(f"{cls.__name__}ThroughFit", (TrainThroughFit, cls), {})
+    settings = {"base_config": base_config, "run_strategy": strategy, "default_epochs": epochs}
+    tuner_cls = type(f"{cls.__name__}ThroughFit", (_TrainThroughFit, cls), settings)
     make_keras_tuner_saves_atomic()  # a killed search must leave oracle.json whole
     quiet_keras_tuner_failed_trials()  # run_trial prints one line for a rejected or failed trial, not a traceback
     try:
