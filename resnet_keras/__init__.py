@@ -16,7 +16,7 @@ import os as _os
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from resnet_keras.applications import copy_applications_weights, from_applications
-from resnet_keras.blocks import BOTTLENECK_VERSIONS, SHORTCUTS
+from resnet_keras.blocks import SHORTCUTS
 from resnet_keras.cost import count_flops, count_params
 from resnet_keras.layers import (
     FusedBatchNormalization,
@@ -27,7 +27,17 @@ from resnet_keras.layers import (
 )
 from resnet_keras.models import get_model
 from resnet_keras.pretrained import list_weights
-from resnet_keras.specs import ARCHITECTURES, PAPER_NUMBERS, ArchSpec, list_models, resolve_spec
+from resnet_keras.specs import (
+    ARCHITECTURES,
+    BOTTLENECK_VERSIONS,
+    PAPER_NUMBERS,
+    SHORTCUT_DOWNSAMPLES,
+    STEMS,
+    TIMM_NUMBERS,
+    ArchSpec,
+    list_models,
+    resolve_spec,
+)
 
 __version__ = "0.1.0"
 
@@ -44,6 +54,9 @@ __all__ = [
     "BOTTLENECK_VERSIONS",
     "PAPER_NUMBERS",
     "SHORTCUTS",
+    "SHORTCUT_DOWNSAMPLES",
+    "STEMS",
+    "TIMM_NUMBERS",
     "ArchSpec",
     "FusedBatchNormalization",
     "InputNormalization",

@@ -118,7 +118,15 @@ def from_applications(name: str, *, weights="imagenet", input_shape=None, **kwar
     """
     if name not in APPLICATIONS:
         raise ValueError(f"no keras.applications counterpart for {name!r}; expected one of {list(APPLICATIONS)}")
-    for key in ("shortcut", "bottleneck_version", "num_classes", "stage_depths", "width"):
+    for key in (
+        "shortcut",
+        "bottleneck_version",
+        "stem",
+        "shortcut_downsample",
+        "num_classes",
+        "stage_depths",
+        "width",
+    ):
         if key in kwargs:
             raise ValueError(f"{key} is fixed by keras.applications.{APPLICATIONS[name]}; do not pass it")
     source = getattr(keras.applications, APPLICATIONS[name])(

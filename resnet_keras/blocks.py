@@ -2,9 +2,12 @@
 
 Layer names follow ``keras.applications``: a block named ``conv3_block1`` makes
 ``conv3_block1_1_conv``, ``conv3_block1_1_bn``, ``conv3_block1_1_relu``, ...,
-``conv3_block1_0_conv`` / ``_0_bn`` for a projection shortcut,
+``conv3_block1_0_conv`` / ``_0_bn`` for a projection shortcut (after
+``conv3_block1_0_pool`` where it downsamples by average pooling, ResNet-D),
 ``conv3_block1_0_zeropad`` for an option A shortcut, ``conv3_block1_add`` and
-``conv3_block1_out``. Stable names make summaries readable and weights
+``conv3_block1_out``. The ImageNet stem is ``conv1_conv`` / ``conv1_bn`` /
+``conv1_relu``, or ``conv1_1_conv`` ... ``conv1_3_relu`` for the deep stem
+(ResNet-C), then ``pool1_pool``. Stable names make summaries readable and weights
 transferable by name.
 """
 
@@ -17,9 +20,9 @@ import keras
 from keras import layers
 
 from resnet_keras.layers import FusedBatchNormalization, MatmulConv2D, zero_pad_output_shape, zero_pad_shortcut
+from resnet_keras.specs import DEFAULT_BOTTLENECK_VERSION, DEFAULT_SHORTCUT_DOWNSAMPLE
 
 SHORTCUTS = ("A", "B", "C")
-BOTTLENECK_VERSIONS = ("v1", "v1.5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,9 @@ class BlockOptions:
         1x1 conv, as the paper's Caffe models and ``keras.applications`` do;
         ``"v1.5"`` puts it on the 3x3 (torchvision, keras-hub), which the
         paper's notes credit with about +0.5 top-1 at a little more compute.
+    shortcut_downsample: ``"stride"`` downsamples a projection shortcut with
+        its 1x1 conv's stride; ``"avgpool"`` with a 2x2/2 average pooling
+        before a 1x1 conv of stride 1 (ResNet-D).
     bn_momentum, bn_epsilon: 0.9 and 1e-5 are Caffe's and PyTorch's values
         (PyTorch's momentum 0.1 is Keras' 0.9). Keras' default momentum of 0.99
         lags badly in short runs.
@@ -43,7 +49,8 @@ class BlockOptions:
     """
 
     shortcut: str | None = "A"
-    bottleneck_version: str = "v1"
+    bottleneck_version: str = DEFAULT_BOTTLENECK_VERSION
+    shortcut_downsample: str = DEFAULT_SHORTCUT_DOWNSAMPLE
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     zero_init_residual: bool = False
@@ -115,6 +122,13 @@ def apply_shortcut(x, out_channels, stride, options, name):
     in_channels = x.shape[-1]
     shape_changes = stride != 1 or in_channels != out_channels
     if options.shortcut == "C" or (options.shortcut == "B" and shape_changes):
+        if options.shortcut_downsample == "avgpool" and stride > 1:
+            # ResNet-D (arXiv:1812.01187, Figure 2c): a strided 1x1 conv reads one
+            # pixel in four; averaging 2x2 first lets every pixel reach the shortcut.
+            # "same" pads an odd edge and averages only the real pixels there, as
+            # timm's AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False) does.
+            x = layers.AveragePooling2D(2, strides=stride, padding="same", name=f"{name}_0_pool")(x)
+            stride = 1
         return conv_bn(x, out_channels, 1, stride, options, name=f"{name}_0", relu=False)
     if options.shortcut == "A" and shape_changes:
         return layers.Lambda(
@@ -123,6 +137,33 @@ def apply_shortcut(x, out_channels, stride, options, name):
             arguments={"stride": stride, "out_channels": out_channels},
             name=f"{name}_0_zeropad",
         )(x)
+    return x
+
+
+def apply_standard_stem(x, filters, options):
+    """The paper's ImageNet stem before its max pool: 7x7/2 conv, BN, ReLU,
+    padded 3 on every side as keras.applications (and Caffe)."""
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(
+        filters,
+        7,
+        strides=2,
+        use_bias=False,
+        kernel_initializer=he_normal(options.seed, "conv1_conv"),
+        name="conv1_conv",
+    )(x)
+    x = bn(options, "conv1_bn")(x)
+    return layers.Activation("relu", name="conv1_relu")(x)
+
+
+def apply_deep_stem(x, filters, options):
+    """ResNet-C's stem before the max pool (arXiv:1812.01187, Figure 2b): three
+    3x3 conv-BN-ReLU of ``filters`` (32, 32, 64 unscaled), the first of stride 2.
+    Three 3x3 convs see the 7x7 conv's window through two more non-linearities;
+    the paper's case is that a 7x7 kernel costs 5.4x a 3x3 one, but at these
+    widths the stem costs 0.36G multiply-adds at 224x224 where the 7x7 cost 0.12G."""
+    for i, n in enumerate(filters):
+        x = conv_bn(x, n, 3, 2 if i == 0 else 1, options, name=f"conv1_{i + 1}")
     return x
 
 

@@ -11,19 +11,21 @@ from keras import layers
 
 from resnet_keras import pretrained
 from resnet_keras.blocks import (
-    BOTTLENECK_VERSIONS,
     SHORTCUTS,
     BlockOptions,
     apply_basic_block,
     apply_bottleneck_block,
-    bn,
+    apply_deep_stem,
+    apply_standard_stem,
     conv_bn,
-    he_normal,
     layer_seed,
 )
 from resnet_keras.layers import NORMALIZATION_MODES, InputNormalization
 from resnet_keras.specs import (
     BOTTLENECK_EXPANSION,
+    DEEP_STEM_FILTERS,
+    DEFAULT_SHORTCUT_DOWNSAMPLE,
+    DEFAULT_STEM,
     STAGE_FILTERS,
     STEM_FILTERS,
     ArchSpec,
@@ -50,7 +52,9 @@ def get_model(
     shortcut: str | None = None,
     width: float = 1.0,
     stage_depths=None,
-    bottleneck_version: str = "v1",
+    bottleneck_version: str | None = None,
+    stem: str | None = None,
+    shortcut_downsample: str | None = None,
     normalization: str = "pixel",
     zero_init_residual: bool = False,
     bn_momentum: float = 0.9,
@@ -78,7 +82,15 @@ def get_model(
         width: multiplier of every layer's filters (stem included).
         stage_depths: blocks per stage, overriding the name's (3 stages for
             CIFAR, 4 for ImageNet): ``get_model("resnet20", stage_depths=(4, 4, 4))``.
-        bottleneck_version: ``"v1"`` (paper) or ``"v1.5"`` (stride on the 3x3).
+        bottleneck_version: ``"v1"`` (paper) or ``"v1.5"`` (stride on the 3x3,
+            ResNet-B); default the name's (``"v1.5"`` for ``resnet50d``).
+        stem: ``"standard"`` (the paper's 7x7/2 conv on ImageNet) or ``"deep"``
+            (ResNet-C: three 3x3 convs, ImageNet only); default the name's.
+        shortcut_downsample: ``"stride"`` (the paper's strided 1x1 projection)
+            or ``"avgpool"`` (ResNet-D: 2x2/2 average pooling, then a 1x1 of
+            stride 1; projection shortcuts only); default the name's.
+            Any combination of the three builds, e.g. ``get_model("resnet50",
+            stem="deep")`` is timm's resnet50c.
         normalization: ``"pixel"`` (a mean image, as the paper) or ``"channel"``.
         zero_init_residual: start each residual branch's last BN scale at zero.
         bn_momentum, bn_epsilon: BatchNormalization settings of every BN.
@@ -92,7 +104,7 @@ def get_model(
             :func:`resnet_keras.list_weights` lists them with their accuracy.
             The file's SHA-256 is checked against the manifest before loading,
             and the other arguments must match those the weights were trained
-            with (class count, input shape, shortcut, width, depths).
+            with (class count, input shape, shortcut, width, depths, tweaks).
 
     Raises:
         ValueError: naming the bad value and the valid choices.
@@ -100,6 +112,7 @@ def get_model(
     spec = resolve_spec(name)
     if stage_depths is not None:
         spec = spec.with_stage_depths(check_stage_depths(spec.family, stage_depths))
+    spec = spec.with_tweaks(stem=stem, shortcut_downsample=shortcut_downsample, bottleneck_version=bottleneck_version)
 
     if not isinstance(include_top, bool):
         raise ValueError(f"include_top={include_top!r}; expected True or False")
@@ -119,12 +132,6 @@ def get_model(
         raise ValueError(f"num_classes={num_classes!r}; expected a positive integer")
     if not _is_number(width) or not 0 < width <= 64:
         raise ValueError(f"width={width!r}; expected a number in (0, 64]")
-    if bottleneck_version not in BOTTLENECK_VERSIONS:
-        raise ValueError(f"bottleneck_version={bottleneck_version!r}; expected one of {BOTTLENECK_VERSIONS}")
-    if bottleneck_version != "v1" and spec.block != "bottleneck":
-        raise ValueError(
-            f"bottleneck_version={bottleneck_version!r} applies to bottleneck networks only; {name!r} uses basic blocks"
-        )
     if normalization not in NORMALIZATION_MODES:
         raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATION_MODES}")
     if not _is_number(bn_momentum) or not 0.0 <= bn_momentum < 1.0:
@@ -135,13 +142,19 @@ def get_model(
         if not isinstance(value, bool):
             raise ValueError(f"{flag}={value!r}; expected True or False")
     shortcut = _check_shortcut(spec, name, shortcut)
+    if shortcut == "A" and spec.shortcut_downsample != DEFAULT_SHORTCUT_DOWNSAMPLE:
+        raise ValueError(
+            f"shortcut_downsample={spec.shortcut_downsample!r} changes projection shortcuts, and shortcut 'A' "
+            f"has none; pass shortcut='B' or 'C', or shortcut_downsample={DEFAULT_SHORTCUT_DOWNSAMPLE!r}"
+        )
     input_shape = _check_input_shape(spec, name, input_shape, normalization)
 
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed={seed!r}; expected a non-negative integer or None")
     options = BlockOptions(
         shortcut=shortcut,
-        bottleneck_version=bottleneck_version,
+        bottleneck_version=spec.bottleneck_version,
+        shortcut_downsample=spec.shortcut_downsample,
         bn_momentum=float(bn_momentum),
         bn_epsilon=float(bn_epsilon),
         zero_init_residual=zero_init_residual,
@@ -163,8 +176,10 @@ def get_model(
                 shortcut=shortcut,
                 width=width,
                 stage_depths=spec.stage_depths,
-                bottleneck_version=bottleneck_version,
+                bottleneck_version=spec.bottleneck_version,
                 normalization=normalization,
+                stem=spec.stem,
+                shortcut_downsample=spec.shortcut_downsample,
             ),
         )
     model = build_network(
@@ -198,8 +213,21 @@ def headless(model: keras.Model, pooling: str | None = None) -> keras.Model:
     return keras.Model(model.input, features, name=model.name)
 
 
-def build_settings(*, num_classes, input_shape, shortcut, width, stage_depths, bottleneck_version, normalization):
-    """The settings that decide a network's weights (``pretrained.BUILD_KEYS``), as a manifest records them."""
+def build_settings(
+    *,
+    num_classes,
+    input_shape,
+    shortcut,
+    width,
+    stage_depths,
+    bottleneck_version,
+    normalization,
+    stem=DEFAULT_STEM,
+    shortcut_downsample=DEFAULT_SHORTCUT_DOWNSAMPLE,
+):
+    """The settings that decide a network's weights (``pretrained.BUILD_KEYS``), as a manifest records them.
+    ``stem`` and ``shortcut_downsample`` default to the paper's, which is what a
+    caller that predates the ResNet-C/D tweaks builds."""
     return {
         "num_classes": int(num_classes),
         "input_shape": [None if d is None else int(d) for d in input_shape],
@@ -208,6 +236,8 @@ def build_settings(*, num_classes, input_shape, shortcut, width, stage_depths, b
         "stage_depths": [int(d) for d in stage_depths],
         "bottleneck_version": bottleneck_version,
         "normalization": normalization,
+        "stem": stem,
+        "shortcut_downsample": shortcut_downsample,
     }
 
 
@@ -262,18 +292,11 @@ def build_network(spec, options, *, num_classes, input_shape, width, normalizati
     if spec.family == "cifar":
         x = conv_bn(x, stem_filters, 3, 1, options, name="conv1")
     else:
-        # 7x7/2 conv and 3x3/2 max pool, padded as keras.applications (and Caffe).
-        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = layers.Conv2D(
-            stem_filters,
-            7,
-            strides=2,
-            use_bias=False,
-            kernel_initializer=he_normal(options.seed, "conv1_conv"),
-            name="conv1_conv",
-        )(x)
-        x = bn(options, "conv1_bn")(x)
-        x = layers.Activation("relu", name="conv1_relu")(x)
+        if spec.stem == "deep":
+            x = apply_deep_stem(x, [scaled_filters(f, width) for f in DEEP_STEM_FILTERS], options)
+        else:
+            x = apply_standard_stem(x, stem_filters, options)
+        # 3x3/2 max pool, padded as keras.applications (and Caffe).
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 

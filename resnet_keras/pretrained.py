@@ -15,11 +15,26 @@ import hashlib
 import json
 import pathlib
 
+from resnet_keras.specs import DEFAULT_SHORTCUT_DOWNSAMPLE, DEFAULT_STEM
+
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 # The get_model settings that decide the weights' shapes and meaning; an entry
 # records each, and a request that differs is refused.
-BUILD_KEYS = ("num_classes", "input_shape", "shortcut", "width", "stage_depths", "bottleneck_version", "normalization")
+BUILD_KEYS = (
+    "num_classes",
+    "input_shape",
+    "shortcut",
+    "width",
+    "stage_depths",
+    "bottleneck_version",
+    "normalization",
+    "stem",
+    "shortcut_downsample",
+)
+# Entries shipped before the ResNet-C/D tweaks record neither key; they were
+# built with the paper's stem and strided projections.
+UNRECORDED_BUILD = {"stem": DEFAULT_STEM, "shortcut_downsample": DEFAULT_SHORTCUT_DOWNSAMPLE}
 
 
 def read_manifest(path=None) -> list[dict]:
@@ -63,10 +78,11 @@ def find_weights(arch: str, name: str, manifest=None) -> dict:
 
 def check_request(entry: dict, requested: dict) -> None:
     """A ValueError naming each build setting that differs from the weights'."""
+    recorded = {**UNRECORDED_BUILD, **entry["build"]}
     differ = [
-        f"{k}={requested[k]!r} (the weights': {entry['build'][k]!r})"
+        f"{k}={requested.get(k)!r} (the weights': {recorded.get(k)!r})"
         for k in BUILD_KEYS
-        if _normal(requested.get(k)) != _normal(entry["build"].get(k))
+        if _normal(requested.get(k)) != _normal(recorded.get(k))
     ]
     if differ:
         raise ValueError(

@@ -3,6 +3,9 @@
 An architecture is a frozen :class:`ArchSpec`; adding a depth is adding a row to
 ``ARCHITECTURES``. The facts behind each row (stage depths, filter counts, total
 stride) come from the paper's Table 1 (ImageNet) and Section 4.2 (CIFAR-10).
+The ResNet-B, -C and -D "bag of tricks" tweaks of He et al. (2019,
+arXiv:1812.01187) are three fields of the row (``bottleneck_version``, ``stem``,
+``shortcut_downsample``), so a tweaked network is a row too (``resnet50d``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,24 @@ DEFAULT_NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
 # residual nets have the same parameters), option B on ImageNet (Section 3.3).
 DEFAULT_SHORTCUT = {"cifar": "A", "imagenet": "B"}
 
+# The "bag of tricks" tweaks (He et al. 2019, arXiv:1812.01187, Section 4), each a
+# choice whose default is the 2015 paper's:
+# ResNet-B: "v1.5" moves a downsampling bottleneck's stride from its first 1x1
+#   conv, which skips three quarters of its input, to its 3x3.
+BOTTLENECK_VERSIONS = ("v1", "v1.5")
+DEFAULT_BOTTLENECK_VERSION = "v1"
+# ResNet-C: "deep" replaces the ImageNet stem's 7x7/2 conv by three 3x3 convs of
+#   DEEP_STEM_FILTERS (the first of stride 2) that see the same 7x7 window
+#   (Inception-v2's factorisation; timm's stem_type="deep", stem_width=32).
+STEMS = ("standard", "deep")
+DEFAULT_STEM = "standard"
+DEEP_STEM_FILTERS = (32, 32, 64)
+# ResNet-D: "avgpool" puts a 2x2/2 average pooling before a downsampling
+#   projection, whose 1x1 conv then has stride 1, in place of the strided 1x1
+#   conv ("stride") that skips three quarters of its input.
+SHORTCUT_DOWNSAMPLES = ("stride", "avgpool")
+DEFAULT_SHORTCUT_DOWNSAMPLE = "stride"
+
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:
@@ -37,12 +58,22 @@ class ArchSpec:
         block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1-3x3-1x1).
         stage_depths: number of blocks in each stage.
         residual: ``False`` for the paper's plain baselines (no shortcuts).
+        stem: ``"standard"`` (the paper's: 7x7/2 conv on ImageNet, 3x3 conv on
+            CIFAR) or ``"deep"`` (ResNet-C, ImageNet only).
+        shortcut_downsample: how a projection shortcut downsamples:
+            ``"stride"`` (the paper's strided 1x1 conv) or ``"avgpool"``
+            (ResNet-D, residual networks only).
+        bottleneck_version: ``"v1"`` (the paper's) or ``"v1.5"`` (ResNet-B,
+            bottleneck networks only).
     """
 
     family: str
     block: str
     stage_depths: tuple[int, ...]
     residual: bool = True
+    stem: str = DEFAULT_STEM
+    shortcut_downsample: str = DEFAULT_SHORTCUT_DOWNSAMPLE
+    bottleneck_version: str = DEFAULT_BOTTLENECK_VERSION
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -50,6 +81,39 @@ class ArchSpec:
         if self.block not in BLOCKS:
             raise ValueError(f"block={self.block!r}; expected one of {BLOCKS}")
         check_stage_depths(self.family, self.stage_depths)
+        for field, value, choices in (
+            ("stem", self.stem, STEMS),
+            ("shortcut_downsample", self.shortcut_downsample, SHORTCUT_DOWNSAMPLES),
+            ("bottleneck_version", self.bottleneck_version, BOTTLENECK_VERSIONS),
+        ):
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"{field}={value!r}; expected one of {choices}")
+        if self.stem != DEFAULT_STEM and self.family != "imagenet":
+            raise ValueError(
+                f"stem={self.stem!r} applies to ImageNet networks only; "
+                "a CIFAR network's stem is already one 3x3 conv at full resolution"
+            )
+        if self.shortcut_downsample != DEFAULT_SHORTCUT_DOWNSAMPLE and not self.residual:
+            raise ValueError(
+                f"shortcut_downsample={self.shortcut_downsample!r} applies to residual networks only; "
+                "a plain network has no shortcuts"
+            )
+        if self.bottleneck_version != DEFAULT_BOTTLENECK_VERSION and self.block != "bottleneck":
+            raise ValueError(
+                f"bottleneck_version={self.bottleneck_version!r} applies to bottleneck networks only; "
+                "this one has basic blocks"
+            )
+
+    @property
+    def tweaks(self) -> str:
+        """The bag-of-tricks tweaks of this row as the 2019 paper's letters
+        (``"B+C+D"`` for resnet50d), or ``""`` for the 2015 paper's network."""
+        letters = [
+            ("B", self.bottleneck_version != DEFAULT_BOTTLENECK_VERSION),
+            ("C", self.stem != DEFAULT_STEM),
+            ("D", self.shortcut_downsample != DEFAULT_SHORTCUT_DOWNSAMPLE),
+        ]
+        return "+".join(letter for letter, applied in letters if applied)
 
     @property
     def layers_per_block(self) -> int:
@@ -58,7 +122,9 @@ class ArchSpec:
     @property
     def depth(self) -> int:
         """Weighted layers, counted as the paper does: convs on the main path, the
-        first conv and the classifier (shortcut projections are not counted)."""
+        first conv and the classifier (shortcut projections are not counted).
+        A deep stem counts as the one conv it replaces, as its name says
+        (timm's and the 2019 paper's ResNet-50-D has 52 weighted layers)."""
         return self.layers_per_block * sum(self.stage_depths) + 2
 
     @property
@@ -80,6 +146,11 @@ class ArchSpec:
 
     def with_stage_depths(self, stage_depths) -> ArchSpec:
         return dataclasses.replace(self, stage_depths=tuple(stage_depths))
+
+    def with_tweaks(self, *, stem=None, shortcut_downsample=None, bottleneck_version=None) -> ArchSpec:
+        """This row with the tweaks that are not ``None`` replaced (and checked)."""
+        given = {"stem": stem, "shortcut_downsample": shortcut_downsample, "bottleneck_version": bottleneck_version}
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
 
 
 def check_stage_depths(family: str, stage_depths) -> tuple[int, ...]:
@@ -104,6 +175,16 @@ def _cifar(n: int, residual: bool = True) -> ArchSpec:
     return ArchSpec("cifar", "basic", (n, n, n), residual)
 
 
+def _resnet_d(block: str, stage_depths) -> ArchSpec:
+    # timm's and the 2019 paper's ResNet-D: the C stem and the D shortcut, with
+    # the B (v1.5) bottleneck where there is one (timm's Bottleneck always strides
+    # its 3x3; its basic blocks have nothing to move).
+    version = "v1.5" if block == "bottleneck" else DEFAULT_BOTTLENECK_VERSION
+    return ArchSpec(
+        "imagenet", block, stage_depths, stem="deep", shortcut_downsample="avgpool", bottleneck_version=version
+    )
+
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     # ImageNet, Table 1.
     "resnet18": ArchSpec("imagenet", "basic", (2, 2, 2, 2)),
@@ -113,6 +194,16 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "resnet152": ArchSpec("imagenet", "bottleneck", (3, 8, 36, 3)),
     "plain18": ArchSpec("imagenet", "basic", (2, 2, 2, 2), residual=False),
     "plain34": ArchSpec("imagenet", "basic", (3, 4, 6, 3), residual=False),
+    # ImageNet with the bag-of-tricks tweaks (arXiv:1812.01187), named as timm
+    # names them: "d" is the C stem and D shortcut (and B bottleneck), "c" the
+    # C stem alone. The plain twins can take the C stem only: D is a shortcut tweak.
+    "resnet18d": _resnet_d("basic", (2, 2, 2, 2)),
+    "resnet34d": _resnet_d("basic", (3, 4, 6, 3)),
+    "resnet50d": _resnet_d("bottleneck", (3, 4, 6, 3)),
+    "resnet101d": _resnet_d("bottleneck", (3, 4, 23, 3)),
+    "resnet152d": _resnet_d("bottleneck", (3, 8, 36, 3)),
+    "plain18c": ArchSpec("imagenet", "basic", (2, 2, 2, 2), residual=False, stem="deep"),
+    "plain34c": ArchSpec("imagenet", "basic", (3, 4, 6, 3), residual=False, stem="deep"),
     # CIFAR-10, Section 4.2: 6n+2 layers.
     "resnet20": _cifar(3),
     "resnet32": _cifar(5),
@@ -150,11 +241,21 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "resnet1202": {"params_m": 19.4, "error": 7.93},
 }
 
+# timm's figures for the bag-of-tricks networks at 224x224 (huggingface/pytorch-image-models'
+# model table and results CSVs), not the 2015 paper's: parameters (trainable, classifier
+# included) and multiply-adds ("GMACs", the measure of the paper's "FLOPs").
+TIMM_NUMBERS: dict[str, dict[str, float]] = {
+    "resnet18d": {"params": 11.71e6, "flops": 2.06e9},
+    "resnet34d": {"params": 21.82e6, "flops": 3.91e9},
+    "resnet50d": {"params": 25.58e6, "flops": 4.35e9},
+}
+
 _DEPTH_NAME = re.compile(r"^(resnet|plain)(\d+)$")
 
 
 def list_models() -> list[str]:
-    """The registered networks of the paper, ImageNet first, then CIFAR."""
+    """The registered networks: the paper's ImageNet networks, their
+    bag-of-tricks variants, then the CIFAR networks."""
     return list(ARCHITECTURES)
 
 

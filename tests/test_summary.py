@@ -38,10 +38,10 @@ def test_summary_rejects_unknown_networks(capsys):
 
 def test_docs_table_is_what_summary_prints():
     """The docs' table of networks is summary.py's output: spot-check rows of
-    each kind (CIFAR, basic ImageNet, bottleneck ImageNet, plain) so the
-    document cannot drift from the code."""
+    each kind (CIFAR, basic ImageNet, bottleneck ImageNet, plain, bag-of-tricks)
+    so the document cannot drift from the code."""
     root = pathlib.Path(__file__).resolve().parents[1]
-    names = ["resnet20", "plain20", "resnet18", "resnet50"]
+    names = ["resnet20", "plain20", "resnet18", "resnet50", "resnet50d"]
     expected = network_table.render([network_table.summarize(name) for name in names], "markdown").splitlines()
     pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
     holding = [page for page in pages if expected[0] in page.read_text().splitlines()]

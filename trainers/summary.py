@@ -1,5 +1,6 @@
 """Prints every registered network with its depth, parameters, FLOPs and total
-stride, beside the paper's numbers where the paper gives them.
+stride, beside the paper's numbers where the paper gives them (and timm's for the
+bag-of-tricks networks resnet18d, resnet34d, resnet50d).
 
     python trainers/summary.py                     # all networks, a text table
     python trainers/summary.py --arch resnet50 --format markdown

@@ -1,6 +1,7 @@
 """The table of networks behind ``trainers/summary.py``: each registered
 network's depth, parameters, FLOPs and total stride, measured on the model built
-at its natural size, beside the paper's numbers where the paper gives them."""
+at its natural size, beside the paper's numbers where the paper gives them, and
+timm's for the bag-of-tricks networks (the paper has none for them)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ COLUMNS = [
     ("block", "block"),
     ("depth", "depth"),
     ("shortcut", "shortcut"),
+    ("tweaks", "tweaks"),
     ("params", "params (learned)"),
     ("paper_params", "paper params"),
+    ("timm_params", "timm params"),
     ("keras_backbone_params", "Keras count, no head"),
     ("paper_keras_backbone_params", "PAPER.md Keras count"),
     ("flops", "FLOPs (mult-adds)"),
     ("paper_flops", "paper FLOPs"),
+    ("timm_flops", "timm FLOPs"),
     ("total_stride", "total stride"),
     ("paper_error", "paper error %"),
 ]
@@ -30,12 +34,14 @@ def summarize(name: str) -> dict:
     spec = resnet_keras.resolve_spec(name)
     model = resnet_keras.get_model(name, num_classes=spec.default_num_classes)
     paper = resnet_keras.PAPER_NUMBERS.get(name, {})
+    timm = resnet_keras.TIMM_NUMBERS.get(name, {})
     return {
         "network": name,
         "input": "x".join(str(d) for d in spec.default_input_shape),
         "block": spec.block,
         "depth": spec.depth,
         "shortcut": spec.default_shortcut or "none",
+        "tweaks": spec.tweaks,
         "params": resnet_keras.count_params(model, trainable_only=True),
         "keras_backbone_params": resnet_keras.count_params(model, head=False),
         "flops": resnet_keras.count_flops(model),
@@ -44,6 +50,8 @@ def summarize(name: str) -> dict:
         "paper_keras_backbone_params": paper.get("keras_backbone_params"),
         "paper_flops": paper.get("flops"),
         "paper_error": paper.get("error"),
+        "timm_params": timm.get("params"),
+        "timm_flops": timm.get("flops"),
     }
 
 
@@ -79,7 +87,11 @@ Keras count, no head: count_params() without the classifier, BN moving statistic
 paper params: the paper's CIFAR counts (Section 4.2), in millions as the paper rounds them.
 PAPER.md Keras count: the exact Keras reference counts of the ImageNet backbones.
 FLOPs: multiply-adds of one image through convolutions and dense layers (the paper's Table 1 measure).
-paper error: CIFAR-10 test error (Table 6) or ImageNet top-1 10-crop error (Tables 2-4)."""
+paper error: CIFAR-10 test error (Table 6) or ImageNet top-1 10-crop error (Tables 2-4).
+tweaks: the bag-of-tricks tweaks (He et al. 2019, arXiv:1812.01187): B the v1.5 bottleneck,
+  C the deep stem, D the average-pooled projection shortcut.
+timm params, timm FLOPs: timm's published figures for those networks at 224x224 (parameters with
+  the classifier; GMACs), not the 2015 paper's."""
 
 
 def network_table(names=None) -> list[dict]:
