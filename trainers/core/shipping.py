@@ -186,7 +186,9 @@ def _float32_network(trained, config: dict):
         shortcut=config.get("shortcut") or spec.default_shortcut,
         width=config.get("width", 1.0),
         stage_depths=spec.stage_depths,
-        bottleneck_version="v1",
+        bottleneck_version=spec.bottleneck_version,
         normalization="pixel",
+        stem=spec.stem,
+        shortcut_downsample=spec.shortcut_downsample,
     )
     return model, build
