@@ -45,6 +45,16 @@ def test_a_failed_run_does_not_stop_the_imagenette_queue(tmp_path):
     assert [c.split("--arch ")[1].split()[0] for c in calls] == ["resnet18", "resnet18", "resnet34", "resnet50"]
 
 
+@pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs a POSIX shell")
+def test_the_leaderboard_screen_stops_at_a_preempted_run_and_goes_on_past_a_failed_one(tmp_path):
+    code, calls = _queue(tmp_path, 3, "leaderboard.sh", "screen")
+    assert code == 0 and [c.split("--arch ")[1].split()[0] for c in calls] == ["resnet18d", "resnet18"]
+    assert all("--epochs 5" in c and "--image-size 128" in c and "--recipe fast" in c for c in calls)
+    (tmp_path / "pre").mkdir()
+    code, calls = _queue(tmp_path / "pre", 75, "leaderboard.sh", "screen")
+    assert code == 75 and len(calls) == 1
+
+
 @pytest.mark.skipif(
     not (shutil.which("flock") and shutil.which("pgrep")), reason="needs flock (util-linux) and pgrep (procps)"
 )

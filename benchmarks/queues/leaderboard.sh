@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 38's runs toward the Imagenette leaderboard (128 px, from random weights), one after another at nice 19.
+# Rerun to resume: a finished run is skipped, an unfinished one resumes from its backup. Run from a checkout:
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen]
+# screen: one seed of each change at 5 epochs on ResNet-18, the cheapest network, against the fast recipe's
+# baseline on the same machine (the ablation table's first rows).
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python}
+DD=$(cd "${DATA_DIR:-../shared/tensorflow_datasets}" && pwd)
+R=${RUNS:-$HOME/resnet-runs}/leaderboard
+export TF_CPP_MIN_LOG_LEVEL=2
+run() { local out=$1; shift
+  if [ -f "$out/metrics.json" ]; then echo "skip $out"; return; fi
+  echo "=== $(date -u +%FT%TZ) $out"
+  nice -n 19 "$PY" trainers/fit.py "$@" --data-dir "$DD" --output-dir "$out" --backup-every 200; local rc=$?
+  echo "rc=$rc $out"
+  # 75: stopped by SIGTERM after a backup (a session ending): stop here; rerunning the queue resumes this run.
+  if [ $rc = 75 ]; then exit 75; fi; }
+if [ "${1:-screen}" = screen ]; then
+  common=(--recipe fast --image-size 128 --epochs 5 --seed 0)
+  run "$R/screen/resnet18d" --arch resnet18d "${common[@]}"
+  run "$R/screen/resnet18" --arch resnet18 "${common[@]}"
+  echo "=== $(date -u +%FT%TZ) screen done"
+else
+  echo "usage: leaderboard.sh [screen]" >&2; exit 2
+fi
