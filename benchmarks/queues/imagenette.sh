@@ -8,14 +8,7 @@ PY=${PYTHON:-python}
 DD=$(cd "${DATA_DIR:-../shared/tensorflow_datasets}" && pwd)
 R=${RUNS:-$HOME/resnet-runs}/imagenette
 export TF_CPP_MIN_LOG_LEVEL=2
-run() { local out=$1; shift
-  if [ -f "$out/metrics.json" ]; then echo "skip $out"; return; fi
-  echo "=== $(date -u +%FT%TZ) $out"
-  nice -n 19 "$PY" trainers/fit.py "$@" --data-dir "$DD" --output-dir "$out" --backup-every 200; local rc=$?
-  echo "rc=$rc $out"
-  # 75: stopped by SIGTERM after a backup (a session ending, a preemption): stop the queue here rather than
-  # start the next run; rerunning the queue resumes this one.
-  if [ $rc = 75 ]; then exit 75; fi; }
+. benchmarks/queues/fit_run.sh
 F4=$R/figure4-fast-128-e20
 if [ "${1:-rows}" = rows ]; then
   # the results table's 20-epoch rows (issue 16)

@@ -10,13 +10,7 @@ PY=${PYTHON:-python}
 DD=$(cd "${DATA_DIR:-../shared/tensorflow_datasets}" && pwd)
 R=${RUNS:-$HOME/resnet-runs}/leaderboard
 export TF_CPP_MIN_LOG_LEVEL=2
-run() { local out=$1; shift
-  if [ -f "$out/metrics.json" ]; then echo "skip $out"; return; fi
-  echo "=== $(date -u +%FT%TZ) $out"
-  nice -n 19 "$PY" trainers/fit.py "$@" --data-dir "$DD" --output-dir "$out" --backup-every 200; local rc=$?
-  echo "rc=$rc $out"
-  # 75: stopped by SIGTERM after a backup (a session ending): stop here; rerunning the queue resumes this run.
-  if [ $rc = 75 ]; then exit 75; fi; }
+. benchmarks/queues/fit_run.sh
 if [ "${1:-screen}" = screen ]; then
   common=(--recipe fast --image-size 128 --epochs 5 --seed 0)
   run "$R/screen/resnet18d" --arch resnet18d "${common[@]}"
