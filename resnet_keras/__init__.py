@@ -19,9 +19,11 @@ from resnet_keras.applications import copy_applications_weights, from_applicatio
 from resnet_keras.blocks import SHORTCUTS
 from resnet_keras.cost import count_flops, count_params
 from resnet_keras.layers import (
+    BinomialBlur,
     FusedBatchNormalization,
     InputNormalization,
     MatmulConv2D,
+    ReflectPadding2D,
     get_normalization,
     zero_pad_shortcut,
 )
@@ -29,6 +31,7 @@ from resnet_keras.models import get_model
 from resnet_keras.pretrained import list_weights
 from resnet_keras.specs import (
     ARCHITECTURES,
+    BLUR_POOLS,
     BOTTLENECK_VERSIONS,
     PAPER_NUMBERS,
     SHORTCUT_DOWNSAMPLES,
@@ -51,6 +54,7 @@ _sys.setrecursionlimit(max(_sys.getrecursionlimit(), 20_000))
 
 __all__ = [
     "ARCHITECTURES",
+    "BLUR_POOLS",
     "BOTTLENECK_VERSIONS",
     "PAPER_NUMBERS",
     "SHORTCUTS",
@@ -58,9 +62,11 @@ __all__ = [
     "STEMS",
     "TIMM_NUMBERS",
     "ArchSpec",
+    "BinomialBlur",
     "FusedBatchNormalization",
     "InputNormalization",
     "MatmulConv2D",
+    "ReflectPadding2D",
     "copy_applications_weights",
     "count_flops",
     "count_params",

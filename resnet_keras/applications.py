@@ -123,6 +123,7 @@ def from_applications(name: str, *, weights="imagenet", input_shape=None, **kwar
         "bottleneck_version",
         "stem",
         "shortcut_downsample",
+        "blur_pool",
         "num_classes",
         "stage_depths",
         "width",

@@ -7,8 +7,12 @@ Layer names follow ``keras.applications``: a block named ``conv3_block1`` makes
 ``conv3_block1_0_zeropad`` for an option A shortcut, ``conv3_block1_add`` and
 ``conv3_block1_out``. The ImageNet stem is ``conv1_conv`` / ``conv1_bn`` /
 ``conv1_relu``, or ``conv1_1_conv`` ... ``conv1_3_relu`` for the deep stem
-(ResNet-C), then ``pool1_pool``. Stable names make summaries readable and weights
-transferable by name.
+(ResNet-C), then ``pool1_pool``. Zhang's anti-aliased downsampling
+(``blur_pool``) adds a blur after the layer whose stride it takes over, named
+after it: ``pool1_blur``, ``conv3_block1_1_blur`` (or ``_2_blur``, the
+bottleneck's 3x3 in v1.5) and ``conv3_block1_0_blur`` before a projection's
+1x1, each after its padding ``..._blur_pad``. Stable names make summaries
+readable and weights transferable by name.
 """
 
 from __future__ import annotations
@@ -19,8 +23,15 @@ import zlib
 import keras
 from keras import layers
 
-from resnet_keras.layers import FusedBatchNormalization, MatmulConv2D, zero_pad_output_shape, zero_pad_shortcut
-from resnet_keras.specs import DEFAULT_BOTTLENECK_VERSION, DEFAULT_SHORTCUT_DOWNSAMPLE
+from resnet_keras.layers import (
+    BinomialBlur,
+    FusedBatchNormalization,
+    MatmulConv2D,
+    ReflectPadding2D,
+    zero_pad_output_shape,
+    zero_pad_shortcut,
+)
+from resnet_keras.specs import BLUR_SIZE, DEFAULT_BLUR_POOL, DEFAULT_BOTTLENECK_VERSION, DEFAULT_SHORTCUT_DOWNSAMPLE
 
 SHORTCUTS = ("A", "B", "C")
 
@@ -38,6 +49,9 @@ class BlockOptions:
     shortcut_downsample: ``"stride"`` downsamples a projection shortcut with
         its 1x1 conv's stride; ``"avgpool"`` with a 2x2/2 average pooling
         before a 1x1 conv of stride 1 (ResNet-D).
+    blur_pool: ``"all"`` moves the stride of every strided conv of a block and
+        of a downsampling projection to a binomial blur (Zhang 2019,
+        arXiv:1904.11486); ``"none"`` and ``"stem"`` leave the blocks as they are.
     bn_momentum, bn_epsilon: 0.9 and 1e-5 are Caffe's and PyTorch's values
         (PyTorch's momentum 0.1 is Keras' 0.9). Keras' default momentum of 0.99
         lags badly in short runs.
@@ -51,6 +65,7 @@ class BlockOptions:
     shortcut: str | None = "A"
     bottleneck_version: str = DEFAULT_BOTTLENECK_VERSION
     shortcut_downsample: str = DEFAULT_SHORTCUT_DOWNSAMPLE
+    blur_pool: str = DEFAULT_BLUR_POOL
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     zero_init_residual: bool = False
@@ -117,12 +132,52 @@ def conv_bn(x, filters, kernel_size, stride, options, name, relu=True, zero_gamm
     return x
 
 
+def apply_blur(x, stride, name):
+    """Zhang's (2019, arXiv:1904.11486) anti-aliasing: a 3x3 binomial blur of
+    every channel, then the subsampling, as one depthwise convolution of stride
+    ``stride`` whose kernel (:class:`BinomialBlur`) is never trained.
+
+    Padded 1 on every side by reflection, as Zhang's and timm's BlurPool: a
+    map of size H becomes ceil(H / 2), as the strided layer it follows made it,
+    sampled at the same pixels (0, 2, 4, ...). Reflection rather than zeros
+    (ZeroPadding2D): zeros would darken the first row and column of outputs by
+    a quarter (the corner by 7/16) at every blur, 13 of the 49 outputs of the
+    last stage at 224 px, and a constant image would not stay constant.
+    TensorFlow's MirrorPad, which does it, is the TFLite builtin MIRROR_PAD."""
+    pad = BLUR_SIZE // 2
+    x = ReflectPadding2D(pad, name=f"{name}_pad")(x)
+    return layers.DepthwiseConv2D(
+        BLUR_SIZE,
+        strides=stride,
+        padding="valid",
+        use_bias=False,
+        depthwise_initializer=BinomialBlur(),
+        trainable=False,
+        name=name,
+    )(x)
+
+
+def branch_conv_bn(x, filters, kernel_size, stride, options, name):
+    """conv -> BN -> ReLU of a block's branch. Under ``blur_pool="all"`` a
+    strided one runs at stride 1 and the blur takes its stride after the ReLU
+    (Zhang's ConvBlurPool): ``{name}_conv`` ... ``{name}_relu``, ``{name}_blur``."""
+    if stride > 1 and options.blur_pool == "all":
+        x = conv_bn(x, filters, kernel_size, 1, options, name=name)
+        return apply_blur(x, stride, name=f"{name}_blur")
+    return conv_bn(x, filters, kernel_size, stride, options, name=name)
+
+
 def apply_shortcut(x, out_channels, stride, options, name):
     """The shortcut branch of a residual block (option A, B or C)."""
     in_channels = x.shape[-1]
     shape_changes = stride != 1 or in_channels != out_channels
     if options.shortcut == "C" or (options.shortcut == "B" and shape_changes):
-        if options.shortcut_downsample == "avgpool" and stride > 1:
+        if options.blur_pool == "all" and stride > 1:
+            # Zhang's anti-aliased projection: blur and subsample, then the 1x1 of
+            # stride 1 (in place of its stride, or of ResNet-D's average pooling).
+            x = apply_blur(x, stride, name=f"{name}_0_blur")
+            stride = 1
+        elif options.shortcut_downsample == "avgpool" and stride > 1:
             # ResNet-D (arXiv:1812.01187, Figure 2c): a strided 1x1 conv reads one
             # pixel in four; averaging 2x2 first lets every pixel reach the shortcut.
             # "same" pads an odd edge and averages only the real pixels there, as
@@ -167,6 +222,18 @@ def apply_deep_stem(x, filters, options):
     return x
 
 
+def apply_stem_pool(x, options):
+    """The ImageNet stem's 3x3/2 max pool, padded as keras.applications (and
+    Caffe); under ``blur_pool`` "stem" or "all", Zhang's MaxBlurPool: a 3x3 max
+    pool of stride 1 ("same": at the border the window takes the real pixels
+    only), then the blur of stride 2 (timm's aa_layer stem)."""
+    if options.blur_pool == DEFAULT_BLUR_POOL:
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    x = layers.MaxPooling2D(3, strides=1, padding="same", name="pool1_pool")(x)
+    return apply_blur(x, 2, name="pool1_blur")
+
+
 def _merge(x, residual, out_channels, stride, options, name):
     """Adds the shortcut (residual blocks) before the final ReLU."""
     if options.shortcut is not None:
@@ -178,7 +245,7 @@ def _merge(x, residual, out_channels, stride, options, name):
 def apply_basic_block(x, filters, stride, options, name):
     """Two 3x3 convs: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))."""
     zero_gamma = options.zero_init_residual and options.shortcut is not None
-    y = conv_bn(x, filters, 3, stride, options, name=f"{name}_1")
+    y = branch_conv_bn(x, filters, 3, stride, options, name=f"{name}_1")
     y = conv_bn(y, filters, 3, 1, options, name=f"{name}_2", relu=False, zero_gamma=zero_gamma)
     return _merge(x, y, filters, stride, options, name)
 
@@ -187,7 +254,7 @@ def apply_bottleneck_block(x, filters, stride, options, name, expansion=4):
     """1x1 (filters) -> 3x3 (filters) -> 1x1 (expansion * filters)."""
     zero_gamma = options.zero_init_residual and options.shortcut is not None
     stride_1x1, stride_3x3 = (stride, 1) if options.bottleneck_version == "v1" else (1, stride)
-    y = conv_bn(x, filters, 1, stride_1x1, options, name=f"{name}_1")
-    y = conv_bn(y, filters, 3, stride_3x3, options, name=f"{name}_2")
+    y = branch_conv_bn(x, filters, 1, stride_1x1, options, name=f"{name}_1")
+    y = branch_conv_bn(y, filters, 3, stride_3x3, options, name=f"{name}_2")
     y = conv_bn(y, expansion * filters, 1, 1, options, name=f"{name}_3", relu=False, zero_gamma=zero_gamma)
     return _merge(x, y, expansion * filters, stride, options, name)

@@ -1,9 +1,11 @@
-"""Serializable pieces the networks are made of: input normalization and the
-option A shortcut function. Both are registered with Keras, so a saved model
-loads with ``keras.models.load_model`` in safe mode once ``resnet_keras`` is
-imported."""
+"""Serializable pieces the networks are made of: input normalization, the
+option A shortcut function and the anti-aliasing blur's initializer and padding.
+All are registered with Keras, so a saved model loads with
+``keras.models.load_model`` in safe mode once ``resnet_keras`` is imported."""
 
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
@@ -42,6 +44,54 @@ def zero_pad_output_shape(input_shape, stride, out_channels):
     h = None if h is None else -(-h // stride)
     w = None if w is None else -(-w // stride)
     return (h, w, out_channels)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BinomialBlur(keras.initializers.Initializer):
+    """The kernel of Zhang's (2019, arXiv:1904.11486) anti-aliasing blur for a
+    ``DepthwiseConv2D``: the outer product of two rows of Pascal's triangle,
+    normalised to sum to one, the same in every channel. A 3x3 kernel is
+    ``[1, 2, 1]`` outer ``[1, 2, 1]`` / 16. The sum of one keeps a constant
+    image constant; the powers of two are exact in bfloat16 and float16.
+
+    Shape ``(kh, kw, channels, depth_multiplier)`` (any trailing axes)."""
+
+    def __call__(self, shape, dtype=None):
+        if len(shape) < 2:
+            raise ValueError(f"a blur kernel has a height and a width; got shape {tuple(shape)}")
+        rows, cols = (np.array([math.comb(n - 1, i) for i in range(n)], "float64") for n in shape[:2])
+        kernel = np.outer(rows, cols) / (rows.sum() * cols.sum())
+        kernel = np.broadcast_to(kernel.reshape(kernel.shape + (1,) * (len(shape) - 2)), tuple(shape))
+        return ops.convert_to_tensor(kernel, dtype=keras.backend.standardize_dtype(dtype or "float32"))
+
+    def get_config(self):
+        return {}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ReflectPadding2D(keras.layers.Layer):
+    """Pads height and width by ``padding`` pixels on every side with their
+    mirror image (NumPy's ``"reflect"``: the edge pixel is not repeated), as
+    Zhang's and timm's blur pools pad. TensorFlow's ``MirrorPad``, a TFLite
+    builtin (``MIRROR_PAD``). Channels last."""
+
+    def __init__(self, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+            raise ValueError(f"padding={padding!r}; expected a non-negative integer")
+        self.padding = padding
+
+    def call(self, inputs):
+        p = self.padding
+        return ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        grow = 2 * self.padding
+        return (n, None if h is None else h + grow, None if w is None else w + grow, c)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -17,6 +17,7 @@ from resnet_keras.blocks import (
     apply_bottleneck_block,
     apply_deep_stem,
     apply_standard_stem,
+    apply_stem_pool,
     conv_bn,
     layer_seed,
 )
@@ -24,6 +25,7 @@ from resnet_keras.layers import NORMALIZATION_MODES, InputNormalization
 from resnet_keras.specs import (
     BOTTLENECK_EXPANSION,
     DEEP_STEM_FILTERS,
+    DEFAULT_BLUR_POOL,
     DEFAULT_SHORTCUT_DOWNSAMPLE,
     DEFAULT_STEM,
     STAGE_FILTERS,
@@ -55,6 +57,7 @@ def get_model(
     bottleneck_version: str | None = None,
     stem: str | None = None,
     shortcut_downsample: str | None = None,
+    blur_pool: str | None = None,
     normalization: str = "pixel",
     zero_init_residual: bool = False,
     bn_momentum: float = 0.9,
@@ -91,6 +94,14 @@ def get_model(
             stride 1; projection shortcuts only); default the name's.
             Any combination of the three builds, e.g. ``get_model("resnet50",
             stem="deep")`` is timm's resnet50c.
+        blur_pool: anti-aliased downsampling of Zhang (2019, "Making
+            Convolutional Networks Shift-Invariant Again", arXiv:1904.11486):
+            ``"none"`` (the paper's), ``"stem"`` (the stem's max pool becomes a
+            3x3/1 max pool and a 3x3 binomial blur of stride 2; ImageNet only)
+            or ``"all"`` (also every strided conv of a block runs at stride 1
+            and blurs with stride 2 after its ReLU, and a downsampling
+            projection blurs before its 1x1 of stride 1); default the name's.
+            The blur's kernel is fixed, so it adds no trainable parameters.
         normalization: ``"pixel"`` (a mean image, as the paper) or ``"channel"``.
         zero_init_residual: start each residual branch's last BN scale at zero.
         bn_momentum, bn_epsilon: BatchNormalization settings of every BN.
@@ -112,7 +123,12 @@ def get_model(
     spec = resolve_spec(name)
     if stage_depths is not None:
         spec = spec.with_stage_depths(check_stage_depths(spec.family, stage_depths))
-    spec = spec.with_tweaks(stem=stem, shortcut_downsample=shortcut_downsample, bottleneck_version=bottleneck_version)
+    spec = spec.with_tweaks(
+        stem=stem,
+        shortcut_downsample=shortcut_downsample,
+        bottleneck_version=bottleneck_version,
+        blur_pool=blur_pool,
+    )
 
     if not isinstance(include_top, bool):
         raise ValueError(f"include_top={include_top!r}; expected True or False")
@@ -155,6 +171,7 @@ def get_model(
         shortcut=shortcut,
         bottleneck_version=spec.bottleneck_version,
         shortcut_downsample=spec.shortcut_downsample,
+        blur_pool=spec.blur_pool,
         bn_momentum=float(bn_momentum),
         bn_epsilon=float(bn_epsilon),
         zero_init_residual=zero_init_residual,
@@ -180,6 +197,7 @@ def get_model(
                 normalization=normalization,
                 stem=spec.stem,
                 shortcut_downsample=spec.shortcut_downsample,
+                blur_pool=spec.blur_pool,
             ),
         )
     model = build_network(
@@ -224,10 +242,11 @@ def build_settings(
     normalization,
     stem=DEFAULT_STEM,
     shortcut_downsample=DEFAULT_SHORTCUT_DOWNSAMPLE,
+    blur_pool=DEFAULT_BLUR_POOL,
 ):
     """The settings that decide a network's weights (``pretrained.BUILD_KEYS``), as a manifest records them.
-    ``stem`` and ``shortcut_downsample`` default to the paper's, which is what a
-    caller that predates the ResNet-C/D tweaks builds."""
+    ``stem``, ``shortcut_downsample`` and ``blur_pool`` default to the paper's,
+    which is what a caller that predates the tweaks builds."""
     return {
         "num_classes": int(num_classes),
         "input_shape": [None if d is None else int(d) for d in input_shape],
@@ -238,6 +257,7 @@ def build_settings(
         "normalization": normalization,
         "stem": stem,
         "shortcut_downsample": shortcut_downsample,
+        "blur_pool": blur_pool,
     }
 
 
@@ -296,9 +316,7 @@ def build_network(spec, options, *, num_classes, input_shape, width, normalizati
             x = apply_deep_stem(x, [scaled_filters(f, width) for f in DEEP_STEM_FILTERS], options)
         else:
             x = apply_standard_stem(x, stem_filters, options)
-        # 3x3/2 max pool, padded as keras.applications (and Caffe).
-        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        x = apply_stem_pool(x, options)
 
     for stage, (blocks, filters) in enumerate(zip(spec.stage_depths, STAGE_FILTERS[spec.family])):
         filters = scaled_filters(filters, width)

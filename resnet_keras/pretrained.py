@@ -15,7 +15,7 @@ import hashlib
 import json
 import pathlib
 
-from resnet_keras.specs import DEFAULT_SHORTCUT_DOWNSAMPLE, DEFAULT_STEM
+from resnet_keras.specs import DEFAULT_BLUR_POOL, DEFAULT_SHORTCUT_DOWNSAMPLE, DEFAULT_STEM
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
@@ -31,10 +31,15 @@ BUILD_KEYS = (
     "normalization",
     "stem",
     "shortcut_downsample",
+    "blur_pool",
 )
-# Entries shipped before the ResNet-C/D tweaks record neither key; they were
-# built with the paper's stem and strided projections.
-UNRECORDED_BUILD = {"stem": DEFAULT_STEM, "shortcut_downsample": DEFAULT_SHORTCUT_DOWNSAMPLE}
+# Entries shipped before the ResNet-C/D tweaks and the blur pool record none of
+# these keys; they were built with the paper's stem, strided projections and no blur.
+UNRECORDED_BUILD = {
+    "stem": DEFAULT_STEM,
+    "shortcut_downsample": DEFAULT_SHORTCUT_DOWNSAMPLE,
+    "blur_pool": DEFAULT_BLUR_POOL,
+}
 
 
 def read_manifest(path=None) -> list[dict]:

@@ -5,7 +5,8 @@ An architecture is a frozen :class:`ArchSpec`; adding a depth is adding a row to
 stride) come from the paper's Table 1 (ImageNet) and Section 4.2 (CIFAR-10).
 The ResNet-B, -C and -D "bag of tricks" tweaks of He et al. (2019,
 arXiv:1812.01187) are three fields of the row (``bottleneck_version``, ``stem``,
-``shortcut_downsample``), so a tweaked network is a row too (``resnet50d``).
+``shortcut_downsample``), so a tweaked network is a row too (``resnet50d``);
+Zhang's (2019, arXiv:1904.11486) anti-aliased downsampling is a fourth (``blur_pool``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,26 @@ DEEP_STEM_FILTERS = (32, 32, 64)
 SHORTCUT_DOWNSAMPLES = ("stride", "avgpool")
 DEFAULT_SHORTCUT_DOWNSAMPLE = "stride"
 
+# Anti-aliased downsampling (Zhang 2019, "Making Convolutional Networks
+# Shift-Invariant Again", arXiv:1904.11486): a stride reads one pixel in four and
+# aliases; blurring with a 3x3 binomial filter ([1, 2, 1] outer [1, 2, 1] / 16)
+# before subsampling low-passes first. The default is the 2015 paper's.
+# "none": no blur.
+# "stem" (ImageNet only): MaxBlurPool, the stem's 3x3/2 max pool becomes a 3x3/1
+#   max pool and a blur of stride 2 (timm's aa_layer stem; Zhang's code pools
+#   2x2, timm and this keep the paper's 3x3 window). The stem's convs keep their
+#   stride, as in Zhang's (pool_only=True) and timm's ResNets.
+# "all": "stem" (ImageNet) and ConvBlurPool in every block: a strided conv of the
+#   branch runs at stride 1 and its BN and ReLU are followed by the blur of stride
+#   2 (after the 1x1 of a v1 bottleneck, after the 3x3 of v1.5 and of a basic
+#   block: whichever conv carried the stride), and a downsampling projection
+#   shortcut (B/C) blurs with stride 2 before its 1x1 conv of stride 1, in place
+#   of its stride or of ResNet-D's average pooling. Option A shortcuts keep their
+#   subsampling (the CIFAR networks take "all" on their branches alone).
+BLUR_POOLS = ("none", "stem", "all")
+DEFAULT_BLUR_POOL = "none"
+BLUR_SIZE = 3
+
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:
@@ -65,6 +86,12 @@ class ArchSpec:
             (ResNet-D, residual networks only).
         bottleneck_version: ``"v1"`` (the paper's) or ``"v1.5"`` (ResNet-B,
             bottleneck networks only).
+        blur_pool: anti-aliased downsampling (Zhang 2019, arXiv:1904.11486):
+            ``"none"`` (the paper's), ``"stem"`` (the stem's max pool becomes a
+            stride-1 max pool and a 3x3 binomial blur of stride 2; ImageNet
+            only) or ``"all"`` (the stem's too where there is one, and every
+            strided conv of a block and projection shortcut blurs its stride);
+            the output shape of every stage is the same as without.
     """
 
     family: str
@@ -74,6 +101,7 @@ class ArchSpec:
     stem: str = DEFAULT_STEM
     shortcut_downsample: str = DEFAULT_SHORTCUT_DOWNSAMPLE
     bottleneck_version: str = DEFAULT_BOTTLENECK_VERSION
+    blur_pool: str = DEFAULT_BLUR_POOL
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -85,6 +113,7 @@ class ArchSpec:
             ("stem", self.stem, STEMS),
             ("shortcut_downsample", self.shortcut_downsample, SHORTCUT_DOWNSAMPLES),
             ("bottleneck_version", self.bottleneck_version, BOTTLENECK_VERSIONS),
+            ("blur_pool", self.blur_pool, BLUR_POOLS),
         ):
             if not isinstance(value, str) or value not in choices:
                 raise ValueError(f"{field}={value!r}; expected one of {choices}")
@@ -102,6 +131,11 @@ class ArchSpec:
             raise ValueError(
                 f"bottleneck_version={self.bottleneck_version!r} applies to bottleneck networks only; "
                 "this one has basic blocks"
+            )
+        if self.blur_pool == "stem" and self.family != "imagenet":
+            raise ValueError(
+                "blur_pool='stem' applies to ImageNet networks only; a CIFAR network's stem has no max pool "
+                "(blur_pool='all' blurs its strided convolutions)"
             )
 
     @property
@@ -147,9 +181,14 @@ class ArchSpec:
     def with_stage_depths(self, stage_depths) -> ArchSpec:
         return dataclasses.replace(self, stage_depths=tuple(stage_depths))
 
-    def with_tweaks(self, *, stem=None, shortcut_downsample=None, bottleneck_version=None) -> ArchSpec:
+    def with_tweaks(self, *, stem=None, shortcut_downsample=None, bottleneck_version=None, blur_pool=None) -> ArchSpec:
         """This row with the tweaks that are not ``None`` replaced (and checked)."""
-        given = {"stem": stem, "shortcut_downsample": shortcut_downsample, "bottleneck_version": bottleneck_version}
+        given = {
+            "stem": stem,
+            "shortcut_downsample": shortcut_downsample,
+            "bottleneck_version": bottleneck_version,
+            "blur_pool": blur_pool,
+        }
         return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
 
 
