@@ -12,7 +12,7 @@ import keras
 import pytest
 
 from trainers import fit
-from trainers.core.config import DEFAULT_DATASET, IDENTITY_KEYS, RunConfig, record_identity
+from trainers.core.config import ARCH_TWEAKS, DEFAULT_DATASET, IDENTITY_KEYS, RunConfig, record_identity
 from trainers.core.errors import OutputError, UserError
 from trainers.core.train import train
 
@@ -228,11 +228,17 @@ def test_a_run_directory_of_the_previous_layout_resumes_with_its_command(resumed
     assert metrics["run_dir"] == str(run_dir) and metrics["iterations"] == 6
     assert [p.name for p in runs.iterdir()] == [run_dir.name]  # resumed, not refused, not a second run
     assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
-    # config.json keeps the layout the old trainer wrote: the same keys, in order, and the same values.
+    # config.json keeps the layout the old trainer wrote: the same keys, in order, and the same values; the
+    # settings added since (issue 38's tweaks and recipe changes) follow the old ones, unset.
     record = _strict((run_dir / "config.json").read_text())
-    assert list(record) == list(old) == [*RunConfig.defaults(), *DERIVED]
+    added = [name for name in RunConfig.defaults() if name not in old]
+    assert added == list(ARCH_TWEAKS) + ["optimizer", "lr_schedule", "mixup"]
+    assert list(record) == [name for name in old if name not in DERIVED] + added + DERIVED
+    assert list(old) == [name for name in RunConfig.defaults() if name not in added] + DERIVED
+    assert all(record[name] is None for name in added)
     assert record["status"] == "finished" and record["run_dir"] == str(run_dir)
-    assert {k: v for k, v in record.items() if k not in MACHINE} == {k: v for k, v in old.items() if k not in MACHINE}
+    same = {k: v for k, v in record.items() if k not in MACHINE and k not in added}
+    assert same == {k: v for k, v in old.items() if k not in MACHINE}
 
 
 def test_config_json_round_trips_through_run_config(resumed_old_run):

@@ -179,6 +179,11 @@ def test_imagenet_style_pipeline_on_tfds_mock_data(name, classes, augment):
         assert crops.shape == (2, 10, 64, 64, 3)
         # The last five crops are the first five mirrored.
         np.testing.assert_allclose(crops[:, 5:].numpy(), crops[:, :5].numpy()[:, :, :, ::-1], atol=1e-4)
+        # Test-time flip: the centre crop, then its mirror image.
+        views, _ = next(iter(data.flip_pipeline(info, "test", batch_size=4)))
+        assert views.shape == (4, 2, 64, 64, 3)
+        np.testing.assert_array_equal(views[:, 0].numpy(), images.numpy())
+        np.testing.assert_array_equal(views[:, 1].numpy(), images.numpy()[:, :, ::-1])
 
 
 def test_ten_crop_takes_corners_and_centre_of_the_resized_image():

@@ -364,15 +364,18 @@ def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop
     assert schedule["boundaries"] == [2, 4] and schedule["augment"] == "scale"
     assert schedule["lr"] == pytest.approx(0.1 * 16 / 256)
     assert json.loads((run_dir / "metrics.json").read_text())["iterations"] == 8
-    # The centre crop and the paper's 10-crop side by side (one 10-crop pass: it is the slow one).
+    # The centre crop, the flip and the paper's 10-crop side by side (one 10-crop pass: it is the slow one).
     both = evaluate.main([str(run_dir), "--all-views", "--batch-size", "32"])
-    assert set(both["views"]) == {"centre crop", "10-crop"}
+    assert set(both["views"]) == {"centre crop", "flip", "10-crop"}
     assert all(v["images"] == 128 and 0 <= v["top1_error"] <= 1 for v in both["views"].values())
     assert json.loads((run_dir / "eval-final-test-views.json").read_text()) == both
     centre = evaluate.main([str(run_dir), "--batch-size", "32"])
     assert centre["view"] == "centre crop" and centre["top1_error"] == both["views"]["centre crop"]["top1_error"]
+    flip = evaluate.main([str(run_dir), "--flip", "--batch-size", "32"])
+    assert flip["view"] == "flip" and flip["top1_error"] == both["views"]["flip"]["top1_error"]
+    assert json.loads((run_dir / "eval-final-test-flip.json").read_text()) == flip
     out = capsys.readouterr().out
-    assert "centre crop at 64px" in out and "10-crop at 64px" in out
+    assert "centre crop at 64px" in out and "10-crop at 64px" in out and "flip at 64px" in out
 
 
 def test_an_in_process_run_puts_the_global_dtype_policy_back(tmp_path, monkeypatch):

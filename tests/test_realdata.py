@@ -57,6 +57,6 @@ def test_shipped_resnet20_reaches_its_manifest_accuracy_on_the_cifar10_copy(floa
     entry = pretrained.find_weights("resnet20", "cifar10")
     model = resnet_keras.get_model("resnet20", num_classes=10, weights="cifar10")
     info = data.describe("cifar10", data_dir=DATA_DIR, family="cifar", image_size=32, val_split=0.0, seed=0)
-    top1, _, count = score(model, data.eval_pipeline(info, "test", 500), ten_crop=False, k=5)
+    top1, _, count = score(model, data.eval_pipeline(info, "test", 500), k=5)
     print(f"shipped resnet20 'cifar10': {100 * top1 / count:.2f}% (manifest {100 * entry['test_accuracy']:.2f}%)")
     assert count == 10_000 and abs(top1 / count - entry["test_accuracy"]) <= 0.001

@@ -37,7 +37,7 @@ def build_parser():
         choices=VIEWS,
         default="single",
         help="single: the centre crop at the training size (CIFAR: the image itself); "
-        "10-crop: the paper's ten crops, softmax averaged",
+        "flip: it and its mirror image, softmax averaged; 10-crop: the paper's ten crops, softmax averaged",
     )
     p.add_argument("--dataset", help="TFDS dataset name or 'synthetic' (default: the runs', which must agree)")
     p.add_argument("--data-dir", help="TFDS data dir (default: the runs', $TFDS_DATA_DIR, ~/tensorflow_datasets)")

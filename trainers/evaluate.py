@@ -3,15 +3,17 @@
     python trainers/evaluate.py saved_models/resnet20-cifar10-20261124-101500
     python trainers/evaluate.py RUN_DIR --which best
     python trainers/evaluate.py model.keras --dataset imagenette/160px-v2 --ten-crop
-    python trainers/evaluate.py RUN_DIR --all-views     # centre crop and 10-crop side by side
+    python trainers/evaluate.py RUN_DIR --flip          # test-time flip: centre crop and its mirror
+    python trainers/evaluate.py RUN_DIR --all-views     # centre crop, flip and 10-crop side by side
     python trainers/evaluate.py weights:resnet20/cifar10  # weights shipped with the package, on their dataset
 
 A run directory supplies the dataset, image size and seed from its config.json
 (the synthetic dataset included); a bare .keras file needs --dataset. Results
-are printed and written as JSON (default: RUN_DIR/eval-<which>-<split>[-10crop|-views].json).
+are printed and written as JSON (default: RUN_DIR/eval-<which>-<split>[-flip|-10crop|-views].json).
 
 Views: the single centre crop at the training size (CIFAR: the image itself),
-which is what fast.ai's Imagenette leaderboard reports, and the paper's 10-crop
+which is what fast.ai's Imagenette leaderboard reports; the flip, that crop and
+its mirror image with their softmax averaged; and the paper's 10-crop
 (Tables 2-4): four corners and the centre of the image resized to shorter side
 256 (scaled to the training size), and their flips, softmax averaged.
 """
@@ -48,9 +50,14 @@ def build_parser():
         "resized to shorter side 256 (scaled to the model's input size)",
     )
     p.add_argument(
+        "--flip",
+        action="store_true",
+        help="test-time flip: average the softmax over the centre crop (CIFAR: the image) and its mirror image",
+    )
+    p.add_argument(
         "--all-views",
         action="store_true",
-        help="report the centre crop (or CIFAR's original view) and the 10-crop side by side",
+        help="report the centre crop (or CIFAR's original view), the flip and the 10-crop side by side",
     )
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     p.add_argument("--output", help="JSON file to write (default: in the run directory, or next to the model)")
@@ -66,6 +73,7 @@ def main(argv=None):
         data_dir=args.data_dir,
         split=args.split,
         ten_crop=args.ten_crop,
+        flip=args.flip,
         all_views=args.all_views,
         batch_size=args.batch_size,
         output=args.output,

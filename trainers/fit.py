@@ -17,12 +17,12 @@ import argparse
 
 import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
 import resnet_keras
-from resnet_keras.specs import DEFAULT_IMAGE_SIZE, DEFAULT_SHORTCUT
+from resnet_keras.specs import BLUR_POOLS, DEFAULT_IMAGE_SIZE, DEFAULT_SHORTCUT, SHORTCUT_DOWNSAMPLES, STEMS
 from trainers.core.distributed import STRATEGIES
 from trainers.core.errors import run_main, UserError
 from trainers.core.hardware import PRECISIONS, split_cpu
 from trainers.core.config import DEFAULT_DATASET, RunConfig
-from trainers.core.recipes import AUGMENTS, RECIPES
+from trainers.core.recipes import AUGMENTS, FLAT_FRACTION, LR_SCHEDULES, OPTIMIZERS, RECIPES
 from trainers.core.train import train
 
 
@@ -96,6 +96,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--zero-init-residual",
         choices=("on", "off"),
         help="start the last BN scale of every residual branch at 0 (Goyal et al. 2017); default: the recipe's (off)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="sgd (the recipe's: momentum, Caffe weight decay), adamw or lamb (decoupled weight decay; "
+        "their own default --lr and --weight-decay, docs/imagenet.md)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="cosine (warm-up, then cosine decay to 0) or flat-cosine (warm-up, the peak held for "
+        f"{round(FLAT_FRACTION * 100)}%% of the run, then cosine decay to 0); default: the recipe's",
+    )
+    p.add_argument(
+        "--mixup",
+        type=float,
+        help="mixup's alpha (each batch mixed with itself reversed, by a Beta(alpha, alpha) weight); 0: off "
+        "(default: the recipe's, off)",
+    )
+    p.add_argument(
+        "--stem",
+        choices=STEMS,
+        help="the network's stem: standard (the paper's 7x7) or deep (ResNet-C: three 3x3); default: the network's",
+    )
+    p.add_argument(
+        "--shortcut-downsample",
+        choices=SHORTCUT_DOWNSAMPLES,
+        help="how projection shortcuts downsample: stride (the paper's) or avgpool (ResNet-D); default: the network's",
+    )
+    p.add_argument(
+        "--blur-pool",
+        choices=BLUR_POOLS,
+        help="anti-aliased downsampling (Zhang 2019): none, stem (MaxBlurPool) or all (also every strided "
+        "convolution); default: the network's",
     )
     p.add_argument(
         "--shortcut",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 38's runs toward the Imagenette leaderboard (128 px, from random weights), one after another at nice 19.
 # Rerun to resume: a finished run is skipped, an unfinished one resumes from its backup. Run from a checkout:
-#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen]
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe]
 # screen: one seed of each change at 5 epochs on ResNet-18, the cheapest network, against the fast recipe's
 # baseline on the same machine (the ablation table's first rows).
 set -u
@@ -16,6 +16,19 @@ if [ "${1:-screen}" = screen ]; then
   run "$R/screen/resnet18d" --arch resnet18d "${common[@]}"
   run "$R/screen/resnet18" --arch resnet18 "${common[@]}"
   echo "=== $(date -u +%FT%TZ) screen done"
+elif [ "$1" = baseline ]; then
+  # The ablation's baseline, ResNet-18-D with the fast recipe, at 3 seeds (seed 0 is the screen's run).
+  for seed in 1 2; do
+    run "$R/baseline/resnet18d-s$seed" --arch resnet18d --recipe fast --image-size 128 --epochs 5 --seed $seed
+  done
+  echo "=== $(date -u +%FT%TZ) baseline done"
+elif [ "$1" = recipe ]; then
+  # One recipe change at a time on ResNet-18-D, seed 0, against the baseline (the ablation table's rows).
+  common=(--arch resnet18d --recipe fast --image-size 128 --epochs 5 --seed 0)
+  run "$R/recipe/flat-cosine" "${common[@]}" --lr-schedule flat-cosine
+  run "$R/recipe/adamw" "${common[@]}" --optimizer adamw
+  run "$R/recipe/lamb" "${common[@]}" --optimizer lamb
+  echo "=== $(date -u +%FT%TZ) recipe done"
 else
-  echo "usage: leaderboard.sh [screen]" >&2; exit 2
+  echo "usage: leaderboard.sh [screen|baseline|recipe]" >&2; exit 2
 fi

@@ -51,7 +51,15 @@ IDENTITY_KEYS = (
     "zero_init_residual",
     "init_from",
     "freeze_epochs",
+    "stem",
+    "shortcut_downsample",
+    "blur_pool",
+    "optimizer",
+    "lr_schedule",
+    "mixup",
 )
+# The architecture table's tweaks a run may set for its network (get_model's overrides).
+ARCH_TWEAKS = ("stem", "shortcut_downsample", "blur_pool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +107,14 @@ class RunConfig:
     zero_init_residual: bool | None = None
     init_from: str | None = None  # trained weights to start from (resolved to an absolute path)
     freeze_epochs: float | None = None  # with init_from: epochs that train the classifier alone (0: None)
+    # The network's tweaks (None: the architecture table's for arch): get_model's overrides.
+    stem: str | None = None
+    shortcut_downsample: str | None = None
+    blur_pool: str | None = None
+    # Changes to the recipe (None: the recipe's): recipes.OPTIMIZERS, recipes.LR_SCHEDULES, mixup's alpha.
+    optimizer: str | None = None
+    lr_schedule: str | None = None
+    mixup: float | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -118,6 +134,12 @@ class RunConfig:
                 raise UserError(f"--freeze-epochs {freeze}; expected a number of epochs >= 0")
             if freeze and not self.init_from:
                 raise UserError("--freeze-epochs needs --init-from: it trains a new classifier on a trained backbone")
+        tweaks = self.arch_tweaks()
+        if tweaks:
+            try:
+                spec = spec.with_tweaks(**tweaks)
+            except (TypeError, ValueError) as error:
+                raise UserError(f"{self.arch}: {error}") from None
         size = spec.default_input_shape[0] if self.image_size is None else self.image_size
         if not isinstance(size, int) or size < spec.total_stride:
             raise UserError(
@@ -137,6 +159,10 @@ class RunConfig:
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)}; expected a positive integer")
 
     # ------------------------------------------------------------ derived
+    def arch_tweaks(self) -> dict:
+        """The tweaks this run sets for its network, as ``get_model``'s keyword arguments."""
+        return {key: getattr(self, key) for key in ARCH_TWEAKS if getattr(self, key) is not None}
+
     @property
     def spec(self) -> resnet_keras.ArchSpec:
         return resnet_keras.resolve_spec(self.arch)

@@ -605,7 +605,13 @@ def ten_crop_views(image, image_size):
 
 # ----------------------------------------------------------------- pipelines
 def train_pipeline(
-    info: DataInfo, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1), chunks: int = 1, augment: str = "scale"
+    info: DataInfo,
+    batch_size: int,
+    seed: int,
+    shard: tuple[int, int] = (0, 1),
+    chunks: int = 1,
+    augment: str = "scale",
+    mixup: float = 0.0,
 ) -> tf.data.Dataset:
     """Endless shuffled, augmented, batched training data.
 
@@ -621,7 +627,10 @@ def train_pipeline(
     per-replica batches that belong to its own replicas, *before* decoding
     and augmentation, so each worker decodes and augments only its share, and
     the global batch of iteration t holds exactly the images (and the
-    augmentation) that one process with the whole batch would use."""
+    augmentation) that one process with the whole batch would use.
+
+    ``mixup`` > 0: each batch is mixed with itself reversed (:func:`mix_batch`),
+    and its labels become probability vectors over the classes."""
     index, count = shard
     ds, decode = _source(info, "train", seed)
     ds = ds.shuffle(min(info.num_train, 50_000), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -645,14 +654,52 @@ def train_pipeline(
             lambda images, labels, u: (cifar_batch_view(images, u, info.image_size), labels),
             num_parallel_calls=_parallel(),
         )
-        return _finish(ds)
+        return _finish(_mixed(ds, mixup, seed, info.num_classes))
 
     def view(i, example):
         image, label = decode(example)
         return train_view(image, i, seed, info.style, info.image_size, augment), label
 
     ds = ds.map(view, num_parallel_calls=_parallel())
-    return _finish(ds.batch(batch_size, drop_remainder=True))
+    return _finish(_mixed(ds.batch(batch_size, drop_remainder=True), mixup, seed, info.num_classes))
+
+
+MIXUP_SEED_TAG = 0x6D6978  # "mix": keeps mixup's draws apart from the per-image augmentation's
+
+
+def mix_batch(images, labels, alpha, seed, num_classes):
+    """mixup (Zhang et al., ICLR 2018) of one batch: ``lam`` drawn from
+    Beta(alpha, alpha) (as two Gamma draws), the batch mixed with itself in
+    reverse order, ``lam x + (1 - lam) x[::-1]``, and the labels as
+    ``lam y + (1 - lam) y[::-1]`` over one-hot vectors. ``seed`` is a
+    stateless seed (shape (2,)), so a resumed run mixes as the first did.
+    (``keras.layers.MixUp`` does the same from a stateful generator, whose
+    draws a resumed run would not repeat.)"""
+    a, b = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    x = tf.random.stateless_gamma([], a, alpha=alpha)
+    y = tf.random.stateless_gamma([], b, alpha=alpha)
+    lam = x / (x + y)
+    targets = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+    mixed = lam * images + (1.0 - lam) * tf.reverse(images, axis=[0])
+    return mixed, lam * targets + (1.0 - lam) * tf.reverse(targets, axis=[0])
+
+
+def _mixed(ds: tf.data.Dataset, alpha: float, seed: int, num_classes: int) -> tf.data.Dataset:
+    if not alpha:
+        return ds
+
+    def mix(b, batch):
+        images, labels = batch
+        batch_seed = tf.stack([tf.cast(seed, tf.int64) + MIXUP_SEED_TAG, tf.cast(b, tf.int64)])
+        return mix_batch(images, labels, float(alpha), batch_seed, num_classes)
+
+    return ds.enumerate().map(mix, num_parallel_calls=_parallel())
+
+
+def one_hot_labels(ds: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
+    """Evaluation data with its labels as one-hot vectors: what a run trained
+    on mixup's probability-vector labels evaluates with."""
+    return ds.map(lambda images, labels: (images, tf.one_hot(tf.cast(labels, tf.int32), num_classes)))
 
 
 def _cifar_size(image, image_size):
@@ -709,6 +756,20 @@ def ten_crop_pipeline(info: DataInfo, which: str, batch_size: int) -> tf.data.Da
     return _finish(ds.batch(batch_size))
 
 
+def flip_views(image, style, image_size):
+    """The single evaluation view and its mirror image: (2, S, S, 3) float32 (test-time flip)."""
+    view = eval_view(image, style, image_size)
+    return tf.stack([view, tf.image.flip_left_right(view)])
+
+
+def flip_pipeline(info: DataInfo, which: str, batch_size: int, seed: int = 0) -> tf.data.Dataset:
+    ds = raw_dataset(info, which, seed)
+    ds = ds.map(
+        lambda image, label: (flip_views(image, info.style, info.image_size), label), num_parallel_calls=_parallel()
+    )
+    return _finish(ds.batch(batch_size))
+
+
 def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarray:
     """Per-pixel mean (H x W x 3, float64) of the training split's evaluation
     view, as the paper subtracts; from at most ``max_images`` images."""
@@ -723,7 +784,9 @@ def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarra
     return total / count
 
 
-def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: int, augment: str = "scale"):
+def distributed_train_data(
+    strategy, info: DataInfo, global_batch: int, seed: int, augment: str = "scale", mixup: float = 0.0
+):
     """Training data for ``strategy``: the plain pipeline with one replica;
     otherwise one pipeline per input worker (its own shard, see
     :func:`train_pipeline`), built fresh by
@@ -732,7 +795,7 @@ def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: in
     it, which re-creates the shuffle's seed generator: the order of the images
     would then depend on the strategy.)"""
     if strategy.num_replicas_in_sync == 1:
-        return train_pipeline(info, global_batch, seed, augment=augment)
+        return train_pipeline(info, global_batch, seed, augment=augment, mixup=mixup)
     replicas = strategy.num_replicas_in_sync
 
     def dataset_fn(context):
@@ -743,6 +806,7 @@ def distributed_train_data(strategy, info: DataInfo, global_batch: int, seed: in
             shard=(context.input_pipeline_id, context.num_input_pipelines),
             chunks=replicas,
             augment=augment,
+            mixup=mixup,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -4,8 +4,10 @@ models scored image by image on the same images with a paired test
 (:func:`paired`, :func:`compare`, behind ``trainers/compare.py``).
 
 Views: the single centre crop at the training size (CIFAR: the image itself)
-and the paper's 10-crop (corners and centre of the image resized to shorter
-side 256, scaled to the training size, and their flips; softmax averaged).
+the centre crop and its mirror image ("flip": test-time flip, softmax
+averaged), and the paper's 10-crop (corners and centre of the image resized to
+shorter side 256, scaled to the training size, and their flips; softmax
+averaged).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from trainers.core.files import write_json_atomic
 from trainers.core.sources import Trained, is_shipped, load_trained
 from trainers.core.train import runs_root
 
-VIEWS = ("single", "10-crop")
+VIEWS = ("single", "flip", "10-crop")
 
 
 # ------------------------------------------------------------------ scoring
@@ -71,18 +73,22 @@ def single_view(info) -> str:
 def view_pipeline(info, view: str, split: str, batch_size: int, seed: int = 0):
     if view == "10-crop":
         return data_lib.ten_crop_pipeline(info, split, batch_size)
+    if view == "flip":
+        return data_lib.flip_pipeline(info, split, batch_size, seed=seed)
     return data_lib.eval_pipeline(info, split, batch_size, seed=seed)
 
 
-def score(model, ds, *, ten_crop: bool, k: int, per_image: list | None = None) -> tuple[int, int, int]:
-    """Top-1 hits, top-k hits and images of ``model`` on ``ds``. With
-    ``per_image``, appends (label, top-1 class) for every image, in order."""
+def score(model, ds, *, k: int, per_image: list | None = None) -> tuple[int, int, int]:
+    """Top-1 hits, top-k hits and images of ``model`` on ``ds``: batches of
+    one view per image (N, S, S, 3), or of several, (N, V, S, S, 3), whose
+    softmax outputs are averaged. With ``per_image``, appends (label, top-1
+    class) for every image, in order."""
     top1 = topk = count = 0
     for images, labels in ds.as_numpy_iterator():
-        if ten_crop:
-            n = images.shape[0]
+        if images.ndim == 5:
+            n, views = images.shape[:2]
             logits = model.predict_on_batch(images.reshape((-1,) + images.shape[2:]))
-            probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits)).reshape(n, 10, -1).mean(axis=1)
+            probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits)).reshape(n, views, -1).mean(axis=1)
         else:
             probs = keras.ops.convert_to_numpy(model.predict_on_batch(images))
         ranked = np.argsort(-probs, axis=-1)[:, :k]
@@ -111,15 +117,16 @@ def evaluate(
     data_dir: str | None = None,
     split: str = "test",
     ten_crop: bool = False,
+    flip: bool = False,
     all_views: bool = False,
     batch_size: int = 100,
     output=None,
 ) -> dict:
     """Top-1 and top-k error of the trained model ``source`` (any source
-    :func:`load_trained` reads) on ``split``, in the single view, the 10-crop
-    (``ten_crop``) or both (``all_views``); printed, and written as JSON to
-    ``output`` (default: eval-<which>-<split>[-10crop|-views].json in
-    :func:`results_dir`)."""
+    :func:`load_trained` reads) on ``split``, in the single view, the centre
+    crop and its mirror (``flip``), the 10-crop (``ten_crop``) or all three
+    (``all_views``); printed, and written as JSON to ``output`` (default:
+    eval-<which>-<split>[-flip|-10crop|-views].json in :func:`results_dir`)."""
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}; expected a positive integer")
     trained = load_for_evaluation(source, which)
@@ -128,14 +135,14 @@ def evaluate(
     image_size = info.image_size
 
     k = min(5, info.num_classes)
-    if ten_crop and all_views:
-        raise UserError("give --ten-crop or --all-views, not both")
+    if ten_crop + flip + all_views > 1:
+        raise UserError("give one of --ten-crop, --flip and --all-views")
     single = single_view(info)
-    views = [single, "10-crop"] if all_views else ["10-crop" if ten_crop else single]
+    views = [single, "flip", "10-crop"] if all_views else ["10-crop" if ten_crop else "flip" if flip else single]
     scores = {}
     for view in views:
         ds = view_pipeline(info, view, split, batch_size, seed=config.get("seed", 0))
-        top1, topk, count = score(model, ds, ten_crop=view == "10-crop", k=k)
+        top1, topk, count = score(model, ds, k=k)
         if count == 0:
             raise UserError(f"the {split} split of {info.name!r} is empty")
         scores[view] = {"images": count, "top1_error": 1 - top1 / count, f"top{k}_error": 1 - topk / count}
@@ -150,7 +157,7 @@ def evaluate(
         result["views"] = scores
     else:
         result.update(view=views[0], **scores[views[0]])
-    suffix = "-views" if all_views else "-10crop" if ten_crop else ""
+    suffix = "-views" if all_views else "-10crop" if ten_crop else "-flip" if flip else ""
     name = f"eval-{which if trained.kind in ('run', 'shipped') else model_path.stem}-{split}{suffix}.json"
     target = pathlib.Path(output) if output else out_dir / name
     if not output and not out_dir.exists():  # shipped weights: their results folder under saved_models/
@@ -194,7 +201,7 @@ def predictions(model, info, view: str, split: str, batch_size: int, seed: int) 
     """(label, top-1 class) of every image of ``split``, in order."""
     pairs: list = []
     ds = view_pipeline(info, view, split, batch_size, seed=seed)
-    score(model, ds, ten_crop=view == "10-crop", k=1, per_image=pairs)
+    score(model, ds, k=1, per_image=pairs)
     return pairs
 
 
@@ -230,7 +237,7 @@ def paired(
                 f"A and B read {info_a.name!r} differently ({what}: {getattr(info_a, what)} against "
                 f"{getattr(info_b, what)}): they were trained with different data settings"
             )
-    view = "10-crop" if view == "10-crop" else single_view(info_a)
+    view = view if view in ("flip", "10-crop") else single_view(info_a)
     pred_a = predictions(model_a, info_a, view, split, batch_size, config_a.get("seed", 0))
     pred_b = predictions(model_b, info_b, view, split, batch_size, config_b.get("seed", 0))
     if not pred_a:

@@ -40,6 +40,25 @@ from trainers.core.errors import UserError
 
 RECIPES = ("paper", "fast", "finetune")
 AUGMENTS = ("scale", "rrc")
+OPTIMIZERS = ("sgd", "adamw", "lamb")
+# The learning-rate schedules a run may ask for instead of its recipe's
+# (``--lr-schedule``): "cosine" (warm-up, then cosine decay to 0) and
+# "flat-cosine" (warm-up, the peak held flat, then cosine decay to 0 over the
+# run's last ``1 - FLAT_FRACTION``), the schedule of the fast.ai Imagenette
+# leaderboard's entries (fastai's ``fit_flat_cos``).
+LR_SCHEDULES = ("cosine", "flat-cosine")
+FLAT_FRACTION = 0.75  # fastai's fit_flat_cos default: the anneal starts at 75% of the run
+# The adaptive optimizers' own defaults, at the recipe's batch (scaled
+# linearly with the batch like SGD's): Adam-style steps are about lr in size
+# whatever the gradient's scale, so SGD's 0.4 is no guide. Their weight decay
+# is decoupled (w -= lr * weight_decay * w each step, Loshchilov and Hutter
+# 2019), so its size is not comparable to the Caffe L2 decay of SGD either.
+ADAPTIVE_DEFAULTS = {
+    "adamw": {"lr": 3e-3, "weight_decay": 1e-2},
+    "lamb": {"lr": 1e-2, "weight_decay": 1e-2},
+}
+ADAPTIVE_BETAS = (0.9, 0.99)  # beta_2 0.99, not 0.999: a second moment that follows a short run's changes
+OPTIMIZER_NAMES = {"sgd": "SGD", "adamw": "AdamW", "lamb": "LAMB"}
 FAST_IMAGENET_LR = 0.4
 AUGMENT_NAMES = {
     "scale": "scale (shorter side in [256, 480] for 224, scaled; crop, flip, PCA colour)",
@@ -76,6 +95,8 @@ class Recipe:
     # "plateau" schedules shortened below the recipe's length: step milestones
     # at these fractions of the run.
     shortened_milestones: tuple[float, ...] = ()
+    optimizer: str = "sgd"  # "sgd" (CaffeSGD), or one of ADAPTIVE_DEFAULTS
+    mixup: float = 0.0  # mixup's alpha (Zhang et al. 2018); 0: off
 
 
 def paper_recipe(family: str, depth: int) -> Recipe:
@@ -176,6 +197,7 @@ def get_recipe(name: str, family: str, depth: int) -> Recipe:
 
 
 WEIGHT_DECAY_MEANING = "Caffe/L2: gradient += weight_decay * w, before momentum"
+DECOUPLED_DECAY_MEANING = "decoupled: w -= lr * weight_decay * w, apart from the gradient"
 # Schedule's fields that only some kinds of schedule have: None elsewhere, and
 # then not in its dict.
 _KIND_FIELDS = (
@@ -184,9 +206,13 @@ _KIND_FIELDS = (
     "values",
     "warmup_steps",
     "warmup_start",
+    "flat_until",
     "plateau_factor",
     "plateau_patience",
 )
+# Changes to the recipes that earlier versions did not have: in the dict only
+# where a run makes them, so a run without them records what it always did.
+_CHANGE_FIELDS = {"optimizer": "sgd", "betas": None, "mixup": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,40 +221,49 @@ class Schedule:
     of the run's batch. config.json records it as :meth:`to_dict`."""
 
     recipe: str
-    kind: str  # "step" (piecewise constant), "cosine" or "plateau" (divided by 10 when validation stalls)
+    # "step" (piecewise constant), "cosine", "flat-cosine" or "plateau" (divided by 10 when validation stalls)
+    kind: str
     total_steps: int
     steps_per_epoch: int
     epochs: float  # total_steps in epochs
     batch_size: int
     lr: float  # the initial learning rate (cosine: the peak, after the warm-up)
-    momentum: float
-    nesterov: bool
+    momentum: float | None  # SGD's; None for the adaptive optimizers (their betas instead)
+    nesterov: bool | None
     weight_decay: float
     weight_decay_on: str  # "kernels" or "all trainable weights"
     label_smoothing: float
     augment: str | None  # the ImageNet networks' training crops ("scale", "rrc"); None for CIFAR
     zero_init_residual: bool
     scaled_by: float  # total_steps / the recipe's own length
-    weight_decay_meaning: str = dataclasses.field(default=WEIGHT_DECAY_MEANING, init=False)
+    weight_decay_meaning: str = WEIGHT_DECAY_MEANING
     # "step", and "plateau" shortened into steps (shortened_from "plateau"): the
     # learning rate is values[i] up to iteration boundaries[i], then values[-1].
     shortened_from: str | None = None
     boundaries: tuple[int, ...] | None = None
     values: tuple[float, ...] | None = None
     # "cosine": linear from warmup_start to lr over warmup_steps, then cosine decay to 0.
+    # "flat-cosine": the same warm-up, lr held until iteration flat_until, then cosine decay to 0.
     warmup_steps: int | None = None
     warmup_start: float | None = None
+    flat_until: int | None = None
     # "plateau": lr x plateau_factor after plateau_patience epochs without improvement.
     plateau_factor: float | None = None
     plateau_patience: int | None = None
+    optimizer: str = "sgd"  # "sgd" (CaffeSGD: momentum, nesterov) or "adamw"/"lamb" (betas)
+    betas: tuple[float, float] | None = None
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha); 0: off
 
     def to_dict(self) -> dict:
         """The schedule as config.json's ``"schedule"`` (the dict earlier
-        versions resolved): a kind's fields only where the kind has them."""
+        versions resolved): a kind's fields only where the kind has them, the
+        newer recipe changes only where the run makes them."""
         fields = dataclasses.asdict(self)
-        order = [name for name in fields if name not in ("weight_decay_meaning", *_KIND_FIELDS)]
+        skip = ("weight_decay_meaning", *_KIND_FIELDS, *_CHANGE_FIELDS)
+        order = [name for name in fields if name not in skip]
         order.insert(order.index("weight_decay_on"), "weight_decay_meaning")
         order += [name for name in _KIND_FIELDS if fields[name] is not None]
+        order += [name for name, default in _CHANGE_FIELDS.items() if fields[name] != default]
         return {name: list(fields[name]) if isinstance(fields[name], tuple) else fields[name] for name in order}
 
 
@@ -244,6 +279,9 @@ def resolve_schedule(
     label_smoothing=None,
     augment=None,
     zero_init_residual=None,
+    optimizer=None,
+    lr_schedule=None,
+    mixup=None,
 ) -> Schedule:
     """The run's concrete schedule, in iterations of the run's batch.
 
@@ -252,17 +290,29 @@ def resolve_schedule(
     al. 2017) unless ``lr`` is given. ``epochs`` or ``steps`` shortens (or
     lengthens) the run, and every milestone moves in proportion; a plateau
     schedule shortened below its length becomes the recipe's
-    ``shortened_milestones``. ``label_smoothing``, ``augment`` and
-    ``zero_init_residual`` override the recipe's."""
+    ``shortened_milestones``. ``label_smoothing``, ``augment``,
+    ``zero_init_residual``, ``optimizer``, ``lr_schedule`` and ``mixup``
+    override the recipe's; an adaptive optimizer brings its own default
+    learning rate and (decoupled) weight decay (``ADAPTIVE_DEFAULTS``)."""
     if epochs is not None and steps is not None:
         raise UserError("give --epochs or --steps, not both")
     for flag, value in (("--epochs", epochs), ("--steps", steps)):
         if value is not None and not (math.isfinite(value) and value >= 1):
             raise UserError(f"{flag} {value}; expected a positive number")
-    base_lr = recipe.lr * batch_size / recipe.batch_size if lr is None else lr
+    optimizer = optimizer or recipe.optimizer
+    if optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"--lr-schedule {lr_schedule!r}; expected one of {', '.join(LR_SCHEDULES)}")
+    mix = recipe.mixup if mixup is None else mixup
+    if not (isinstance(mix, (int, float)) and math.isfinite(mix) and mix >= 0):
+        raise UserError(f"--mixup {mixup}; expected an alpha >= 0 (0: off; 0.2 is common)")
+    own = ADAPTIVE_DEFAULTS.get(optimizer) if optimizer != recipe.optimizer else None
+    recipe_lr = own["lr"] if own else recipe.lr
+    base_lr = recipe_lr * batch_size / recipe.batch_size if lr is None else lr
     if not base_lr > 0 or not math.isfinite(base_lr):
         raise UserError(f"--lr {lr}; expected a positive number")
-    wd = recipe.weight_decay if weight_decay is None else weight_decay
+    wd = (own["weight_decay"] if own else recipe.weight_decay) if weight_decay is None else weight_decay
     if not wd >= 0:
         raise UserError(f"--weight-decay {weight_decay}; expected a number >= 0")
     smoothing = recipe.label_smoothing if label_smoothing is None else label_smoothing
@@ -293,16 +343,23 @@ def resolve_schedule(
         epochs=total / steps_per_epoch,
         batch_size=batch_size,
         lr=base_lr,
-        momentum=recipe.momentum,
-        nesterov=recipe.nesterov,
+        momentum=recipe.momentum if optimizer == "sgd" else None,
+        nesterov=recipe.nesterov if optimizer == "sgd" else None,
         weight_decay=wd,
+        weight_decay_meaning=WEIGHT_DECAY_MEANING if optimizer == "sgd" else DECOUPLED_DECAY_MEANING,
         weight_decay_on="kernels" if recipe.decay_kernels_only else "all trainable weights",
         label_smoothing=smoothing,
         augment=augment or recipe.augment,
         zero_init_residual=recipe.zero_init_residual if zero_init_residual is None else bool(zero_init_residual),
         scaled_by=ratio,
+        optimizer=optimizer,
+        betas=ADAPTIVE_BETAS if optimizer != "sgd" else None,
+        mixup=float(mix),
     )
-    if recipe.schedule == "step":
+    kind = lr_schedule or recipe.schedule
+    if kind != recipe.schedule:
+        schedule["kind"] = kind
+    if kind == "step":
         scale = recipe.batch_size / batch_size * ratio
         boundaries, values = [], []
         if recipe.warmup_steps:
@@ -315,9 +372,11 @@ def resolve_schedule(
             lr_now /= 10
         values.append(lr_now)
         schedule.update(boundaries=tuple(boundaries), values=tuple(values))
-    elif recipe.schedule == "cosine":
-        warmup = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch * ratio))
-        schedule.update(warmup_steps=max(0, warmup), warmup_start=recipe.warmup_lr * base_lr)
+    elif kind in LR_SCHEDULES:
+        warmup = max(0, min(total - 1, round(recipe.warmup_epochs * steps_per_epoch * ratio)))
+        schedule.update(warmup_steps=warmup, warmup_start=recipe.warmup_lr * base_lr)
+        if kind == "flat-cosine":
+            schedule.update(flat_until=max(warmup, min(total - 1, round(FLAT_FRACTION * total))))
     elif total < recipe_steps and recipe.shortened_milestones:
         # Shortened: the milestones the paper's plateau runs ended up with.
         boundaries = [max(1, round(f * total)) for f in recipe.shortened_milestones]
@@ -333,6 +392,14 @@ def resolve_schedule(
 
 
 def learning_rate(schedule: Schedule):
+    if schedule.kind == "flat-cosine":
+        return WarmupFlatCosine(
+            peak=schedule.lr,
+            warmup_start=schedule.warmup_start,
+            warmup_steps=schedule.warmup_steps,
+            flat_until=schedule.flat_until,
+            total_steps=schedule.total_steps,
+        )
     if schedule.kind == "step":
         return keras.optimizers.schedules.PiecewiseConstantDecay(list(schedule.boundaries), list(schedule.values))
     if schedule.kind == "cosine":
@@ -353,16 +420,26 @@ def describe_schedule(schedule: Schedule) -> str:
         f"recipe {s.recipe}: {s.total_steps} iterations of batch {s.batch_size} "
         f"({s.epochs:.2f} epochs of {s.steps_per_epoch} steps)"
         + (f", the {s.recipe} recipe's length x {s.scaled_by:.4g}" if s.scaled_by != 1 else ""),
-        f"  SGD {'Nesterov ' if s.nesterov else ''}momentum {s.momentum}, weight decay "
-        f"{s.weight_decay:g} (Caffe meaning) on {s.weight_decay_on}"
+        (
+            f"  SGD {'Nesterov ' if s.nesterov else ''}momentum {s.momentum}, weight decay "
+            f"{s.weight_decay:g} (Caffe meaning) on {s.weight_decay_on}"
+            if s.optimizer == "sgd"
+            else f"  {OPTIMIZER_NAMES[s.optimizer]} betas {s.betas[0]}/{s.betas[1]}, weight decay "
+            f"{s.weight_decay:g} (decoupled) on {s.weight_decay_on}"
+        )
         + (f", label smoothing {s.label_smoothing:g}" if s.label_smoothing else "")
         + (f", augmentation {AUGMENT_NAMES[s.augment]}" if s.augment else "")
-        + (", residual branches' last BN gamma = 0 at start" if s.zero_init_residual else ""),
+        + (", residual branches' last BN gamma = 0 at start" if s.zero_init_residual else "")
+        + (f", mixup alpha {s.mixup:g}" if s.mixup else ""),
     ]
-    if s.kind == "cosine":
+    if s.kind in LR_SCHEDULES:
         if s.warmup_steps:
             lines.append(f"  lr {s.warmup_start:g} -> {s.lr:g} linearly over iterations [0, {s.warmup_steps})")
-        lines.append(f"  lr {s.lr:g} -> 0 by cosine over iterations [{s.warmup_steps}, {s.total_steps})")
+        anneal = s.warmup_steps
+        if s.kind == "flat-cosine":
+            anneal = s.flat_until
+            lines.append(f"  lr {s.lr:g} held over iterations [{s.warmup_steps}, {anneal})")
+        lines.append(f"  lr {s.lr:g} -> 0 by cosine over iterations [{anneal}, {s.total_steps})")
     elif s.kind == "step":
         if s.shortened_from == "plateau":
             lines.append(
@@ -379,6 +456,62 @@ def describe_schedule(schedule: Schedule) -> str:
             f"  lr {s.lr:g}, divided by 10 when validation error has not improved for {s.plateau_patience} epochs"
         )
     return "\n".join(lines)
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras_trainers")
+class WarmupFlatCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ``warmup_start`` to ``peak`` over ``warmup_steps``,
+    ``peak`` held until ``flat_until``, then cosine decay to 0 at
+    ``total_steps``: the "flat-cosine" schedule (``LR_SCHEDULES``)."""
+
+    def __init__(self, peak, warmup_start, warmup_steps, flat_until, total_steps):
+        self.peak = float(peak)
+        self.warmup_start = float(warmup_start)
+        self.warmup_steps = int(warmup_steps)
+        self.flat_until = int(flat_until)
+        self.total_steps = int(total_steps)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        warm = self.warmup_start + (self.peak - self.warmup_start) * step / max(1, self.warmup_steps)
+        progress = ops.clip((step - self.flat_until) / max(1, self.total_steps - self.flat_until), 0.0, 1.0)
+        anneal = 0.5 * self.peak * (1.0 + ops.cos(math.pi * progress))
+        return ops.where(step < self.warmup_steps, warm, anneal)
+
+    def get_config(self):
+        return {
+            "peak": self.peak,
+            "warmup_start": self.warmup_start,
+            "warmup_steps": self.warmup_steps,
+            "flat_until": self.flat_until,
+            "total_steps": self.total_steps,
+        }
+
+
+def make_optimizer(schedule: Schedule, variables) -> keras.optimizers.Optimizer:
+    """The run's optimizer, with its learning-rate schedule and weight decay.
+    ``variables``: the model's trainable variables (the adaptive optimizers
+    are told which ones their decoupled decay skips: BN scales and offsets and
+    biases, the vectors, where the schedule decays kernels only)."""
+    rate = learning_rate(schedule)
+    kernels_only = schedule.weight_decay_on == "kernels"
+    if schedule.optimizer == "sgd":
+        return CaffeSGD(
+            learning_rate=rate,
+            momentum=schedule.momentum,
+            l2_decay=schedule.weight_decay,
+            nesterov=schedule.nesterov,
+            kernels_only=kernels_only,
+        )
+    kind = {"adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb}[schedule.optimizer]
+    beta_1, beta_2 = schedule.betas
+    optimizer = kind(
+        learning_rate=rate, weight_decay=schedule.weight_decay or None, beta_1=beta_1, beta_2=beta_2, epsilon=1e-6
+    )
+    if kernels_only and schedule.weight_decay:
+        optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) < 2])
+    return optimizer
 
 
 @keras.saving.register_keras_serializable(package="resnet_keras_trainers")

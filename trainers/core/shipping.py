@@ -19,6 +19,7 @@ import resnet_keras
 from resnet_keras import pretrained
 from resnet_keras.models import build_settings
 from trainers.core import data as data_lib
+from trainers.core.config import ARCH_TWEAKS
 from trainers.core.errors import UserError
 from trainers.core.evaluation import score
 from trainers.core.files import read_json, write_json_atomic
@@ -95,7 +96,7 @@ def ship(
         model, build = _float32_network(load_trained(run, which=which).model, config)
         info = data_lib.describe_run(config, config["image_size"], data_dir=data_dir)
         pipeline = data_lib.eval_pipeline(info, "test", 250)
-        top1, _, count = score(model, pipeline, ten_crop=False, k=min(5, info.num_classes))
+        top1, _, count = score(model, pipeline, k=min(5, info.num_classes))
     accuracy = top1 / count
 
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +166,8 @@ def _float32_network(trained, config: dict):
     caller's float32 policy) with the trained weights, and the build settings
     the manifest records for ``get_model(..., weights=NAME)`` to check."""
     arch, image_size, num_classes = config["arch"], config["image_size"], trained.output_shape[-1]
+    # The tweaks the run set for its network (fit.py --stem, --shortcut-downsample, --blur-pool); None: the row's.
+    tweaks = {key: config.get(key) for key in ARCH_TWEAKS if config.get(key) is not None}
     try:
         model = resnet_keras.get_model(
             arch,
@@ -173,11 +176,12 @@ def _float32_network(trained, config: dict):
             shortcut=config.get("shortcut"),
             width=config.get("width", 1.0),
             stage_depths=config.get("stage_depths"),
+            **tweaks,
         )
         model.set_weights(trained.get_weights())
     except ValueError as error:
         raise UserError(f"the run's network cannot be rebuilt by get_model ({error})") from None
-    spec = resnet_keras.resolve_spec(arch)
+    spec = resnet_keras.resolve_spec(arch).with_tweaks(**tweaks)
     if config.get("stage_depths"):
         spec = spec.with_stage_depths(tuple(config["stage_depths"]))
     build = build_settings(
@@ -190,5 +194,6 @@ def _float32_network(trained, config: dict):
         normalization="pixel",
         stem=spec.stem,
         shortcut_downsample=spec.shortcut_downsample,
+        blur_pool=spec.blur_pool,
     )
     return model, build

@@ -191,6 +191,10 @@ def _shipped(source) -> Trained:
             stage_depths=tuple(build["stage_depths"]),
             bottleneck_version=build["bottleneck_version"],
             normalization=build["normalization"],
+            # Weights shipped before a tweak existed record none: the row's.
+            stem=build.get("stem"),
+            shortcut_downsample=build.get("shortcut_downsample"),
+            blur_pool=build.get("blur_pool"),
             weights=name,
         )
         path = pretrained.verified_path(entry)

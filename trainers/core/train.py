@@ -293,6 +293,9 @@ def _plan(run: _Run) -> None:
         label_smoothing=config.label_smoothing,
         augment=config.augment,
         zero_init_residual=config.zero_init_residual,
+        optimizer=config.optimizer,
+        lr_schedule=config.lr_schedule,
+        mixup=config.mixup,
     )
     run.freeze_steps = round(config.freeze_epochs * run.steps_per_epoch) if config.freeze_epochs else 0
     if run.freeze_steps >= run.schedule.total_steps:
@@ -371,10 +374,16 @@ def _data(run: _Run):
     """The training, validation and test pipelines, and the per-pixel mean
     (computed once and kept in the run directory)."""
     config, info = run.config, run.info
-    train_ds = data_lib.distributed_train_data(run.strategy, info, run.batch, config.seed, augment=run.schedule.augment)
+    mixup = run.schedule.mixup
+    train_ds = data_lib.distributed_train_data(
+        run.strategy, info, run.batch, config.seed, augment=run.schedule.augment, mixup=mixup
+    )
     eval_batch = max(run.batch, 256 // run.replicas * run.replicas)
     test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
     val_ds = data_lib.eval_pipeline(info, "val", eval_batch) if info.num_val else test_ds
+    if mixup:  # one kind of label in the whole run: mixup's probability vectors
+        test_ds = data_lib.one_hot_labels(test_ds, info.num_classes)
+        val_ds = data_lib.one_hot_labels(val_ds, info.num_classes) if info.num_val else test_ds
     if (run.run_dir / "pixel_mean.npy").exists():
         mean = np.load(run.run_dir / "pixel_mean.npy")
     else:
@@ -408,6 +417,7 @@ def _model(run: _Run, model, mean):
                     synchronized_bn=bool(config.sync_bn),
                     seed=config.seed,
                     zero_init_residual=schedule.zero_init_residual,
+                    **config.arch_tweaks(),
                 )
             except ValueError as error:
                 raise UserError(str(error)) from None
@@ -425,24 +435,28 @@ def _model(run: _Run, model, mean):
                 f"input mean from the {init['normalization']}",
                 config,
             )
-        optimizer = recipes.CaffeSGD(
-            learning_rate=recipes.learning_rate(schedule),
-            momentum=schedule.momentum,
-            l2_decay=schedule.weight_decay,
-            nesterov=schedule.nesterov,
-            kernels_only=schedule.weight_decay_on == "kernels",
-        )
-        if schedule.label_smoothing:
-            loss = recipes.SparseCrossentropy(label_smoothing=schedule.label_smoothing)
+        optimizer = recipes.make_optimizer(schedule, model.trainable_variables)
+        top_k = min(5, info.num_classes)
+        if schedule.mixup:
+            # Labels are probability vectors (data_lib.mix_batch); accuracy counts the argmax of the label.
+            loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=schedule.label_smoothing)
+            metrics = [
+                keras.metrics.CategoricalAccuracy(name="accuracy"),
+                keras.metrics.TopKCategoricalAccuracy(k=top_k, name="top5"),
+            ]
         else:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            if schedule.label_smoothing:
+                loss = recipes.SparseCrossentropy(label_smoothing=schedule.label_smoothing)
+            else:
+                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics = [
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                keras.metrics.SparseTopKCategoricalAccuracy(k=top_k, name="top5"),
+            ]
         model.compile(
             optimizer=optimizer,
             loss=loss,
-            metrics=[
-                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, info.num_classes), name="top5"),
-            ],
+            metrics=metrics,
             jit_compile=bool(config.jit_compile),
             steps_per_execution=config.steps_per_execution,
         )
@@ -452,9 +466,9 @@ def _model(run: _Run, model, mean):
             # a backup of either phase restores into the same structure.
             optimizer.build(model.trainable_variables)
             frozen = finetune.freeze_backbone(model)
-    compat.build_before_fit(
-        model, run.strategy, (((run.batch, info.image_size, info.image_size, 3), "float32"), ((run.batch,), "int64"))
-    )
+    labels = ((run.batch, info.num_classes), "float32") if schedule.mixup else ((run.batch,), "int64")
+    images = ((run.batch, info.image_size, info.image_size, 3), "float32")
+    compat.build_before_fit(model, run.strategy, (images, labels))
     return model, frozen
 
 
