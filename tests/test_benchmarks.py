@@ -431,3 +431,36 @@ def test_conv_gradients_checks_each_shape_against_float64(tmp_path):
         assert row["wrong_runs"] == 0 and max(row["worst_error"].values()) < 1e-5
     with pytest.raises(SystemExit, match="--runs must be at least 1, got 0"):
         conv_gradients.main(["--runs", "0"])
+
+
+def test_recipe_cost_times_each_variant_against_the_baseline_and_the_flip(tmp_path):
+    from benchmarks import recipe_cost
+
+    policy = keras.config.dtype_policy().name
+    out = tmp_path / "cost.json"
+    args = ["--variants", "resnet18d+lamb", "--image-size", "32", "--batch-size", "4", "--eval-batch", "3"]
+    results = recipe_cost.main([*args, "--rounds", "2", "--steps", "1", "--warmup", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    train = results["train"]
+    assert list(train) == ["resnet18d", "resnet18d+lamb"]  # the baseline is timed whatever --variants says
+    assert "ratio_to_baseline" not in train["resnet18d"] and train["resnet18d+lamb"]["optimizer"] == "lamb"
+    for row in train.values():
+        assert len(row["per_round"]) == 2
+        assert row["seconds_per_epoch"]["median"] == pytest.approx(9408 / row["images_per_second"]["median"])
+    ratio = train["resnet18d+lamb"]["ratio_to_baseline"]
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    views = results["evaluation"]["views"]
+    assert [views[v]["model_images_per_call"] for v in ("single", "flip")] == [3, 6]
+
+    def numbers(value):
+        if isinstance(value, dict):
+            return [n for v in value.values() for n in numbers(v)]
+        if isinstance(value, list):
+            return [n for v in value for n in numbers(v)]
+        return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+    figures = numbers(results)
+    assert len(figures) > 40 and all(n > 0 for n in figures)
+    assert keras.config.dtype_policy().name == policy  # put back after building the variants
+    with pytest.raises(SystemExit, match="--warmup must be at least 0, got -1"):
+        recipe_cost.main(["--warmup", "-1"])
