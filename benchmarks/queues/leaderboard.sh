@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 38's runs toward the Imagenette leaderboard (128 px, from random weights), one after another at nice 19.
 # Rerun to resume: a finished run is skipped, an unfinished one resumes from its backup. Run from a checkout:
-#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe]
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe|blur]
 # screen: one seed of each change at 5 epochs on ResNet-18, the cheapest network, against the fast recipe's
 # baseline on the same machine (the ablation table's first rows).
 set -u
@@ -29,6 +29,12 @@ elif [ "$1" = recipe ]; then
   run "$R/recipe/adamw" "${common[@]}" --optimizer adamw
   run "$R/recipe/lamb" "${common[@]}" --optimizer lamb
   echo "=== $(date -u +%FT%TZ) recipe done"
+elif [ "$1" = blur ]; then
+  # Anti-aliased downsampling on ResNet-18-D with the fast recipe, seed 0.
+  common=(--arch resnet18d --recipe fast --image-size 128 --epochs 5 --seed 0)
+  run "$R/blur/stem" "${common[@]}" --blur-pool stem
+  run "$R/blur/all" "${common[@]}" --blur-pool all
+  echo "=== $(date -u +%FT%TZ) blur done"
 else
-  echo "usage: leaderboard.sh [screen|baseline|recipe]" >&2; exit 2
+  echo "usage: leaderboard.sh [screen|baseline|recipe|blur]" >&2; exit 2
 fi
