@@ -464,3 +464,71 @@ def test_recipe_cost_times_each_variant_against_the_baseline_and_the_flip(tmp_pa
     assert keras.config.dtype_policy().name == policy  # put back after building the variants
     with pytest.raises(SystemExit, match="--warmup must be at least 0, got -1"):
         recipe_cost.main(["--warmup", "-1"])
+
+
+def _torch_for_imagenet_parity():
+    """The PyTorch interpreter benchmarks/imagenet_parity.py would use, or the reason it cannot."""
+    from benchmarks import imagenet_parity
+
+    python = imagenet_parity.torch_python(None)
+    reason = imagenet_parity.probe(python, ["torch", "torchvision", "numpy"])
+    return python, reason
+
+
+# A benchmark's smoke test of 20 s or more (13 s alone, 23 s beside another test): the slow tier, so that the test
+# command stays under 20 minutes on 2 cores. Skipped without a PyTorch interpreter (CI has none).
+@pytest.mark.slow
+def test_imagenet_parity_compares_pth_and_safetensors_of_a_torchvision_network(tmp_path, float32_policy):
+    from benchmarks import imagenet_parity
+
+    python, reason = _torch_for_imagenet_parity()
+    if reason is not None:
+        pytest.skip(f"no PyTorch interpreter with torchvision (not a dependency of the project): {reason}")
+    out = tmp_path / "parity"
+    args = ["--networks", "torchvision:resnet18", "--image-size", "64", "--images", "2", "--out", str(out)]
+    assert imagenet_parity.main([*args, "--torch-python", python]) == 0
+    result = json.loads((out / "parity.json").read_text())
+    assert [p.name for p in out.iterdir()] == ["parity.json"]  # the weights, logits and images removed
+    assert [(r["file"], r["result"]) for r in result["rows"]] == [("pth", "PASS"), ("safetensors", "PASS")]
+    for row in result["rows"]:
+        assert row["spec"] == "torchvision:resnet18.IMAGENET1K_V1" and row["arch"] == "resnet18"
+        assert row["tensors_loaded"] == 102 and row["num_batches_tracked_ignored"] == 20 and row["files_identical"]
+        assert row["max_rel_diff"] <= 1e-4 and row["top1_agreement"] == 1.0
+    assert result["all_pass"] and result["images"] == {"count": 2, "size": 64, "seed": 0, "dtype": "uint8 RGB"}
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_imagenet_parity_refuses_unknown_networks_and_skips_keras_hub_it_cannot_import(tmp_path, float32_policy):
+    import importlib.util
+
+    from benchmarks import imagenet_parity
+
+    with pytest.raises(SystemExit, match="needs a tag.*resnet50.a1_in1k"):  # the right spellings are listed
+        imagenet_parity.main(["--networks", "timm:resnet50"])
+    with pytest.raises(SystemExit, match="no =PATH here"):
+        imagenet_parity.main(["--networks", "timm:resnet50.a1_in1k=/tmp/x.safetensors"])
+    if importlib.util.find_spec("keras_hub") is not None:
+        pytest.skip("keras_hub imports in this environment, so nothing is skipped")
+    out = tmp_path / "parity"
+    missing = tmp_path / "no-keras-hub"
+    args = ["--networks", "keras-hub:resnet_vd_50_imagenet", "--keras-hub-path", str(missing), "--out", str(out)]
+    assert imagenet_parity.main(args) == 1  # nothing compared
+    result = json.loads((out / "parity.json").read_text())
+    (row,) = result["rows"]
+    assert row["result"] == "SKIP" and row["builder"] == "resnet_vd_50" and row["arch"] == "resnet50d"
+    assert "keras_hub does not import" in row["reason"] and "No module named 'keras_hub'" in row["reason"]
+    assert result["skipped"] == 1 and not result["all_pass"]
+
+
+def test_imagenet_parity_compare_fails_on_distance_and_forgives_top1_ties():
+    from benchmarks import imagenet_parity
+
+    theirs = np.array([[1.0, 5.0, 2.0], [3.0, 0.0, 3.0 + 1e-7]])
+    row = imagenet_parity.compare(theirs + 1e-5, theirs, 1e-4)
+    assert row["result"] == "PASS" and row["max_rel_diff"] == pytest.approx(2e-6)
+    flipped = theirs.copy()
+    flipped[1, 0] += 3e-7  # the second image's two best logits swap: a tie at this precision
+    row = imagenet_parity.compare(flipped, theirs, 1e-4)
+    assert row["result"] == "PASS" and row["top1_agreement"] == 0.5 and row["top1_disagreements_at_ties"] == 1
+    assert imagenet_parity.compare(theirs * 1.01, theirs, 1e-4)["result"] == "FAIL"
+    assert imagenet_parity.compare(theirs[:1], theirs, 1e-4)["result"] == "FAIL"
