@@ -28,6 +28,8 @@ from resnet_keras.layers import (
     zero_pad_shortcut,
 )
 from resnet_keras.models import get_model
+from resnet_keras.ported.classes import imagenet_class_names, imagenet_wnids
+from resnet_keras.ported.load import load_imagenet
 from resnet_keras.pretrained import list_weights
 from resnet_keras.specs import (
     ARCHITECTURES,
@@ -73,8 +75,11 @@ __all__ = [
     "from_applications",
     "get_model",
     "get_normalization",
+    "imagenet_class_names",
+    "imagenet_wnids",
     "list_models",
     "list_weights",
+    "load_imagenet",
     "resolve_spec",
     "zero_pad_shortcut",
 ]

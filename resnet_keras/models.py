@@ -58,7 +58,7 @@ def get_model(
     stem: str | None = None,
     shortcut_downsample: str | None = None,
     blur_pool: str | None = None,
-    normalization: str = "pixel",
+    normalization: str | None = None,
     zero_init_residual: bool = False,
     bn_momentum: float = 0.9,
     bn_epsilon: float = 1e-5,
@@ -102,25 +102,74 @@ def get_model(
             and blurs with stride 2 after its ReLU, and a downsampling
             projection blurs before its 1x1 of stride 1); default the name's.
             The blur's kernel is fixed, so it adds no trainable parameters.
-        normalization: ``"pixel"`` (a mean image, as the paper) or ``"channel"``.
+        normalization: ``"pixel"`` (a mean image, as the paper; the default) or
+            ``"channel"`` (ImageNet weights of another library: the source's
+            per-channel mean and std, their default).
         zero_init_residual: start each residual branch's last BN scale at zero.
         bn_momentum, bn_epsilon: BatchNormalization settings of every BN.
         synchronized_bn: compute BN batch statistics across all replicas of a
             distribution strategy (the same network; only training differs).
         seed: an integer makes the initial weights a function of it and of
             each layer's name alone, the same under any distribution strategy.
-        weights: ``None`` (random initial weights) or the name of trained
+        weights: ``None`` (random initial weights), the name of trained
             weights shipped with the package for this network, e.g.
-            ``get_model("resnet20", num_classes=10, weights="cifar10")``;
-            :func:`resnet_keras.list_weights` lists them with their accuracy.
-            The file's SHA-256 is checked against the manifest before loading,
+            ``get_model("resnet20", num_classes=10, weights="cifar10")``
+            (:func:`resnet_keras.list_weights` lists them with their accuracy;
+            the file's SHA-256 is checked against the manifest before loading,
             and the other arguments must match those the weights were trained
-            with (class count, input shape, shortcut, width, depths, tweaks).
+            with: class count, input shape, shortcut, width, depths, tweaks),
+            or ImageNet weights of torchvision, timm or keras-hub spelled
+            ``SOURCE:NAME[=PATH]``, e.g. ``get_model("resnet50d",
+            num_classes=1000, weights="timm:resnet50d.ra2_in1k")``,
+            ``"torchvision:resnet50"`` or ``"keras-hub:resnet_18_imagenet"``
+            (``resnet_keras.ported.catalog`` lists them; ``=PATH`` names a file
+            or folder already on disk, else the source's cache or a download
+            is used). ``name`` must be the weights' network, which is built as
+            the source built it (ResNet-B bottlenecks, the "d" networks' stem
+            and shortcuts), with per-channel normalization set to the source's
+            mean and std and input ``(None, None, 3)`` unless ``input_shape``
+            is given; an option that would change it (``shortcut``, ``width``,
+            ``stage_depths``, ``bottleneck_version``, ``stem``,
+            ``shortcut_downsample``, ``blur_pool``, ``normalization``) is
+            refused unless it is the weights' own. ``num_classes`` ``None`` or
+            1000 keeps ImageNet's classifier; another count gets a new, random
+            one (everything else loaded); ``include_top=False`` a backbone.
+            ``resnet_keras.ported.load.load_imagenet`` does the same and also
+            returns what was loaded, the check the file passed and the 1000
+            class names.
 
     Raises:
         ValueError: naming the bad value and the valid choices.
     """
     spec = resolve_spec(name)
+    if is_ported_weights(weights):
+        return _ported_model(
+            name,
+            weights,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            include_top=include_top,
+            pooling=pooling,
+            network={
+                "shortcut": shortcut,
+                "width": width,
+                "stage_depths": stage_depths,
+                "bottleneck_version": bottleneck_version,
+                "stem": stem,
+                "shortcut_downsample": shortcut_downsample,
+                "blur_pool": blur_pool,
+                "normalization": normalization,
+            },
+            options={
+                "zero_init_residual": zero_init_residual,
+                "bn_momentum": bn_momentum,
+                "bn_epsilon": bn_epsilon,
+                "synchronized_bn": synchronized_bn,
+                "seed": seed,
+            },
+        )
+    if normalization is None:
+        normalization = "pixel"
     if stage_depths is not None:
         spec = spec.with_stage_depths(check_stage_depths(spec.family, stage_depths))
     spec = spec.with_tweaks(
@@ -181,7 +230,10 @@ def get_model(
     entry = None
     if weights is not None:
         if not isinstance(weights, str):
-            raise ValueError(f"weights={weights!r}; expected None or the name of shipped weights")
+            raise ValueError(
+                f"weights={weights!r}; expected None or the name of shipped weights (or SOURCE:NAME[=PATH] for "
+                "ImageNet weights of another library)"
+            )
         entry = pretrained.find_weights(name, weights)
         if num_classes is None:  # a headless backbone of shipped weights: the classifier is dropped
             num_classes = entry["build"]["num_classes"]
@@ -217,6 +269,51 @@ def get_model(
 
 
 POOLINGS = (None, "avg", "max")
+
+
+def is_ported_weights(weights) -> bool:
+    """Whether ``weights`` is spelled ``SOURCE:NAME[=PATH]`` (ImageNet weights of another library; shipped weights'
+    names have no colon). An unknown ``SOURCE`` is refused by the catalog in one line listing the sources."""
+    return isinstance(weights, str) and ":" in weights
+
+
+def _ported_model(name, weights, *, num_classes, input_shape, include_top, pooling, network, options):
+    """get_model(weights="SOURCE:NAME[=PATH]"): the entry's network holding those weights (load_imagenet)."""
+    from resnet_keras.ported import catalog, load  # the catalog builds through get_model: imported here
+
+    entry = catalog.parse(weights)
+    label = f"{entry.source}:{entry.name}"
+    if name != entry.arch:
+        raise ValueError(f"{label} is a {entry.arch}; get_model was asked for {name}")
+    own = {**entry.model_options, "width": 1.0, "normalization": "channel"}
+    own["stage_depths"] = tuple(resolve_spec(entry.arch).stage_depths)
+    conflicts = []
+    for key, value in network.items():
+        if key == "width" and value == 1.0 or value is None:
+            continue
+        asked = value
+        if key == "shortcut" and isinstance(value, str):
+            asked = value.upper()
+        elif key == "stage_depths" and isinstance(value, (list, tuple)):
+            asked = tuple(value)
+        if asked != own.get(key):
+            have = own.get(key)
+            conflicts.append(f"{key}={value!r} (the weights': {'none' if have is None else repr(have)})")
+    if conflicts:
+        raise ValueError(
+            f"{label} is a {entry.arch} built as {entry.source} built it; get_model was asked for "
+            + ", ".join(conflicts)
+            + ": leave those options out"
+        )
+    model, _ = load.load_imagenet(
+        entry,
+        num_classes=num_classes,
+        include_top=include_top,
+        input_shape=input_shape,
+        pooling=pooling,
+        **options,
+    )
+    return model
 
 
 def headless(model: keras.Model, pooling: str | None = None) -> keras.Model:

@@ -380,18 +380,34 @@ def parse(spec: str) -> Entry:
     return entry if not sep else dataclasses.replace(entry, path=path)
 
 
-def build(entry: Entry, *, num_classes: int = 1000, include_top: bool = True, input_shape=None) -> keras.Model:
+# get_model options that change neither the network nor the meaning of its weights, which build passes through.
+BUILD_PASSTHROUGH = ("bn_momentum", "bn_epsilon", "synchronized_bn", "zero_init_residual", "seed")
+
+
+def build(
+    entry: Entry, *, num_classes: int = 1000, include_top: bool = True, input_shape=None, pooling=None, **options
+) -> keras.Model:
     """The network of ``entry`` (random weights), its normalization set to the source's mean and std (times 255:
     our models take raw RGB pixels in [0, 255]), ready for ``mapping.load_torch_state_dict`` or
     ``mapping.load_keras_hub_weights``. Per-channel normalization, so any input size: ``input_shape`` defaults to
-    ``(None, None, 3)``. ``include_top=False`` builds the backbone (then ``num_classes`` is not used)."""
+    ``(None, None, 3)``. ``include_top=False`` builds the backbone (then ``num_classes`` is not used), with
+    ``pooling`` as :func:`~resnet_keras.get_model`'s. ``options``: only :data:`BUILD_PASSTHROUGH` (the network
+    itself is the entry's)."""
+    other = sorted(set(options) - set(BUILD_PASSTHROUGH))
+    if other:
+        raise ValueError(
+            f"{entry.spec} builds its own network; {', '.join(other)} cannot be set "
+            f"(only {', '.join(BUILD_PASSTHROUGH)})"
+        )
     model = get_model(
         entry.arch,
         num_classes=num_classes if include_top else None,
         include_top=include_top,
+        pooling=pooling,
         input_shape=(None, None, 3) if input_shape is None else input_shape,
         normalization="channel",
         **entry.model_options,
+        **options,
     )
     get_normalization(model).set_statistics(entry.mean_255, entry.std_255)
     return model
