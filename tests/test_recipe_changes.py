@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from trainers import fit
 from trainers.core import data, recipes
-from trainers.core.config import IDENTITY_KEYS, RunConfig, record_identity
+from trainers.core.config import ARCH_TWEAKS, IDENTITY_KEYS, RunConfig, record_identity
 from trainers.core.errors import UserError
 
 FAST = recipes.get_recipe("fast", "imagenet", 18)
@@ -207,8 +207,12 @@ def test_a_run_with_every_change_trains_and_records_them(tmp_path, monkeypatch):
 
 def test_the_changes_are_part_of_a_runs_identity_and_old_records_still_match():
     base = RunConfig(arch="resnet18", recipe="fast")
-    for change in ({"optimizer": "adamw"}, {"lr_schedule": "flat-cosine"}, {"mixup": 0.2}, {"blur_pool": "stem"}):
+    changes = ({"optimizer": "adamw"}, {"lr_schedule": "flat-cosine"}, {"mixup": 0.2}, {"blur_pool": "stem"})
+    for change in changes:
         assert RunConfig(arch="resnet18", recipe="fast", **change).identity() != base.identity()
+    assert RunConfig(arch="resnet50", bottleneck_version="v1.5").identity() != RunConfig(arch="resnet50").identity()
     # A config.json written before these settings existed lacks them: it resumes with a command that sets none.
-    old_record = {key: value for key, value in base.resolved().to_dict().items() if key not in IDENTITY_KEYS[-6:]}
+    added = [*ARCH_TWEAKS, "optimizer", "lr_schedule", "mixup"]
+    assert set(added) <= set(IDENTITY_KEYS)
+    old_record = {key: value for key, value in base.resolved().to_dict().items() if key not in added}
     assert record_identity(old_record) == base.identity()

@@ -17,7 +17,14 @@ import argparse
 
 import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
 import resnet_keras
-from resnet_keras.specs import BLUR_POOLS, DEFAULT_IMAGE_SIZE, DEFAULT_SHORTCUT, SHORTCUT_DOWNSAMPLES, STEMS
+from resnet_keras.specs import (
+    BLUR_POOLS,
+    BOTTLENECK_VERSIONS,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_SHORTCUT,
+    SHORTCUT_DOWNSAMPLES,
+    STEMS,
+)
 from trainers.core.distributed import STRATEGIES
 from trainers.core.errors import run_main, UserError
 from trainers.core.hardware import PRECISIONS, split_cpu
@@ -130,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BLUR_POOLS,
         help="anti-aliased downsampling (Zhang 2019): none, stem (MaxBlurPool) or all (also every strided "
         "convolution); default: the network's",
+    )
+    p.add_argument(
+        "--bottleneck-version",
+        choices=BOTTLENECK_VERSIONS,
+        help="where a downsampling bottleneck strides: v1 (the paper's first 1x1) or v1.5 (the 3x3, ResNet-B; "
+        "torchvision's and timm's ResNet-50 and deeper); default: the network's",
     )
     p.add_argument(
         "--shortcut",

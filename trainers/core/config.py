@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 
 import resnet_keras
 from trainers.core import sources
@@ -54,12 +53,13 @@ IDENTITY_KEYS = (
     "stem",
     "shortcut_downsample",
     "blur_pool",
+    "bottleneck_version",
     "optimizer",
     "lr_schedule",
     "mixup",
 )
 # The architecture table's tweaks a run may set for its network (get_model's overrides).
-ARCH_TWEAKS = ("stem", "shortcut_downsample", "blur_pool")
+ARCH_TWEAKS = ("stem", "shortcut_downsample", "blur_pool", "bottleneck_version")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +111,7 @@ class RunConfig:
     stem: str | None = None
     shortcut_downsample: str | None = None
     blur_pool: str | None = None
+    bottleneck_version: str | None = None
     # Changes to the recipe (None: the recipe's): recipes.OPTIMIZERS, recipes.LR_SCHEDULES, mixup's alpha.
     optimizer: str | None = None
     lr_schedule: str | None = None
@@ -182,8 +183,8 @@ class RunConfig:
         ``weights:ARCH/NAME``, are a name, not a path), ``freeze_epochs`` 0 as
         None. What config.json records and :meth:`identity` compares."""
         init_from = self.init_from
-        if init_from and not sources.is_shipped(init_from):
-            init_from = str(pathlib.Path(init_from).expanduser().resolve())
+        if init_from:
+            init_from = sources.absolute_source(init_from)
         return dataclasses.replace(
             self,
             dataset=self.dataset or DEFAULT_DATASET[self.family],

@@ -21,8 +21,7 @@ import numpy as np
 from trainers.core import data as data_lib
 from trainers.core.errors import UserError, write_failed
 from trainers.core.files import write_json_atomic
-from trainers.core.sources import Trained, is_shipped, load_trained
-from trainers.core.train import runs_root
+from trainers.core.sources import Trained, is_named, load_trained, named_results_dir
 
 VIEWS = ("single", "flip", "10-crop")
 
@@ -30,8 +29,8 @@ VIEWS = ("single", "flip", "10-crop")
 # ------------------------------------------------------------------ scoring
 def load_for_evaluation(source, which: str = "final") -> Trained:
     """:func:`load_trained` for evaluation: shipped weights have no best model."""
-    if is_shipped(source) and which == "best":
-        raise UserError(f"--which best: {source} is one set of weights (the manifest says which epoch)")
+    if is_named(source) and which == "best":
+        raise UserError(f"--which best: {source} is one set of weights, not a run with a best epoch")
     return load_trained(source, which=which)
 
 
@@ -102,10 +101,10 @@ def score(model, ds, *, k: int, per_image: list | None = None) -> tuple[int, int
 
 def results_dir(trained: Trained) -> pathlib.Path:
     """Where evaluation results go by default: the run directory, the folder of
-    a .keras file, or saved_models/shipped-ARCH-NAME/ for shipped weights
-    (never into the package)."""
-    if trained.kind == "shipped":
-        return runs_root() / ("shipped-" + trained.config["shipped"].replace("/", "-"))
+    a .keras file, or a folder of saved_models/ for shipped or published
+    weights (never into the package or a download cache)."""
+    if trained.kind in ("shipped", "imagenet"):
+        return named_results_dir(trained)
     return trained.run_dir if trained.kind == "run" else trained.path.parent
 
 

@@ -24,7 +24,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from trainers.core import data as data_lib
 from trainers.core.errors import UserError
 from trainers.core.files import read_json, write_json_atomic, write_text_atomic
-from trainers.core.sources import float32_clone, load_trained
+from trainers.core.sources import float32_clone, load_trained, named_results_dir
 from trainers.core.train import runs_root
 
 FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
@@ -285,11 +285,15 @@ def export(
 
 def _output_dir(trained, output) -> pathlib.Path:
     """``output``, or the run's export/ folder, or saved_models/ARCH-NAME-export
-    for shipped weights (never into the package); made if absent."""
+    for shipped weights, saved_models/SOURCE-NAME-export for published ones
+    (never into the package or a download cache); made if absent."""
     if output:
         out_dir = pathlib.Path(output).expanduser().resolve()
     elif trained.kind == "shipped":
         out_dir = runs_root() / (trained.config["shipped"].replace("/", "-") + "-export")
+    elif trained.kind == "imagenet":
+        named = named_results_dir(trained)
+        out_dir = named.with_name(named.name + "-export")
     else:
         out_dir = trained.path.parent / "export"
     if out_dir.exists() and not out_dir.is_dir():

@@ -19,7 +19,7 @@ from trainers.core.sources import CLASSIFIER, load_trained
 
 NORMALIZATION = "normalization"
 # Trained.kind -> the "kind" an --init-from report records.
-REPORTED_KINDS = {"applications": "keras.applications"}
+REPORTED_KINDS = {"applications": "keras.applications", "imagenet": "published ImageNet weights"}
 
 
 def initialize(target, spec: str, class_names=None) -> dict:
@@ -50,6 +50,8 @@ def initialize(target, spec: str, class_names=None) -> dict:
         }
 
     layers = {layer.name: layer for layer in source.layers}
+    if trained.kind == "imagenet":
+        _check_same_network(target, source, spec, trained.config["imagenet"]["network"])
     copied, misfits, classifier, normalization = 0, [], "new", "data"
     pending, renamed = [], False
     for layer in target.layers:
@@ -71,7 +73,12 @@ def initialize(target, spec: str, class_names=None) -> dict:
         if layer.name == CLASSIFIER:
             continue  # another class count: the new head stays as initialised
         if layer.name == NORMALIZATION:
-            continue  # another input size: the mean of this run's data stays
+            if trained.kind == "imagenet":
+                # Published weights expect their source's per-channel mean and std, whatever this run's data is.
+                imagenet = trained.config["imagenet"]
+                pending.append((layer, None))
+                normalization = f"source ({spec}'s mean {imagenet['mean']} and std {imagenet['std']}, on 0-255)"
+            continue  # otherwise another input size: the mean of this run's data stays
         misfits.append(f"{layer.name} {shapes}" + (" (absent in the source)" if peer is None else f" vs {peer_shapes}"))
     if misfits:
         raise UserError(
@@ -80,7 +87,10 @@ def initialize(target, spec: str, class_names=None) -> dict:
             + ("; ..." if len(misfits) > 4 else "")
         )
     for layer, weights in pending:
-        layer.set_weights(weights)
+        if weights is None:  # the published weights' normalization, broadcast to this network's
+            layer.set_statistics(trained.config["imagenet"]["mean"], trained.config["imagenet"]["std"])
+        else:
+            layer.set_weights(weights)
         copied += 1
     if renamed:
         classifier = "new (the source was trained on other classes)"
@@ -91,6 +101,35 @@ def initialize(target, spec: str, class_names=None) -> dict:
         "classifier": classifier,
         "normalization": normalization,
     }
+
+
+def _check_same_network(target, source, spec, network: dict) -> None:
+    """Published weights fit only the network they were trained in: names and
+    shapes do not tell ResNet-50 v1 from v1.5 (the same tensors, the stride on
+    another convolution), so every strided or pooling layer must match too."""
+
+    def layout(model):
+        return {
+            layer.name: (type(layer).__name__, tuple(getattr(layer, "strides", ()) or ()))
+            for layer in model.layers
+            if getattr(layer, "strides", None) is not None or "pool" in layer.name or "blur" in layer.name
+        }
+
+    ours, theirs = layout(target), layout(source)
+    differ = [name for name in sorted(set(ours) | set(theirs)) if ours.get(name) != theirs.get(name)]
+    if differ:
+        wanted = ", ".join(f"{key}={value!r}" for key, value in network.items() if key != "arch")
+        flags = {
+            "stem": "--stem",
+            "shortcut_downsample": "--shortcut-downsample",
+            "bottleneck_version": "--bottleneck-version",
+        }
+        hint = " ".join(f"{flags[key]} {value}" for key, value in network.items() if key in flags)
+        raise UserError(
+            f"--init-from {spec} holds a {network['arch']} ({wanted or 'the architecture table row'}); this run's "
+            f"{target.name} differs at {differ[0]} (strides or pooling): train --arch {network['arch']}"
+            + (f" {hint}" if hint else "")
+        )
 
 
 def freeze_backbone(model) -> list:

@@ -21,7 +21,7 @@ from trainers.core import data as data_lib
 from trainers.core.errors import UserError
 from trainers.core.exporting import tflite_runner
 from trainers.core.files import read_json
-from trainers.core.sources import is_shipped, load_trained
+from trainers.core.sources import is_named, load_trained
 
 READS = ".keras, run directory, SavedModel directory, .tflite, weights:ARCH/NAME"
 
@@ -94,7 +94,7 @@ def load_predictor(model):
     """(predict function uint8 (H, W, 3) -> probabilities, class names, input
     size, family) of ``model``: a trained model (:func:`load_trained`) or an
     exported one (:func:`load_exported`)."""
-    if not is_shipped(model):
+    if not is_named(model):
         path = pathlib.Path(model).expanduser().resolve()
         if is_exported(path):
             return load_exported(path)

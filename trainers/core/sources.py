@@ -11,7 +11,11 @@ Sources:
   or a shipped file), loaded into a network shaped like ``like``;
 - a ``keras.applications`` ResNet50/101/152 weights file (``.h5``, with or
   without its top), only with ``like`` (a resnet50/101/152 of this library);
-- ``weights:ARCH/NAME``: weights shipped in the package (``resnet_keras.pretrained``).
+- ``weights:ARCH/NAME``: weights shipped in the package (``resnet_keras.pretrained``);
+- ``SOURCE:NAME[=PATH]``: published ImageNet weights from torchvision, timm or
+  keras-hub (``torchvision:resnet34``, ``timm:resnet50d.ra2_in1k``,
+  ``keras-hub:resnet_18_imagenet``), converted into this library's network
+  (``resnet_keras.load_imagenet``), with the 1000 ImageNet class names.
 
 Every source that cannot be read is refused here, in one line (:class:`UserError`).
 """
@@ -29,18 +33,20 @@ import keras
 
 import resnet_keras
 from resnet_keras import pretrained
+from resnet_keras.ported import catalog
 from trainers.core.errors import UserError, write_failed
 from trainers.core.files import read_json, remove_quietly, tmp_name
 from trainers.core.hardware import global_dtype_policy
 
 SHIPPED_PREFIX = "weights:"
-KINDS = ("run", "keras", "weights", "applications", "shipped")
+KINDS = ("run", "keras", "weights", "applications", "shipped", "imagenet")
 MODEL_FILES = {"final": "model.keras", "best": "best.keras"}
 APPLICATION_DEPTHS = {50: "ResNet50", 101: "ResNet101", 152: "ResNet152"}
 CLASSIFIER = "logits"
 READS = (
     "a run directory of fit.py, a .keras file, a .weights.h5 or keras.applications .h5 file (loaded into a "
-    "network, as --init-from does) or weights:ARCH/NAME (shipped with the package)"
+    "network, as --init-from does), weights:ARCH/NAME (shipped with the package) or ImageNet weights spelled "
+    "SOURCE:NAME[=PATH] (torchvision:resnet34, timm:resnet50d.ra2_in1k, keras-hub:resnet_18_imagenet)"
 )
 
 
@@ -74,6 +80,39 @@ def is_shipped(source) -> bool:
     return str(source).startswith(SHIPPED_PREFIX)
 
 
+def is_ported(source) -> bool:
+    """Whether ``source`` names published ImageNet weights (``SOURCE:NAME[=PATH]``, ``resnet_keras.ported``)."""
+    prefix, colon, _ = str(source).partition(":")
+    return bool(colon) and prefix in catalog.SOURCES
+
+
+def is_named(source) -> bool:
+    """Whether ``source`` is a name (shipped or published weights), not a path."""
+    return is_shipped(source) or is_ported(source)
+
+
+def named_results_dir(trained: Trained) -> pathlib.Path:
+    """Where results about named weights go (never the package, never a
+    download cache): saved_models/shipped-ARCH-NAME or saved_models/SOURCE-NAME."""
+    from trainers.core.train import runs_root  # train imports this module
+
+    if trained.kind == "shipped":
+        return runs_root() / ("shipped-" + trained.config["shipped"].replace("/", "-"))
+    spec = trained.config["imagenet"]["spec"].partition("=")[0]
+    return runs_root() / spec.replace(":", "-").replace("/", "-")
+
+
+def absolute_source(source: str) -> str:
+    """``source`` with its path made absolute (a run resumed from another
+    directory reads the same file); names stay names, ``=PATH`` is resolved."""
+    if is_shipped(source):
+        return source
+    if is_ported(source):
+        name, equals, path = source.partition("=")
+        return name + equals + (str(pathlib.Path(path).expanduser().resolve()) if equals else "")
+    return str(pathlib.Path(source).expanduser().resolve())
+
+
 def load_trained(source, *, which: str = "final", like=None) -> Trained:
     """The trained network ``source`` points at (see the module's docstring).
 
@@ -86,6 +125,8 @@ def load_trained(source, *, which: str = "final", like=None) -> Trained:
         raise UserError(f"which={which!r}; expected 'final' or 'best'")
     if is_shipped(source):
         return _shipped(source)
+    if is_ported(source):
+        return _ported(source, like)
     path = pathlib.Path(source).expanduser().resolve()
     if not path.exists():
         raise UserError(f"no model at {path}: no such file or directory")
@@ -209,6 +250,36 @@ def _shipped(source) -> Trained:
         "shipped": f"{arch}/{name}",
     }
     return _trained(model, source, "shipped", path, None, config, None)
+
+
+def _ported(source, like) -> Trained:
+    """Published ImageNet weights, converted into this library's network: at
+    ``like``'s input size where given (``--init-from``), else the source's own
+    evaluation size, so the network has a fixed input as the commands expect."""
+    try:
+        entry = catalog.parse(str(source))
+        size = like.input_shape[1] if like is not None and like.input_shape[1] else entry.input_size
+        model, info = resnet_keras.load_imagenet(entry, input_shape=(size, size, 3))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    config = {
+        "arch": entry.arch,
+        "dataset": "imagenet2012",
+        "family": "imagenet",
+        "class_names": info["class_names"],
+        "image_size": size,
+        "imagenet": {
+            "spec": info["spec"],
+            "file": str(info["file"]),
+            "check": info["check"],
+            "sha256": info.get("sha256"),
+            "published_top1": entry.top1,
+            "network": {"arch": entry.arch, **entry.model_options},
+            "mean": [float(v) for v in info["mean"]],
+            "std": [float(v) for v in info["std"]],
+        },
+    }
+    return _trained(model, source, "imagenet", pathlib.Path(info["file"]), None, config, None, family="imagenet")
 
 
 # ------------------------------------------------------------------ helpers
