@@ -32,6 +32,7 @@ from resnet_keras.models import get_model
 from resnet_keras.specs import resolve_spec
 
 SOURCES = ("torchvision", "timm", "keras-hub")
+EVAL_SIZE = 224
 EXAMPLES = {
     "torchvision": "torchvision:resnet50",
     "timm": "timm:resnet50d.ra2_in1k",
@@ -111,6 +112,12 @@ class Entry:
     def model_options(self) -> dict:
         """The ``get_model`` options of the network these weights fit (beside ``arch``)."""
         return dict(self.options)
+
+    @property
+    def eval_size(self) -> int:
+        """The image size the commands build this network at: 224, the size every published top-1 of this
+        catalog was measured at (timm's ``tv2_in1k`` tags train at 176 and are scored at 224)."""
+        return EVAL_SIZE
 
     @property
     def mean_255(self) -> tuple[float, ...]:

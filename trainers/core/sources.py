@@ -258,7 +258,7 @@ def _ported(source, like) -> Trained:
     evaluation size, so the network has a fixed input as the commands expect."""
     try:
         entry = catalog.parse(str(source))
-        size = like.input_shape[1] if like is not None and like.input_shape[1] else entry.input_size
+        size = like.input_shape[1] if like is not None and like.input_shape[1] else entry.eval_size
         model, info = resnet_keras.load_imagenet(entry, input_shape=(size, size, 3))
     except ValueError as error:
         raise UserError(str(error)) from None
