@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 38's runs toward the Imagenette leaderboard (128 px, from random weights), one after another at nice 19.
 # Rerun to resume: a finished run is skipped, an unfinished one resumes from its backup. Run from a checkout:
-#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe|blur]
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe|blur|flat|deeper]
 # screen: one seed of each change at 5 epochs on ResNet-18, the cheapest network, against the fast recipe's
 # baseline on the same machine (the ablation table's first rows).
 set -u
@@ -35,6 +35,19 @@ elif [ "$1" = blur ]; then
   run "$R/blur/stem" "${common[@]}" --blur-pool stem
   run "$R/blur/all" "${common[@]}" --blur-pool all
   echo "=== $(date -u +%FT%TZ) blur done"
+elif [ "$1" = flat ]; then
+  # The flat-then-cosine schedule, the first change that beat the baseline's spread: seeds 1 and 2.
+  for seed in 1 2; do
+    run "$R/flat/resnet18d-s$seed" --arch resnet18d --recipe fast --image-size 128 --epochs 5 --seed $seed \
+      --lr-schedule flat-cosine
+  done
+  echo "=== $(date -u +%FT%TZ) flat done"
+elif [ "$1" = deeper ]; then
+  # The deeper D networks with the flat-then-cosine schedule, seed 0.
+  for arch in resnet50d resnet34d; do
+    run "$R/deeper/$arch" --arch $arch --recipe fast --image-size 128 --epochs 5 --seed 0 --lr-schedule flat-cosine
+  done
+  echo "=== $(date -u +%FT%TZ) deeper done"
 else
-  echo "usage: leaderboard.sh [screen|baseline|recipe|blur]" >&2; exit 2
+  echo "usage: leaderboard.sh [screen|baseline|recipe|blur|flat|deeper]" >&2; exit 2
 fi
