@@ -47,6 +47,8 @@ DERIVED = (
     "family depth resolved_precision resolved_strategy replicas workers batch_size_resolved freeze_steps run_dir data "
     "class_names schedule synthetic note cpu_kernels status"
 ).split()
+# Issue 40's settings (only class_balance is in the identity: skipping bad files trains on the same files or refuses).
+ISSUE_40 = ("class_balance", "skip_bad_images", "max_bad_fraction")
 # What differs between machines, not between versions of the trainer.
 MACHINE = {"run_dir", "status", "cpu_kernels", "resolved_strategy", "replicas", "workers"}
 
@@ -179,8 +181,10 @@ def test_identity_is_what_decides_the_computation():
         {"precision": "float32"},
         {"zero_init_residual": True},
         {"epochs": 2},
+        {"class_balance": "weights"},
     ):
         assert dataclasses.replace(config, **change).identity() != config.identity(), change
+    assert dataclasses.replace(config, class_balance="none").identity() == config.identity()  # the default, said
     assert RunConfig(arch="resnet20", stage_depths=(1, 1, 1)).identity()["stage_depths"] == [1, 1, 1]
     # A record's identity: what it lacks counts as None.
     assert record_identity({"arch": "resnet20", "seed": 5}) == {
@@ -229,13 +233,14 @@ def test_a_run_directory_of_the_previous_layout_resumes_with_its_command(resumed
     assert [p.name for p in runs.iterdir()] == [run_dir.name]  # resumed, not refused, not a second run
     assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
     # config.json keeps the layout the old trainer wrote: the same keys, in order, and the same values; the
-    # settings added since (issue 38's tweaks and recipe changes) follow the old ones, unset.
+    # settings added since (issue 38's tweaks and recipe changes, issue 40's class balance and bad files) follow
+    # the old ones, unset.
     record = _strict((run_dir / "config.json").read_text())
     added = [name for name in RunConfig.defaults() if name not in old]
-    assert added == list(ARCH_TWEAKS) + ["optimizer", "lr_schedule", "mixup"]
+    assert added == list(ARCH_TWEAKS) + ["optimizer", "lr_schedule", "mixup"] + list(ISSUE_40)
     assert list(record) == [name for name in old if name not in DERIVED] + added + DERIVED
     assert list(old) == [name for name in RunConfig.defaults() if name not in added] + DERIVED
-    assert all(record[name] is None for name in added)
+    assert all(record[name] == RunConfig.defaults()[name] for name in added)  # None, and skip_bad_images False
     assert record["status"] == "finished" and record["run_dir"] == str(run_dir)
     same = {k: v for k, v in record.items() if k not in MACHINE and k not in added}
     assert same == {k: v for k, v in old.items() if k not in MACHINE}

@@ -1,4 +1,5 @@
-"""Top-1 and top-5 error of a trained model on a dataset's test split.
+"""Top-1 and top-5 error of a trained model on a dataset's test split, and
+its per-class report.
 
     python trainers/evaluate.py saved_models/resnet20-cifar10-20261124-101500
     python trainers/evaluate.py RUN_DIR --which best
@@ -6,10 +7,18 @@
     python trainers/evaluate.py RUN_DIR --flip          # test-time flip: centre crop and its mirror
     python trainers/evaluate.py RUN_DIR --all-views     # centre crop, flip and 10-crop side by side
     python trainers/evaluate.py weights:resnet20/cifar10  # weights shipped with the package, on their dataset
+    python trainers/evaluate.py RUN_DIR --no-report     # top-1 and top-5 only
 
 A run directory supplies the dataset, image size and seed from its config.json
 (the synthetic dataset included); a bare .keras file needs --dataset. Results
 are printed and written as JSON (default: RUN_DIR/eval-<which>-<split>[-flip|-10crop|-views].json).
+
+The per-class report of the single view (the default, and the first of
+--all-views; not --flip or --ten-crop alone): balanced accuracy, macro-F1 and
+the worst class's recall printed beside top-1, and a folder
+RUN_DIR/report-<which>-<split>/ (with --output DIR/x.json: DIR/x-report/) of
+report.json (per-class precision, recall, F1, support, the confusion matrix),
+confusion.csv, confusion.png and confident_mistakes.png. --no-report skips it.
 
 Views: the single centre crop at the training size (CIFAR: the image itself),
 which is what fast.ai's Imagenette leaderboard reports; the flip, that crop and
@@ -61,6 +70,12 @@ def build_parser():
     )
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     p.add_argument("--output", help="JSON file to write (default: in the run directory, or next to the model)")
+    p.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="skip the per-class report (balanced accuracy, macro-F1, worst class; the report-*/ folder)",
+    )
     return p
 
 
@@ -77,6 +92,7 @@ def main(argv=None):
         all_views=args.all_views,
         batch_size=args.batch_size,
         output=args.output,
+        report=args.report,
     )
 
 

@@ -25,10 +25,12 @@ from resnet_keras.specs import (
     SHORTCUT_DOWNSAMPLES,
     STEMS,
 )
+from trainers.core.balance import MODES as BALANCE_MODES
 from trainers.core.distributed import STRATEGIES
 from trainers.core.errors import run_main, UserError
 from trainers.core.hardware import PRECISIONS, split_cpu
 from trainers.core.config import DEFAULT_DATASET, RunConfig
+from trainers.core.folder import MAX_BAD_FRACTION
 from trainers.core.recipes import AUGMENTS, FLAT_FRACTION, LR_SCHEDULES, OPTIMIZERS, RECIPES
 from trainers.core.train import train
 
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TFDS data dir holding the prepared dataset (default $TFDS_DATA_DIR, "
         "else ~/tensorflow_datasets); nothing is ever downloaded",
     )
+    add_data_flags(p)
     p.add_argument(
         "--image-size",
         type=int,
@@ -205,6 +208,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress bar, 2 a line per epoch")
     return p
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--class-balance, --skip-bad-images and --max-bad-fraction (fit.py's and tune.py's)."""
+    p.add_argument(
+        "--class-balance",
+        choices=BALANCE_MODES,
+        help="unbalanced classes: none (the default: the training split as it is), weights (each class's loss "
+        "weighted by N/(K n_c), its count n_c of N images in K classes) or sampling (every class drawn with "
+        "probability 1/K; an epoch keeps the split's size); docs/training.md",
+    )
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        default=None,
+        help="--dataset folder:PATH: leave out the files that do not decode, listed with the reason in "
+        "RUN_DIR/skipped_images.csv, instead of stopping at the first (the default)",
+    )
+    p.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        help=f"with --skip-bad-images: refuse to train when more than this fraction of the folder's files do not "
+        f"decode (default {MAX_BAD_FRACTION})",
+    )
 
 
 def main(argv=None) -> dict:

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 
 import trainers  # noqa: F401  (first: a quiet TensorFlow start, on oneDNN kernels)
+from trainers.core.balance import MODES as BALANCE_MODES
 from trainers.core.distributed import STRATEGIES
 from trainers.core.errors import run_main
 from trainers.core.hardware import PRECISIONS
@@ -107,6 +108,11 @@ def build_parser():
         "'synthetic' needs no data)",
     )
     p.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR)")
+    p.add_argument("--class-balance", choices=BALANCE_MODES, help="as fit.py, for every trial (default none)")
+    p.add_argument(
+        "--skip-bad-images", action="store_true", default=None, help="as fit.py: folder files that do not decode"
+    )
+    p.add_argument("--max-bad-fraction", type=float, help="as fit.py (default 0.05)")
     p.add_argument("--image-size", type=int, help="as fit.py")
     p.add_argument("--val-split", type=float, help=f"validation fraction of the training split (default {VAL_SPLIT})")
     p.add_argument("--batch-size", type=int, help="as fit.py")
@@ -169,6 +175,9 @@ def main(argv=None) -> dict:
         strategy=args.strategy,
         seed=args.seed,
         synthetic_train=args.synthetic_train,
+        class_balance=args.class_balance,
+        skip_bad_images=args.skip_bad_images,
+        max_bad_fraction=args.max_bad_fraction,
     )
     return search(space, base, settings)
 

@@ -19,7 +19,8 @@ import dataclasses
 import math
 
 import resnet_keras
-from trainers.core import sources
+from trainers.core import folder, sources
+from trainers.core.balance import MODES as BALANCE_MODES
 from trainers.core.errors import UserError
 
 DEFAULT_DATASET = {"cifar": "cifar10", "imagenet": "imagenette/160px-v2"}
@@ -57,6 +58,7 @@ IDENTITY_KEYS = (
     "optimizer",
     "lr_schedule",
     "mixup",
+    "class_balance",
 )
 # The architecture table's tweaks a run may set for its network (get_model's overrides).
 ARCH_TWEAKS = ("stem", "shortcut_downsample", "blur_pool", "bottleneck_version")
@@ -116,6 +118,11 @@ class RunConfig:
     optimizer: str | None = None
     lr_schedule: str | None = None
     mixup: float | None = None
+    # Unbalanced classes (balance.MODES; None: "none", as config.json records it) and image folders' bad files:
+    # with skip_bad_images they are left out and listed, unless more than max_bad_fraction are (None: 0.05).
+    class_balance: str | None = None
+    skip_bad_images: bool = False
+    max_bad_fraction: float | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -135,6 +142,21 @@ class RunConfig:
                 raise UserError(f"--freeze-epochs {freeze}; expected a number of epochs >= 0")
             if freeze and not self.init_from:
                 raise UserError("--freeze-epochs needs --init-from: it trains a new classifier on a trained backbone")
+        if self.class_balance is not None and self.class_balance not in BALANCE_MODES:
+            raise UserError(f"--class-balance {self.class_balance!r}; expected one of {', '.join(BALANCE_MODES)}")
+        bad = self.max_bad_fraction
+        if bad is not None:
+            if isinstance(bad, bool) or not (isinstance(bad, (int, float)) and 0 <= bad <= 1):
+                raise UserError(f"--max-bad-fraction {bad}; expected a fraction in [0, 1]")
+            if not self.skip_bad_images:
+                raise UserError(
+                    "--max-bad-fraction needs --skip-bad-images: without it the first bad file stops the run"
+                )
+        if self.skip_bad_images and not folder.is_folder(self.dataset):
+            raise UserError(
+                f"--skip-bad-images applies to --dataset folder:PATH only, not {self.dataset or 'the default dataset'}"
+                " (a TFDS dataset's files are checked when it is prepared)"
+            )
         tweaks = self.arch_tweaks()
         if tweaks:
             try:
@@ -181,7 +203,9 @@ class RunConfig:
         family's dataset and image size, recipe ``finetune`` with ``init_from``
         (else ``paper``), ``init_from`` as an absolute path (shipped weights,
         ``weights:ARCH/NAME``, are a name, not a path), ``freeze_epochs`` 0 as
-        None. What config.json records and :meth:`identity` compares."""
+        None, ``class_balance`` "none" as None (what a record written before
+        the setting lacks), ``max_bad_fraction`` 0.05 with ``skip_bad_images``.
+        What config.json records and :meth:`identity` compares."""
         init_from = self.init_from
         if init_from:
             init_from = sources.absolute_source(init_from)
@@ -192,6 +216,12 @@ class RunConfig:
             recipe=self.recipe or ("finetune" if self.init_from else "paper"),
             init_from=init_from,
             freeze_epochs=self.freeze_epochs or None,
+            class_balance=None if self.class_balance == "none" else self.class_balance,
+            max_bad_fraction=(
+                (folder.MAX_BAD_FRACTION if self.max_bad_fraction is None else self.max_bad_fraction)
+                if self.skip_bad_images
+                else None
+            ),
         )
 
     def identity(self) -> dict:

@@ -98,6 +98,9 @@ class DataInfo:
     # bytes of its files; None for TFDS and synthetic data.
     files: dict | None = None
     folder_bytes: int = 0
+    # ``--skip-bad-images``: (path, split, reason) of every file of the folder
+    # left out because it does not decode; None without the flag.
+    skipped: list | None = None
 
 
 # ----------------------------------------------------------------- synthetic
@@ -124,7 +127,7 @@ def synthetic_arrays(num_examples: int, image_size: int, num_classes: int, seed:
     prototypes /= np.abs(prototypes).max(axis=(1, 2, 3), keepdims=True)
 
     examples = np.random.default_rng([seed, 1, offset])
-    labels = examples.integers(0, num_classes, num_examples).astype(np.int64)
+    labels = examples.integers(0, num_classes, num_examples).astype(np.int64)  # first: synthetic_labels
     images = np.empty((num_examples, image_size, image_size, 3), np.uint8)
     max_shift = max(1, image_size // 4)
     for i, label in enumerate(labels):
@@ -134,6 +137,12 @@ def synthetic_arrays(num_examples: int, image_size: int, num_classes: int, seed:
         noisy = 128 + contrast * pattern + examples.normal(0, 40, pattern.shape)
         images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
     return images, labels
+
+
+def synthetic_labels(num_examples: int, num_classes: int, seed: int, offset: int = 0) -> np.ndarray:
+    """The labels of :func:`synthetic_arrays` without its images (the same
+    generator's first draw)."""
+    return np.random.default_rng([seed, 1, offset]).integers(0, num_classes, num_examples).astype(np.int64)
 
 
 # ---------------------------------------------------------------------- TFDS
@@ -268,8 +277,16 @@ def describe(
     synthetic_train: int = 4096,
     synthetic_test: int = 1024,
     jpeg_quality: int | None = None,
+    skip_bad_images: bool = False,
+    max_bad_fraction: float | None = None,
 ) -> DataInfo:
-    """Resolves a dataset name into a :class:`DataInfo` (no pixels are read)."""
+    """Resolves a dataset name into a :class:`DataInfo` (no pixels are read,
+    except that an image folder's files are each decoded once).
+
+    ``skip_bad_images`` (image folders): files that do not decode are left out
+    and listed in ``DataInfo.skipped`` instead of stopping the run, unless more
+    than ``max_bad_fraction`` of the folder's files are bad
+    (:func:`trainers.core.folder.index_folder`)."""
     if not 0.0 <= val_split < 1.0:
         raise UserError(f"--val-split {val_split}; expected a fraction in [0, 1)")
     if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
@@ -292,7 +309,13 @@ def describe(
         )
     if folder.is_folder(dataset):
         return _describe_folder(
-            dataset, family=family, image_size=image_size, val_split=val_split, jpeg_quality=jpeg_quality
+            dataset,
+            family=family,
+            image_size=image_size,
+            val_split=val_split,
+            jpeg_quality=jpeg_quality,
+            skip_bad_images=skip_bad_images,
+            max_bad_fraction=max_bad_fraction,
         )
     data_dir = resolve_data_dir(data_dir)
     builder = tfds_builder(dataset, data_dir)
@@ -321,8 +344,10 @@ def describe(
     )
 
 
-def _describe_folder(dataset, *, family, image_size, val_split, jpeg_quality) -> DataInfo:
-    data = folder.index_folder(dataset)
+def _describe_folder(
+    dataset, *, family, image_size, val_split, jpeg_quality, skip_bad_images=False, max_bad_fraction=None
+) -> DataInfo:
+    data = folder.index_folder(dataset, skip_bad=skip_bad_images, max_bad_fraction=max_bad_fraction)
     train, val = data.splits["train"], None
     if val_split > 0:
         train, val = folder.held_out(*train, val_split)
@@ -357,6 +382,7 @@ def _describe_folder(dataset, *, family, image_size, val_split, jpeg_quality) ->
         jpeg_quality=jpeg_quality,
         files=files,
         folder_bytes=data.total_bytes,
+        skipped=data.skipped,
     )
 
 
@@ -373,6 +399,8 @@ def describe_run(config: dict, image_size: int, data_dir=None) -> DataInfo:
         synthetic_train=config.get("synthetic_train", 4096),
         synthetic_test=config.get("synthetic_test", 1024),
         jpeg_quality=config.get("jpeg_quality"),
+        skip_bad_images=bool(config.get("skip_bad_images")),
+        max_bad_fraction=config.get("max_bad_fraction"),
     )
 
 
@@ -426,15 +454,7 @@ def _source(info: DataInfo, which: str, seed: int):
     if which == "val" and info.num_val == 0:
         raise UserError("no validation split: pass --val-split greater than 0")
     if info.synthetic:
-        count = {"train": info.num_train + info.num_val, "test": info.num_test}["test" if which == "test" else "train"]
-        images, labels = synthetic_arrays(
-            count, info.image_size, info.num_classes, seed=seed, offset=1 if which == "test" else 0
-        )
-        if which == "train":
-            images, labels = images[: info.num_train], labels[: info.num_train]
-        elif which == "val":
-            images, labels = images[info.num_train :], labels[info.num_train :]
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        ds = tf.data.Dataset.from_tensor_slices(_synthetic_split(info, which, seed))
         if info.jpeg_quality is not None:
             ds = ds.map(functools.partial(_recompress_pair, quality=info.jpeg_quality)).cache()
         return ds, _identity
@@ -444,15 +464,46 @@ def _source(info: DataInfo, which: str, seed: int):
         ds = tf.data.Dataset.from_tensor_slices({"path": list(paths), "label": tf.constant(labels, tf.int64)})
         if which == "train":  # the files come class by class; shuffle buffers may be smaller than the split
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
-        decode = _decode_file
-        if info.jpeg_quality is not None:
-            decode = lambda example: _recompress_pair(*_decode_file(example), info.jpeg_quality)  # noqa: E731
-        total_files = sum(len(v[0]) for v in info.files.values())
-        if JPEG_EXPANSION * info.folder_bytes * len(paths) / max(1, total_files) <= CACHE_LIMIT_BYTES:
+        decode = _folder_decoder(info)
+        if _folder_fits_in_memory(info, len(paths)):
             return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
         return ds, decode
 
-    ds = tfds.load(
+    ds = _tfds_examples(info, which, seed)
+    decode = _tfds_decoder(info)
+    if _tfds_fits_in_memory(info, which):
+        return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
+    return ds, decode
+
+
+def _synthetic_split(info: DataInfo, which: str, seed: int):
+    """(images, labels) arrays of a split of the synthetic dataset."""
+    count = {"train": info.num_train + info.num_val, "test": info.num_test}["test" if which == "test" else "train"]
+    images, labels = synthetic_arrays(
+        count, info.image_size, info.num_classes, seed=seed, offset=1 if which == "test" else 0
+    )
+    if which == "train":
+        images, labels = images[: info.num_train], labels[: info.num_train]
+    elif which == "val":
+        images, labels = images[info.num_train :], labels[info.num_train :]
+    return images, labels
+
+
+def _folder_decoder(info: DataInfo):
+    if info.jpeg_quality is None:
+        return _decode_file
+    return lambda example: _recompress_pair(*_decode_file(example), info.jpeg_quality)
+
+
+def _folder_fits_in_memory(info: DataInfo, count: int) -> bool:
+    """Whether ``count`` of an image folder's files fit in the in-memory cache decoded (estimated)."""
+    total_files = sum(len(v[0]) for v in info.files.values())
+    return JPEG_EXPANSION * info.folder_bytes * count / max(1, total_files) <= CACHE_LIMIT_BYTES
+
+
+def _tfds_examples(info: DataInfo, which: str, seed: int) -> tf.data.Dataset:
+    """A TFDS split's examples, images left encoded."""
+    return tfds.load(
         info.name,
         split=_tfds_split(info, which),
         data_dir=info.data_dir,
@@ -460,14 +511,105 @@ def _source(info: DataInfo, which: str, seed: int):
         decoders={"image": tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=seed),
     )
-    decode = _decode_tfds
-    if info.jpeg_quality is not None:
-        decode = functools.partial(_decode_recompressed, quality=info.jpeg_quality)
+
+
+def _tfds_decoder(info: DataInfo):
+    if info.jpeg_quality is None:
+        return _decode_tfds
+    return functools.partial(_decode_recompressed, quality=info.jpeg_quality)
+
+
+def _tfds_fits_in_memory(info: DataInfo, which: str) -> bool:
     count = {"train": info.num_train, "val": info.num_val, "test": info.num_test}[which]
-    builder = tfds.builder(info.name, data_dir=info.data_dir)
-    if decoded_bytes(builder, count) <= CACHE_LIMIT_BYTES:
-        return ds.map(decode, num_parallel_calls=_parallel()).cache(), _identity
-    return ds, decode
+    return decoded_bytes(tfds.builder(info.name, data_dir=info.data_dir), count) <= CACHE_LIMIT_BYTES
+
+
+# ------------------------------------------------------- unbalanced classes
+def train_class_counts(info: DataInfo, seed: int) -> np.ndarray:
+    """Images per class of the training split (less ``--val-split``'s hold-out),
+    as an int64 array of ``info.num_classes``. Free for image folders and the
+    synthetic set (their labels are known); a TFDS split's labels are read once
+    (its images are not decoded)."""
+    if info.synthetic:
+        labels = synthetic_labels(info.num_train + info.num_val, info.num_classes, seed)[: info.num_train]
+    elif info.files is not None:
+        labels = np.asarray(info.files["train"][1], np.int64)
+    else:
+        ds = _tfds_examples(info, "train", seed).map(lambda example: example["label"], num_parallel_calls=_parallel())
+        labels = np.concatenate(
+            [np.zeros(0, np.int64), *[b.astype(np.int64) for b in ds.batch(8192).as_numpy_iterator()]]
+        )
+    return np.bincount(labels, minlength=info.num_classes).astype(np.int64)
+
+
+def check_even_sampling(info: DataInfo) -> None:
+    """Refuses even class sampling where it would read a TFDS split once per
+    class per pass: a split too large for the in-memory cache (the per-class
+    streams filter the split's records; cached, that happens once)."""
+    if info.synthetic or info.files is not None or _tfds_fits_in_memory(info, "train"):
+        return
+    raise UserError(
+        f"--class-balance sampling on {info.name!r}: its training split does not fit the in-memory cache "
+        f"({CACHE_LIMIT_BYTES / 2**30:.0f} GiB decoded), and each class's stream would read all its records "
+        f"again on every pass ({info.num_classes} classes); use --class-balance weights"
+    )
+
+
+CLASS_SEED_BITS = 20  # the per-class shuffle seeds: (seed << CLASS_SEED_BITS) + class
+
+
+def balanced_source(info: DataInfo, seed: int):
+    """The training split as an endless stream that draws each class with
+    probability 1/K, and the function that decodes an element (as
+    :func:`_source`'s).
+
+    One stream per class, each its class's images shuffled anew on every pass
+    (seeded by ``seed`` and the class) and repeated, merged by
+    ``tf.data.Dataset.sample_from_datasets`` with equal weights and ``seed``:
+    the same sequence on every build, so every worker of a multi-worker job
+    walks the same one (:func:`train_pipeline`'s sharding). A small class's
+    images therefore come back more often within an epoch, a large class's
+    less. Per class: image folders and the synthetic set by their labels
+    (nothing is read twice); a TFDS split by ``filter`` on its records, which
+    reads the split once per class when the cache fills (a split that does not
+    fit the cache is refused by :func:`check_even_sampling`)."""
+    classes = info.num_classes
+    if info.synthetic:
+        images, labels = _synthetic_split(info, "train", seed)
+        parts = [tf.data.Dataset.from_tensor_slices((images[labels == c], labels[labels == c])) for c in range(classes)]
+        if info.jpeg_quality is not None:
+            recompress = functools.partial(_recompress_pair, quality=info.jpeg_quality)
+            parts = [part.map(recompress).cache() for part in parts]
+        decode = _identity
+    elif info.files is not None:
+        paths, labels = info.files["train"]
+        paths, labels = np.asarray(paths, dtype=object), np.asarray(labels, np.int64)
+        parts = [
+            tf.data.Dataset.from_tensor_slices(
+                {"path": tf.constant(list(paths[labels == c]), tf.string), "label": tf.constant(labels[labels == c])}
+            )
+            for c in range(classes)
+        ]
+        decode = _folder_decoder(info)
+        if _folder_fits_in_memory(info, len(paths)):
+            parts = [part.map(decode, num_parallel_calls=_parallel()).cache() for part in parts]
+            decode = _identity
+    else:
+        check_even_sampling(info)
+        examples = _tfds_examples(info, "train", seed)
+        parts = [
+            examples.filter(lambda example, c=c: tf.equal(tf.cast(example["label"], tf.int64), c))
+            for c in range(classes)
+        ]
+        decode = _tfds_decoder(info)
+        parts = [part.map(decode, num_parallel_calls=_parallel()).cache() for part in parts]
+        decode = _identity
+    buffer = min(info.num_train, 50_000)
+    streams = [
+        part.shuffle(buffer, seed=(seed << CLASS_SEED_BITS) + c, reshuffle_each_iteration=True).repeat()
+        for c, part in enumerate(parts)
+    ]
+    return tf.data.Dataset.sample_from_datasets(streams, weights=[1.0 / classes] * classes, seed=seed), decode
 
 
 def decoded_bytes(builder, count: int) -> float:
@@ -612,6 +754,7 @@ def train_pipeline(
     chunks: int = 1,
     augment: str = "scale",
     mixup: float = 0.0,
+    sample_evenly: bool = False,
 ) -> tf.data.Dataset:
     """Endless shuffled, augmented, batched training data.
 
@@ -630,10 +773,18 @@ def train_pipeline(
     augmentation) that one process with the whole batch would use.
 
     ``mixup`` > 0: each batch is mixed with itself reversed (:func:`mix_batch`),
-    and its labels become probability vectors over the classes."""
+    and its labels become probability vectors over the classes.
+
+    ``sample_evenly`` (``--class-balance sampling``): the images are drawn
+    class by class with equal probability (:func:`balanced_source`) instead of
+    as a shuffled pass over the split; everything after (the element counter
+    that seeds each image's augmentation, the sharding, mixup) is the same."""
     index, count = shard
-    ds, decode = _source(info, "train", seed)
-    ds = ds.shuffle(min(info.num_train, 50_000), seed=seed, reshuffle_each_iteration=True).repeat()
+    if sample_evenly:
+        ds, decode = balanced_source(info, seed)
+    else:
+        ds, decode = _source(info, "train", seed)
+        ds = ds.shuffle(min(info.num_train, 50_000), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate()  # a global element counter: the seed of each element's augmentation
     if count > 1:
         per_pipeline = chunks // count
@@ -785,7 +936,13 @@ def pixel_mean(info: DataInfo, seed: int, max_images: int = 50_000) -> np.ndarra
 
 
 def distributed_train_data(
-    strategy, info: DataInfo, global_batch: int, seed: int, augment: str = "scale", mixup: float = 0.0
+    strategy,
+    info: DataInfo,
+    global_batch: int,
+    seed: int,
+    augment: str = "scale",
+    mixup: float = 0.0,
+    sample_evenly: bool = False,
 ):
     """Training data for ``strategy``: the plain pipeline with one replica;
     otherwise one pipeline per input worker (its own shard, see
@@ -795,7 +952,7 @@ def distributed_train_data(
     it, which re-creates the shuffle's seed generator: the order of the images
     would then depend on the strategy.)"""
     if strategy.num_replicas_in_sync == 1:
-        return train_pipeline(info, global_batch, seed, augment=augment, mixup=mixup)
+        return train_pipeline(info, global_batch, seed, augment=augment, mixup=mixup, sample_evenly=sample_evenly)
     replicas = strategy.num_replicas_in_sync
 
     def dataset_fn(context):
@@ -807,6 +964,7 @@ def distributed_train_data(
             chunks=replicas,
             augment=augment,
             mixup=mixup,
+            sample_evenly=sample_evenly,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from trainers.core import data as data_lib
+from trainers.core import report as report_lib
 from trainers.core.errors import UserError, write_failed
 from trainers.core.files import write_json_atomic
 from trainers.core.sources import Trained, is_named, load_trained, named_results_dir
@@ -57,6 +58,9 @@ def dataset_for(model, config: dict, dataset: str | None, data_dir: str | None):
         synthetic_train=config.get("synthetic_train", 4096),
         synthetic_test=config.get("synthetic_test", 1024),
         jpeg_quality=config.get("jpeg_quality") if same_data else None,
+        # A run that skipped undecodable files is evaluated on the files it kept.
+        skip_bad_images=bool(config.get("skip_bad_images")) if same_data else False,
+        max_bad_fraction=config.get("max_bad_fraction") if same_data else None,
     )
     if info.num_classes != model.output_shape[-1]:
         outputs = model.output_shape[-1]
@@ -77,22 +81,27 @@ def view_pipeline(info, view: str, split: str, batch_size: int, seed: int = 0):
     return data_lib.eval_pipeline(info, split, batch_size, seed=seed)
 
 
-def score(model, ds, *, k: int, per_image: list | None = None) -> tuple[int, int, int]:
+def score(model, ds, *, k: int, per_image: list | None = None, collector=None) -> tuple[int, int, int]:
     """Top-1 hits, top-k hits and images of ``model`` on ``ds``: batches of
     one view per image (N, S, S, 3), or of several, (N, V, S, S, 3), whose
     softmax outputs are averaged. With ``per_image``, appends (label, top-1
-    class) for every image, in order."""
+    class) for every image, in order; with ``collector`` (a
+    :class:`trainers.core.report.Collector`), adds every batch's images,
+    labels and softmax outputs to it (the per-class report)."""
     top1 = topk = count = 0
+    softmax_out = report_lib.outputs_probabilities(model)
     for images, labels in ds.as_numpy_iterator():
         if images.ndim == 5:
             n, views = images.shape[:2]
             logits = model.predict_on_batch(images.reshape((-1,) + images.shape[2:]))
             probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits)).reshape(n, views, -1).mean(axis=1)
         else:
-            probs = keras.ops.convert_to_numpy(model.predict_on_batch(images))
+            probs = keras.ops.convert_to_numpy(model.predict_on_batch(images))  # logits: ranked as the softmax
         ranked = np.argsort(-probs, axis=-1)[:, :k]
         if per_image is not None:
             per_image.extend(zip(labels.tolist(), ranked[:, 0].tolist()))
+        if collector is not None:
+            collector.add(images, labels, probs if images.ndim == 5 or softmax_out else report_lib.softmax(probs))
         top1 += int(np.sum(ranked[:, 0] == labels))
         topk += int(np.sum(np.any(ranked == labels[:, None], axis=-1)))
         count += len(labels)
@@ -108,6 +117,15 @@ def results_dir(trained: Trained) -> pathlib.Path:
     return trained.run_dir if trained.kind == "run" else trained.path.parent
 
 
+def report_folder(output, out_dir: pathlib.Path, name: str) -> pathlib.Path:
+    """Where the per-class report of an evaluation goes: beside ``output``
+    (``--output DIR/x.json``: DIR/x-report/), else ``out_dir``/``name``."""
+    if output:
+        output = pathlib.Path(output)
+        return output.with_name(f"{output.stem}-report")
+    return out_dir / name
+
+
 def evaluate(
     source,
     *,
@@ -120,12 +138,19 @@ def evaluate(
     all_views: bool = False,
     batch_size: int = 100,
     output=None,
+    report: bool = True,
 ) -> dict:
     """Top-1 and top-k error of the trained model ``source`` (any source
     :func:`load_trained` reads) on ``split``, in the single view, the centre
     crop and its mirror (``flip``), the 10-crop (``ten_crop``) or all three
     (``all_views``); printed, and written as JSON to ``output`` (default:
-    eval-<which>-<split>[-flip|-10crop|-views].json in :func:`results_dir`)."""
+    eval-<which>-<split>[-flip|-10crop|-views].json in :func:`results_dir`).
+
+    With ``report`` (the default), the single view (alone or in
+    ``all_views``) also gets the per-class report (:mod:`trainers.core.report`):
+    its balanced accuracy, macro-F1 and worst class printed beside top-1 and
+    added to the JSON, and its folder written (report-<which>-<split>/ beside
+    the JSON, or <output's stem>-report/ beside ``output``)."""
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}; expected a positive integer")
     trained = load_for_evaluation(source, which)
@@ -139,12 +164,21 @@ def evaluate(
     single = single_view(info)
     views = [single, "flip", "10-crop"] if all_views else ["10-crop" if ten_crop else "flip" if flip else single]
     scores = {}
+    reported = None
     for view in views:
         ds = view_pipeline(info, view, split, batch_size, seed=config.get("seed", 0))
-        top1, topk, count = score(model, ds, k=k)
+        collector = report_lib.Collector() if report and view == single else None
+        top1, topk, count = score(model, ds, k=k, collector=collector)
         if count == 0:
             raise UserError(f"the {split} split of {info.name!r} is empty")
         scores[view] = {"images": count, "top1_error": 1 - top1 / count, f"top{k}_error": 1 - topk / count}
+        if collector is not None:
+            reported = (
+                view,
+                collector,
+                report_lib.class_report(collector.labels, collector.predictions, info.class_names),
+            )
+            scores[view].update(report_lib.key_figures(reported[2]))
     result = {
         "model": str(model_path),
         "dataset": info.name,
@@ -157,22 +191,33 @@ def evaluate(
     else:
         result.update(view=views[0], **scores[views[0]])
     suffix = "-views" if all_views else "-10crop" if ten_crop else "-flip" if flip else ""
-    name = f"eval-{which if trained.kind in ('run', 'shipped') else model_path.stem}-{split}{suffix}.json"
-    target = pathlib.Path(output) if output else out_dir / name
+    stem = f"{which if trained.kind in ('run', 'shipped') else model_path.stem}-{split}"
+    target = pathlib.Path(output) if output else out_dir / f"eval-{stem}{suffix}.json"
     if not output and not out_dir.exists():  # shipped weights: their results folder under saved_models/
         try:
             out_dir.mkdir(parents=True)
         except OSError as error:
             raise write_failed(out_dir, error) from None
-    write_json_atomic(target, result)
     tag = " [SYNTHETIC DATA]" if info.synthetic else ""
+    if reported is not None:
+        view, collector, figures = reported
+        folder = report_folder(output, out_dir, f"report-{stem}")
+        context = {key: result[key] for key in ("model", "dataset", "synthetic", "split", "image_size")}
+        title = f"{model_path.name} on {info.name} {result['split']} ({view} at {image_size}px){tag}"
+        report_lib.write_report(folder, figures, collector.mistakes(), title=title, context={**context, "view": view})
+        result["report"] = str(folder)
+    write_json_atomic(target, result)
     for view, figures in scores.items():
+        per_class = f"; {report_lib.summary_line(figures)}" if reported is not None and view == reported[0] else ""
         print(
             f"{model_path.name} on {info.name} {result['split']} ({view} at {image_size}px, {figures['images']} "
             f"images){tag}: top-1 error {100 * figures['top1_error']:.2f}% (accuracy "
             f"{100 * (1 - figures['top1_error']):.2f}%), top-{k} error {100 * figures[f'top{k}_error']:.2f}%"
+            + per_class
         )
     print(f"written: {target}")
+    if reported is not None:
+        print(f"per-class report: {result['report']}/ ({', '.join(report_lib.FILES)})")
     return result
 
 

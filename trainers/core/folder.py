@@ -14,7 +14,9 @@ every image to one size, so only its index (``file_paths``, ``class_names``)
 is used; the images then go through this project's pipeline (the family's
 augmentation, the in-memory cache, sharding, the per-pixel mean). Every file
 is decoded once when the dataset is described, so a file that cannot be read
-stops the run before anything is written, with its name.
+stops the run before anything is written, with its name; with
+``skip_bad=True`` (``--skip-bad-images``) such files are left out and listed
+instead, unless more than ``max_bad_fraction`` of the folder's files are bad.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from trainers.core.errors import UserError
 PREFIX = "folder:"
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+# --skip-bad-images: the largest fraction of a folder's files that may fail to decode (--max-bad-fraction).
+MAX_BAD_FRACTION = 0.05
 
 
 @dataclasses.dataclass
@@ -42,6 +46,8 @@ class FolderData:
     # split -> (paths, labels); "train" always, "val" and "test" where their folders exist.
     splits: dict
     total_bytes: int
+    # skip_bad: (path, split, reason) of every file left out because it does not decode; None otherwise.
+    skipped: list | None = None
 
 
 def is_folder(dataset: str | None) -> bool:
@@ -65,10 +71,18 @@ def _index(directory: pathlib.Path) -> tuple[list[str], list[int], list[str]]:
     return list(ds.file_paths), labels, class_names
 
 
-def index_folder(dataset: str, check_decoding: bool = True) -> FolderData:
+def index_folder(
+    dataset: str, check_decoding: bool = True, skip_bad: bool = False, max_bad_fraction: float | None = None
+) -> FolderData:
     """Indexes ``folder:PATH``; a :class:`UserError` for a path that does not
     exist, no class folders, a class folder without images, fewer than two
-    classes, splits whose class names differ, or a file that does not decode."""
+    classes, splits whose class names differ, or a file that does not decode.
+
+    ``skip_bad``: every file is decoded, and those that fail are left out and
+    listed in ``FolderData.skipped`` as (path, split, reason); refused instead
+    (one line naming the count and the fraction) when more than
+    ``max_bad_fraction`` (default ``MAX_BAD_FRACTION``) of all the folder's
+    files fail, when all of them do, or when a class folder is left with none."""
     root = pathlib.Path(os.path.expanduser(dataset[len(PREFIX) :])).resolve()
     if not root.is_dir():
         raise UserError(f"--dataset {dataset}: {root} is not a directory")
@@ -98,11 +112,61 @@ def index_folder(dataset: str, check_decoding: bool = True) -> FolderData:
         splits[split] = (paths, labels)
     if len(names) < 2:
         raise UserError(f"{split_dirs['train']} has one class folder ({names[0]}); a classifier needs at least two")
-    if check_decoding:
+    skipped = None
+    if skip_bad:
+        splits, skipped = _without_bad_images(splits, split_dirs, names, max_bad_fraction)
+    elif check_decoding:
         for paths, _ in splits.values():
             check_images(paths)
     total = sum(os.path.getsize(p) for paths, _ in splits.values() for p in paths)
-    return FolderData(root=str(root), class_names=names, splits=splits, total_bytes=total)
+    return FolderData(root=str(root), class_names=names, splits=splits, total_bytes=total, skipped=skipped)
+
+
+def _without_bad_images(splits: dict, split_dirs: dict, names: list, max_bad_fraction: float | None):
+    """``splits`` less the files that do not decode, and those files as
+    (path, split, reason); a :class:`UserError` where too many are bad."""
+    limit = MAX_BAD_FRACTION if max_bad_fraction is None else max_bad_fraction
+    skipped = [(path, split, reason) for split, (paths, _) in splits.items() for path, reason in find_bad_images(paths)]
+    files = sum(len(paths) for paths, _ in splits.values())
+    root = split_dirs["train"] if len(split_dirs) == 1 else split_dirs["train"].parent
+    if skipped and len(skipped) == files:
+        path, _, reason = skipped[0]
+        raise UserError(f"none of the {files:,} files of {root} decodes (the first, {path}: {reason})")
+    if len(skipped) / files > limit:
+        path, _, reason = skipped[0]
+        raise UserError(
+            f"{len(skipped):,} of {files:,} files of {root} do not decode ({len(skipped) / files:.1%}), more than "
+            f"--max-bad-fraction {limit:g} allows; the first: {path} ({reason})"
+        )
+    bad = {path for path, _, _ in skipped}
+    kept = {}
+    for split, (paths, labels) in splits.items():
+        pairs = [(p, y) for p, y in zip(paths, labels) if p not in bad]
+        left = {y for _, y in pairs}
+        for label, name in enumerate(names):
+            if label not in left:
+                raise UserError(f"class folder {split_dirs[split] / name} has no image that decodes (all were skipped)")
+        kept[split] = ([p for p, _ in pairs], [y for _, y in pairs])
+    return kept, skipped
+
+
+def find_bad_images(paths) -> list[tuple[str, str]]:
+    """(path, reason) of every file of ``paths`` that cannot be read or decoded, in order."""
+    bad = []
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except tf.errors.OpError as error:
+            bad.append((path, _reason(error)))
+    return bad
+
+
+def _reason(error) -> str:
+    """TensorFlow's message for a file, in one line, without its function-node prefix and op suffix."""
+    lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    line = lines[0] if lines else ""
+    line = (line.split("}}")[-1].strip() or line).split(" [Op:")[0].strip()
+    return line or type(error).__name__
 
 
 def check_images(paths) -> None:

@@ -9,15 +9,18 @@ directory) onto its run object, builds model, optimizer and metrics inside
     config.json   the settings, resolved, and what the run derived (status: running/finished)
     model.keras   the final network          best.keras  best validation epoch
     history.csv   one row per epoch           steps.csv   loss every N steps
-    metrics.json  final test top-1/top-5 error, wall time, images/second
+    metrics.json  final test top-1/top-5 error, balanced accuracy, macro-F1, worst class, wall time, images/second
+    report/       the final model's per-class report on the test split (trainers.core.report)
     curves.png    training (thin) and test (bold) error against iterations
     logs/         TensorBoard               backup/      while unfinished
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime
+import io
 import math
 import os
 import pathlib
@@ -28,12 +31,13 @@ import keras
 import numpy as np
 
 import resnet_keras
+from trainers.core import balance, compat, distributed, finetune, recipes, runlock
 from trainers.core import callbacks as cb
-from trainers.core import compat, distributed, finetune, recipes, runlock
 from trainers.core import data as data_lib
+from trainers.core import report as report_lib
 from trainers.core.config import RunConfig, record_identity
 from trainers.core.errors import UserError, write_failed
-from trainers.core.files import read_json, write_json_atomic
+from trainers.core.files import read_json, write_json_atomic, write_text_atomic
 from trainers.core.hardware import cpu_kernels, global_dtype_policy, resolve_precision, run_cpus
 from trainers.core.sources import save_model_atomic
 
@@ -211,6 +215,10 @@ class _Run:
     cpu_kernels: str | None = None
     status: str = "running"
     init: dict | None = None  # what --init-from copied (finetune.initialize), where it did
+    # The training split's images per class, and what --class-balance does with them (balance.plan): known for
+    # image folders whatever the mode, and wherever a mode is set; None otherwise.
+    class_counts: np.ndarray | None = None
+    balance: dict | None = None
 
     @property
     def replicas(self) -> int:
@@ -232,7 +240,7 @@ class _Run:
             "batch_size_resolved": self.batch,
             "freeze_steps": self.freeze_steps or None,
             "run_dir": str(self.run_dir),
-            "data": {k: v for k, v in vars(info).items() if k not in ("class_names", "files")},
+            "data": {k: v for k, v in vars(info).items() if k not in ("class_names", "files", "skipped")},
             "class_names": info.class_names,
             "schedule": self.schedule.to_dict(),
             "synthetic": info.synthetic,
@@ -242,7 +250,24 @@ class _Run:
         record.update(cpu_kernels=self.cpu_kernels, status=self.status)
         if self.init is not None:
             record["init"] = self.init
+        if self.balance is not None:
+            record["balance"] = self.balance
+        if info.skipped is not None:
+            record["skipped_images"] = {
+                "count": len(info.skipped),
+                "files": _folder_files(info),
+                "list": SKIPPED_IMAGES,
+                "max_bad_fraction": config.max_bad_fraction,
+            }
         return record
+
+
+SKIPPED_IMAGES = "skipped_images.csv"
+
+
+def _folder_files(info: data_lib.DataInfo) -> int:
+    """An image folder's files, those skipped (--skip-bad-images) included."""
+    return sum(len(paths) for paths, _ in info.files.values()) + len(info.skipped or ())
 
 
 def _train(run: _Run, model):
@@ -278,7 +303,15 @@ def _plan(run: _Run) -> None:
         synthetic_train=config.synthetic_train,
         synthetic_test=config.synthetic_test,
         jpeg_quality=config.jpeg_quality,
+        skip_bad_images=config.skip_bad_images,
+        max_bad_fraction=config.max_bad_fraction,
     )
+    mode = config.class_balance or "none"
+    if mode != "none" or info.files is not None:  # an image folder's counts are known: always on record
+        run.class_counts = data_lib.train_class_counts(info, config.seed)
+        run.balance = balance.plan(mode, run.class_counts, info.class_names)
+    if mode == "sampling":
+        data_lib.check_even_sampling(info)
     run.steps_per_epoch = info.num_train // batch
     if run.steps_per_epoch < 1:
         raise UserError(f"--batch-size {batch} is larger than the training split ({info.num_train} images)")
@@ -374,9 +407,19 @@ def _data(run: _Run):
     """The training, validation and test pipelines, and the per-pixel mean
     (computed once and kept in the run directory)."""
     config, info = run.config, run.info
+    if info.skipped is not None:
+        _write_skipped(run)
+    if run.balance is not None:
+        _log(balance.describe(run.balance), config)
     mixup = run.schedule.mixup
     train_ds = data_lib.distributed_train_data(
-        run.strategy, info, run.batch, config.seed, augment=run.schedule.augment, mixup=mixup
+        run.strategy,
+        info,
+        run.batch,
+        config.seed,
+        augment=run.schedule.augment,
+        mixup=mixup,
+        sample_evenly=config.class_balance == "sampling",
     )
     eval_batch = max(run.batch, 256 // run.replicas * run.replicas)
     test_ds = data_lib.eval_pipeline(info, "test", eval_batch)
@@ -397,6 +440,22 @@ def _data(run: _Run):
             tmp.unlink(missing_ok=True)
             raise write_failed(run.out_dir / "pixel_mean.npy", error) from None
     return train_ds, val_ds, test_ds, mean
+
+
+def _write_skipped(run: _Run) -> None:
+    """--skip-bad-images: the files left out, each with its split and reason, in RUN_DIR/skipped_images.csv
+    (written atomically, on every start: it lists what this start skipped), and one line saying how many."""
+    info = run.info
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "split", "reason"])
+    writer.writerows(info.skipped)
+    write_text_atomic(run.out_dir / SKIPPED_IMAGES, buffer.getvalue())
+    _log(
+        f"skipped {len(info.skipped):,} of {_folder_files(info):,} files that do not decode: "
+        f"{run.run_dir / SKIPPED_IMAGES}",
+        run.config,
+    )
 
 
 def _model(run: _Run, model, mean):
@@ -453,6 +512,13 @@ def _model(run: _Run, model, mean):
                 keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                 keras.metrics.SparseTopKCategoricalAccuracy(k=top_k, name="top5"),
             ]
+        if config.class_balance == "weights":
+            # Inside the loss, for either kind of label (mixup's probability vectors too); the metrics unweighted.
+            loss = balance.ClassWeightedCrossentropy(
+                balance.class_weights(run.class_counts),
+                label_smoothing=schedule.label_smoothing,
+                sparse=not schedule.mixup,
+            )
         model.compile(
             optimizer=optimizer,
             loss=loss,
@@ -597,6 +663,10 @@ def _finish(run: _Run, model, test_ds, run_log, backup, wall) -> dict:
     metrics["weights_sha256"] = distributed.weights_fingerprint(model)
     if info.synthetic:
         metrics["note"] = SYNTHETIC_NOTE
+    if role.is_chief:  # the final model's per-class report on the test split: one more pass over it
+        where = run.out_dir / "report"
+        metrics.update(report_lib.run_report(model, test_ds, info, where, arch=config.arch, multi=run.replicas > 1))
+        _log(f"per-class report on {info.test_split}: {report_lib.summary_line(metrics)}; {where}", config)
     save_model_atomic(model, run.out_dir / "model.keras")
     write_json_atomic(run.out_dir / "metrics.json", metrics)
     run.status = "finished"

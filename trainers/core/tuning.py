@@ -486,6 +486,8 @@ def _search_in_policy(space: Space, base: RunConfig, settings: SearchSettings) -
         synthetic_classes=base.synthetic_classes,
         synthetic_train=base.synthetic_train,
         synthetic_test=base.synthetic_test,
+        skip_bad_images=base.skip_bad_images,
+        max_bad_fraction=base.max_bad_fraction,
     )
     policy, _ = resolve_precision(base.precision)
     keras.config.set_dtype_policy(policy)  # before the tuner builds any model
@@ -530,6 +532,8 @@ def _search(space, base, settings, directory, info, strategy):
         "max_params": settings.max_params,
         "max_flops": settings.max_flops,
     }
+    if base.class_balance:  # only where set: a search directory written before the setting still resumes
+        spec["class_balance"] = base.class_balance
     spec_path = directory / "search.json"
     if spec_path.exists() and read_json(spec_path, "search settings") != json.loads(json.dumps(spec)):
         raise UserError(
