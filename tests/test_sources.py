@@ -85,7 +85,7 @@ def test_shipped_weights_come_with_their_manifest_entry():
     assert trained.path == resnet_keras.pretrained.WEIGHTS_DIR / entry["file"]
     assert trained.config["shipped"] == "resnet20/cifar10" and trained.class_names == entry["class_names"]
     assert trained.dataset == entry["tfds_name"] and trained.family == "cifar" and trained.image_size == 32
-    assert set(KINDS) == {"run", "keras", "weights", "applications", "shipped"}
+    assert set(KINDS) == {"run", "keras", "weights", "applications", "shipped", "imagenet"}
 
 
 def test_every_bad_source_is_refused_in_one_line(run_dir, tmp_path):
