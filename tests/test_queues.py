@@ -55,6 +55,48 @@ def test_the_leaderboard_screen_stops_at_a_preempted_run_and_goes_on_past_a_fail
     assert code == 75 and len(calls) == 1
 
 
+@pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs a POSIX shell")
+@pytest.mark.parametrize(
+    "section, runs",
+    [
+        ("baseline", [("resnet18d", "--seed 1", ""), ("resnet18d", "--seed 2", "")]),
+        (
+            "recipe",
+            [
+                ("resnet18d", "--seed 0", "--lr-schedule flat-cosine"),
+                ("resnet18d", "--seed 0", "--optimizer adamw"),
+                ("resnet18d", "--seed 0", "--optimizer lamb"),
+            ],
+        ),
+        ("blur", [("resnet18d", "--seed 0", "--blur-pool stem"), ("resnet18d", "--seed 0", "--blur-pool all")]),
+        (
+            "flat",
+            [
+                ("resnet18d", "--seed 1", "--lr-schedule flat-cosine"),
+                ("resnet18d", "--seed 2", "--lr-schedule flat-cosine"),
+            ],
+        ),
+        (
+            "deeper",
+            [
+                ("resnet50d", "--seed 0", "--lr-schedule flat-cosine"),
+                ("resnet34d", "--seed 0", "--lr-schedule flat-cosine"),
+            ],
+        ),
+        ("paper", [(arch, f"--seed {seed}", "") for arch in ("resnet34", "resnet50") for seed in (0, 1, 2)]),
+    ],
+)
+def test_each_leaderboard_section_trains_its_runs(tmp_path, section, runs):
+    code, calls = _queue(tmp_path, 0, "leaderboard.sh", section)
+    assert code == 0 and len(calls) == len(runs), calls
+    for call, (arch, seed, change) in zip(calls, runs):
+        assert f"--arch {arch} " in call and seed in call and change in call
+        assert "--recipe fast --image-size 128 --epochs 5" in call and "--output-dir" in call
+    (tmp_path / "unknown").mkdir()
+    code, _ = _queue(tmp_path / "unknown", 0, "leaderboard.sh", "no-such-section")
+    assert code == 2
+
+
 @pytest.mark.skipif(
     not (shutil.which("flock") and shutil.which("pgrep")), reason="needs flock (util-linux) and pgrep (procps)"
 )

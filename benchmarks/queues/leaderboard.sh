@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 38's runs toward the Imagenette leaderboard (128 px, from random weights), one after another at nice 19.
 # Rerun to resume: a finished run is skipped, an unfinished one resumes from its backup. Run from a checkout:
-#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe|blur|flat|deeper]
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe|blur|flat|deeper|paper]
 # screen: one seed of each change at 5 epochs on ResNet-18, the cheapest network, against the fast recipe's
 # baseline on the same machine (the ablation table's first rows).
 set -u
@@ -48,6 +48,15 @@ elif [ "$1" = deeper ]; then
     run "$R/deeper/$arch" --arch $arch --recipe fast --image-size 128 --epochs 5 --seed 0 --lr-schedule flat-cosine
   done
   echo "=== $(date -u +%FT%TZ) deeper done"
+elif [ "$1" = paper ]; then
+  # The leaderboard table's rows for the paper's networks: ResNet-34 and ResNet-50 with issue 16's fast recipe,
+  # 3 seeds each (trainers/seeds.py --runs reports them).
+  for arch in resnet34 resnet50; do
+    for seed in 0 1 2; do
+      run "$R/paper/$arch-s$seed" --arch $arch --recipe fast --image-size 128 --epochs 5 --seed $seed
+    done
+  done
+  echo "=== $(date -u +%FT%TZ) paper done"
 else
-  echo "usage: leaderboard.sh [screen|baseline|recipe|blur|flat|deeper]" >&2; exit 2
+  echo "usage: leaderboard.sh [screen|baseline|recipe|blur|flat|deeper|paper]" >&2; exit 2
 fi
