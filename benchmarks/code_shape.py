@@ -12,7 +12,8 @@ Definitions (the closing note of issue 37 compares two checkouts with them):
   else the files of ``trainers/`` without a ``__main__`` guard; lines are physical lines.
 - longest function: the most lines of one ``def`` in trainers/ (nested functions count in their parent), also
   leaving out the argparse ``build_parser`` functions (one ``add_argument`` call per flag).
-- sys.path edits: ``sys.path.insert``/``append`` calls in trainers/, benchmarks/, tests/.
+- import-path edits: calls that insert into or append to Python's import path list
+  (``sys``'s ``path``) in trainers/, benchmarks/, tests/.
 - model loaders: functions in trainers/ that call ``load_keras_model``, ``keras.models.load_model``,
   ``.load_weights`` or ``find_weights`` (each a way a trained model gets loaded).
 - defaults written twice: fit.py flags whose default is written in its parser and again in the

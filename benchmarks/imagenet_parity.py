@@ -63,6 +63,8 @@ import tempfile
 
 import numpy as np
 
+from trainers.core.files import remove_quietly, tmp_name, write_json_atomic
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -96,18 +98,14 @@ RANDOM_NOTE = (
 
 
 def _replace(path: pathlib.Path, write):
-    """``write(temporary path)``, then the temporary file renamed to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """``write(temporary path)``, then the temporary file renamed to ``path``
+    (the project's temporary names: :func:`trainers.core.files.tmp_name`)."""
+    tmp = tmp_name(path)
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_json(path: pathlib.Path, data: dict):
-    _replace(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"))
+        remove_quietly(tmp)
 
 
 def _save_npy(path: pathlib.Path, array: np.ndarray):
@@ -217,7 +215,9 @@ def run_torch(python: str, out: pathlib.Path, networks: list[dict], seed: int) -
             f"error: {python} cannot import torch, numpy, {', '.join(libraries)} ({reason}); {TORCH_INSTALL_HINT}"
         )
     fields = ("key", "library", "builder", "mean", "std")
-    _write_json(out / "torch_request.json", {"seed": seed, "networks": [{f: n[f] for f in fields} for n in networks]})
+    write_json_atomic(
+        out / "torch_request.json", {"seed": seed, "networks": [{f: n[f] for f in fields} for n in networks]}
+    )
     done = subprocess.run([python, "-m", "benchmarks.imagenet_parity_torch", "--dir", str(out)], cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"error: the PyTorch child failed (exit status {done.returncode})")
@@ -313,7 +313,7 @@ def keras_hub_child(out: pathlib.Path) -> int:
         }
         print(f"  keras-hub: {network['builder']} ({config['block_type']}) saved as a preset", flush=True)
         keras.backend.clear_session()
-    _write_json(
+    write_json_atomic(
         out / "keras_hub_result.json",
         {"versions": {"keras_hub": keras_hub.__version__, "keras": keras.__version__}, "networks": written},
     )
@@ -328,7 +328,7 @@ def run_keras_hub(path: str | None, out: pathlib.Path, networks: list[dict], see
         where = f"with {path} on PYTHONPATH" if path else "(no --keras-hub-path / $KERAS_HUB_PATH given)"
         return None, f"keras_hub does not import {where}: {reason}; {KERAS_HUB_INSTALL_HINT}"
     fields = ("key", "builder", "config", "mean", "std")
-    _write_json(
+    write_json_atomic(
         out / "keras_hub_request.json", {"seed": seed, "networks": [{f: n[f] for f in fields} for n in networks]}
     )
     done = subprocess.run(
@@ -612,7 +612,7 @@ def main(argv=None):
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-    _write_json(out / "parity.json", result)
+    write_json_atomic(out / "parity.json", result)
 
     print(f"\n{args.images} images of {args.image_size}x{args.image_size}, float32; {RANDOM_NOTE}.")
     print(table(rows, args.tolerance))

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors.numpy import save_file
-from test_ported_readers import _Storage, _Tensor, write_torch_zip
+from test_ported_readers import _Storage, _Tensor, one_line, write_torch_zip
 
 from benchmarks import make_imagenet_classes
 from resnet_keras import get_model, get_normalization, imagenet_class_names, imagenet_wnids, load_imagenet
@@ -32,16 +32,6 @@ SIZE = 64
 TIMM = "timm:resnet18.a1_in1k"
 TV = "torchvision:resnet18"
 KH = "keras-hub:resnet_18_imagenet"
-
-
-def one_line(call, *words, error=ValueError):
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for word in words:
-        assert word in message, message
-    return message
 
 
 @pytest.fixture(autouse=True)

@@ -207,14 +207,19 @@ def _assert_same(got, expected):
         np.testing.assert_array_equal(got[name], want, err_msg=name)
 
 
-def _one_line_refusal(call, *words):
-    with pytest.raises(WeightsFileError) as info:
+def one_line(call, *words, error=ValueError):
+    """``call()`` raises ``error`` with a one-line message holding every word; returns the message."""
+    with pytest.raises(error) as info:
         call()
     message = str(info.value)
     assert "\n" not in message, message
     for word in words:
         assert word in message, message
     return message
+
+
+def _one_line_refusal(call, *words):
+    return one_line(call, *words, error=WeightsFileError)
 
 
 # --------------------------------------------------------------------------------------------------------------

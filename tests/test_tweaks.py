@@ -258,6 +258,21 @@ def test_tflite_conversion_with_builtin_ops_only():
     np.testing.assert_allclose(run(image), expected, atol=1e-4)
 
 
+def _ship(folder, monkeypatch, arch, name, build) -> dict:
+    """A manifest in ``folder`` with one entry, ``folder/ARCH-NAME.weights.h5`` (already saved), made the package's."""
+    entry = {
+        "arch": arch,
+        "name": name,
+        "file": f"{arch}-{name}.weights.h5",
+        "sha256": pretrained.sha256(folder / f"{arch}-{name}.weights.h5"),
+        "build": build,
+    }
+    (folder / "manifest.json").write_text(json.dumps({"weights": [entry]}))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(pretrained, "MANIFEST", folder / "manifest.json")
+    return entry
+
+
 def test_shipped_weights_record_and_check_the_tweaks(tmp_path, monkeypatch):
     """A manifest entry records stem and shortcut_downsample, so resnet18d's
     weights are refused for resnet18 settings; older entries, which record
@@ -279,16 +294,7 @@ def test_shipped_weights_record_and_check_the_tweaks(tmp_path, monkeypatch):
     )
     build = build_settings(**settings, stem="deep", shortcut_downsample="avgpool")
     assert (build["stem"], build["shortcut_downsample"]) == ("deep", "avgpool")
-    entry = {
-        "arch": "resnet18d",
-        "name": "demo",
-        "file": "resnet18d-demo.weights.h5",
-        "sha256": pretrained.sha256(tmp_path / "resnet18d-demo.weights.h5"),
-        "build": build,
-    }
-    (tmp_path / "manifest.json").write_text(json.dumps({"weights": [entry]}))
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
+    entry = _ship(tmp_path, monkeypatch, "resnet18d", "demo", build)
 
     loaded = _small("resnet18d", weights="demo")
     for a, b in zip(loaded.get_weights(), model.get_weights()):
@@ -622,16 +628,7 @@ def test_shipped_weights_record_and_check_the_blur(tmp_path, monkeypatch):
     )
     build = build_settings(**settings, blur_pool="all")
     assert build["blur_pool"] == "all" and build_settings(**settings)["blur_pool"] == "none"
-    entry = {
-        "arch": "resnet18",
-        "name": "blur",
-        "file": "resnet18-blur.weights.h5",
-        "sha256": pretrained.sha256(tmp_path / "resnet18-blur.weights.h5"),
-        "build": build,
-    }
-    (tmp_path / "manifest.json").write_text(json.dumps({"weights": [entry]}))
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
+    entry = _ship(tmp_path, monkeypatch, "resnet18", "blur", build)
 
     loaded = _small("resnet18", stage_depths=(1, 1, 1, 1), blur_pool="all", weights="blur")
     for a, b in zip(loaded.get_weights(), model.get_weights()):

@@ -23,9 +23,8 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from trainers.core import data as data_lib
 from trainers.core.errors import UserError
-from trainers.core.files import read_json, write_json_atomic, write_text_atomic
+from trainers.core.files import read_json, runs_root, write_json_atomic, write_text_atomic
 from trainers.core.sources import float32_clone, load_trained, named_results_dir
-from trainers.core.train import runs_root
 
 FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 FILENAMES = {

@@ -13,6 +13,8 @@ import pathlib
 
 from trainers.core.errors import UserError, write_failed
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
 
 def tmp_name(path: pathlib.Path) -> pathlib.Path:
     # Keep the suffix: Keras picks the format of a saved model from it.
@@ -65,6 +67,22 @@ def strict(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def finite_or_none(value) -> float | None:
+    """``value`` as a float where it is a finite number, else None (a figure a
+    JSON file lacks, misspells or holds as null)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def runs_root() -> pathlib.Path:
+    """Where runs land without --output-dir: saved_models/ of the repository, or
+    $RESNET_KERAS_RUNS (tests point it at a temporary directory)."""
+    return pathlib.Path(os.environ.get("RESNET_KERAS_RUNS") or ROOT / "saved_models")
 
 
 def write_json_atomic(path, data) -> None:

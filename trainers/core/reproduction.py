@@ -16,9 +16,9 @@ from trainers.core import data as data_lib
 from trainers.core import responses
 from trainers.core.errors import UserError
 from trainers.core.evaluation import paired, paired_words
-from trainers.core.files import read_csv_rows, save_figure_atomic, write_csv_atomic, write_json_atomic
+from trainers.core.files import read_csv_rows, runs_root, save_figure_atomic, write_csv_atomic, write_json_atomic
 from trainers.core.sources import load_trained
-from trainers.core.train import runs_root, train
+from trainers.core.train import train
 
 
 def _read_json(path: pathlib.Path) -> dict:

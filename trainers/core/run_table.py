@@ -5,12 +5,11 @@ best.json, history.csv, the backup's metadata, evaluate.py's 10-crop)."""
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 
 from trainers.core import runlock
 from trainers.core.errors import UserError
-from trainers.core.files import read_csv_rows, strict
+from trainers.core.files import finite_or_none, read_csv_rows, strict
 from trainers.core.hardware import run_cpus
 
 COLUMNS = (
@@ -66,14 +65,6 @@ def find_runs(paths) -> list[pathlib.Path]:
     return found
 
 
-def _number(value):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def ten_crop(run_dir: pathlib.Path):
     """The final model's 10-crop top-1 accuracy on the test split, where evaluate.py wrote it."""
     views = _optional(run_dir / "eval-final-test-views.json")
@@ -107,15 +98,15 @@ def describe(run_dir: pathlib.Path, label: str) -> dict:
         dataset=data.get("name") or config.get("dataset"),
         recipe=config.get("recipe"),
         image_size=data.get("image_size") or config.get("image_size"),
-        epochs=_number(schedule.get("epochs") or config.get("epochs")),
+        epochs=finite_or_none(schedule.get("epochs") or config.get("epochs")),
         precision=config.get("resolved_precision") or config.get("precision"),
     )
     total = schedule.get("total_steps")
     if metrics is not None:
         row["status"] = "finished"
-        error, wall = _number(metrics.get("test_top1_error")), _number(metrics.get("wall_seconds"))
+        error, wall = finite_or_none(metrics.get("test_top1_error")), finite_or_none(metrics.get("wall_seconds"))
         row["top1"] = 1 - error if error is not None else None
-        row["images_per_second"] = _number(metrics.get("train_images_per_second"))
+        row["images_per_second"] = finite_or_none(metrics.get("train_images_per_second"))
         row["wall_minutes"] = wall / 60 if wall is not None else None
         if row["top1"] is None:
             row["why"]["top1"] = "no finite test error in metrics.json"
@@ -123,17 +114,19 @@ def describe(run_dir: pathlib.Path, label: str) -> dict:
         if row["images_per_second"] is None:
             row["why"]["images_per_second"] = "too few steady-state steps"
     else:
-        saved = [_number(r.get("iterations")) for r in history] + [_number((backup or {}).get("iterations"))]
+        saved = [finite_or_none(r.get("iterations")) for r in history] + [
+            finite_or_none((backup or {}).get("iterations"))
+        ]
         done = int(max([n for n in saved if n is not None], default=0))
         pid = runlock.live_holder(run_dir)
         state = f"training now (process {pid})" if pid else "stopped, resumes from its backup" if backup else "stopped"
         row["status"] = f"{state}, saved at iteration {done}" + (f" of {total}" if total else "")
         row["why"]["top1"] = "not finished"
         if history:
-            rates = [_number(r.get("images_per_second")) for r in history]
+            rates = [finite_or_none(r.get("images_per_second")) for r in history]
             rates = [r for r in rates if r is not None]
             row["images_per_second"] = sum(rates) / len(rates) if rates else None
-            row["wall_minutes"] = sum(_number(r.get("epoch_seconds")) or 0 for r in history) / 60
+            row["wall_minutes"] = sum(finite_or_none(r.get("epoch_seconds")) or 0 for r in history) / 60
         if row["images_per_second"] is None:
             row["why"]["images_per_second"] = "no epoch timed yet"
     if row["cpus"] is None:
@@ -141,7 +134,7 @@ def describe(run_dir: pathlib.Path, label: str) -> dict:
         row["cpus"] = cpus or None
         if not cpus:
             row["why"]["cpus"] = "no epoch yet"
-    if best and _number(best.get("value")) is not None:
+    if best and finite_or_none(best.get("value")) is not None:
         row["best_top1"] = float(best["value"])
     else:
         row["why"]["best_top1"] = "no validated epoch"

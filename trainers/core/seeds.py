@@ -24,7 +24,7 @@ import sys
 
 from trainers.core.config import record_identity
 from trainers.core.errors import UserError
-from trainers.core.files import strict, write_json_atomic
+from trainers.core.files import finite_or_none, read_json, strict, write_json_atomic
 
 FIT = pathlib.Path(__file__).resolve().parents[1] / "fit.py"  # the package's own fit.py, wherever we run from
 PREEMPTED = 75  # fit.py's exit status after SIGTERM and a backup: the same command resumes
@@ -198,23 +198,6 @@ def train_seeds(seeds, root, fit_flags, *, nice=None, fit=None, python=None, run
 
 
 # ------------------------------------------------------------------ reading
-def _load(path: pathlib.Path):
-    try:
-        return json.loads(path.read_text())
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
-    except ValueError as error:
-        raise UserError(f"{path} is not valid JSON (corrupt or cut short? {error})") from None
-
-
-def _number(value):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def find_finished(paths) -> list[pathlib.Path]:
     """The finished fit.py run directories given (``--runs``): each path is a
     finished run directory, or a folder searched for them (backups excluded)."""
@@ -265,7 +248,7 @@ def evaluations(run_dir: pathlib.Path) -> dict:
         else:
             continue
         for view, figures in views.items():
-            error = _number(figures.get("top1_error")) if isinstance(figures, dict) else None
+            error = finite_or_none(figures.get("top1_error")) if isinstance(figures, dict) else None
             if error is not None:
                 found.setdefault(f"{view}, {model or 'model'}, {split}", 1 - error)
     return found
@@ -274,16 +257,16 @@ def evaluations(run_dir: pathlib.Path) -> dict:
 def describe(run_dir: pathlib.Path, label: str) -> dict:
     """One finished run's figures (accuracies as fractions); a missing figure
     is None and ``why`` says why."""
-    config = _load(run_dir / "config.json")
-    metrics = _load(run_dir / "metrics.json")
+    config = read_json(run_dir / "config.json", "run configuration")
+    metrics = read_json(run_dir / "metrics.json", "run metrics")
     row = {"run": label, "run_dir": str(run_dir), "seed": config.get("seed"), "why": {}}
-    top1, top5 = _number(metrics.get("test_top1_error")), _number(metrics.get("test_top5_error"))
-    wall = _number(metrics.get("wall_seconds"))
+    top1, top5 = finite_or_none(metrics.get("test_top1_error")), finite_or_none(metrics.get("test_top5_error"))
+    wall = finite_or_none(metrics.get("wall_seconds"))
     row["top1"] = None if top1 is None else 1 - top1
     row["top5"] = None if top5 is None else 1 - top5
-    row["best_val_accuracy"] = _number(metrics.get("best_val_accuracy"))
+    row["best_val_accuracy"] = finite_or_none(metrics.get("best_val_accuracy"))
     row["wall_minutes"] = None if wall is None else wall / 60
-    row["images_per_second"] = _number(metrics.get("train_images_per_second"))
+    row["images_per_second"] = finite_or_none(metrics.get("train_images_per_second"))
     row["cpus"] = metrics.get("cpus") or None
     row["split"] = metrics.get("test_split")
     reasons = {
@@ -303,7 +286,9 @@ def describe(run_dir: pathlib.Path, label: str) -> dict:
 def check_same_configuration(run_dirs) -> dict:
     """The shared identity of ``run_dirs``' config.json, the seed left out;
     runs that differ in anything else are refused in one line naming the keys."""
-    identities = [(d, record_identity(_load(pathlib.Path(d) / "config.json"))) for d in run_dirs]
+    identities = [
+        (d, record_identity(read_json(pathlib.Path(d) / "config.json", "run configuration"))) for d in run_dirs
+    ]
     if not identities:
         return {}
     for _, identity in identities:

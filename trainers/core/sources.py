@@ -35,7 +35,7 @@ import resnet_keras
 from resnet_keras import pretrained
 from resnet_keras.ported import catalog
 from trainers.core.errors import UserError, write_failed
-from trainers.core.files import read_json, remove_quietly, tmp_name
+from trainers.core.files import read_json, remove_quietly, runs_root, tmp_name
 from trainers.core.hardware import global_dtype_policy
 
 SHIPPED_PREFIX = "weights:"
@@ -94,8 +94,6 @@ def is_named(source) -> bool:
 def named_results_dir(trained: Trained) -> pathlib.Path:
     """Where results about named weights go (never the package, never a
     download cache): saved_models/shipped-ARCH-NAME or saved_models/SOURCE-NAME."""
-    from trainers.core.train import runs_root  # train imports this module
-
     if trained.kind == "shipped":
         return runs_root() / ("shipped-" + trained.config["shipped"].replace("/", "-"))
     spec = trained.config["imagenet"]["spec"].partition("=")[0]

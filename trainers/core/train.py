@@ -37,18 +37,9 @@ from trainers.core import data as data_lib
 from trainers.core import report as report_lib
 from trainers.core.config import RunConfig, record_identity
 from trainers.core.errors import UserError, write_failed
-from trainers.core.files import read_json, write_json_atomic, write_text_atomic
+from trainers.core.files import read_json, runs_root, write_json_atomic, write_text_atomic
 from trainers.core.hardware import cpu_kernels, global_dtype_policy, resolve_precision, run_cpus
 from trainers.core.sources import save_model_atomic
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def runs_root() -> pathlib.Path:
-    """Where runs land without --output-dir: saved_models/ of the repository, or
-    $RESNET_KERAS_RUNS (tests point it at a temporary directory)."""
-    return pathlib.Path(os.environ.get("RESNET_KERAS_RUNS") or ROOT / "saved_models")
-
 
 SYNTHETIC_NOTE = "SYNTHETIC DATA: generated in code, not a real dataset; numbers say nothing about real images"
 
