@@ -13,6 +13,8 @@ a trained model.
 
 from __future__ import annotations
 
+import numpy as np
+
 import resnet_keras
 from trainers.core.errors import UserError
 from trainers.core.sources import CLASSIFIER, load_trained
@@ -76,7 +78,8 @@ def initialize(target, spec: str, class_names=None) -> dict:
             if trained.kind == "imagenet":
                 # Published weights expect their source's per-channel mean and std, whatever this run's data is.
                 imagenet = trained.config["imagenet"]
-                pending.append((layer, None))
+                # The source's per-channel statistics broadcast to this layer's (per-pixel) shape.
+                pending.append((layer, [np.broadcast_to(imagenet[k], s) for k, s in zip(("mean", "std"), shapes)]))
                 normalization = f"source ({spec}'s mean {imagenet['mean']} and std {imagenet['std']}, on 0-255)"
             continue  # otherwise another input size: the mean of this run's data stays
         misfits.append(f"{layer.name} {shapes}" + (" (absent in the source)" if peer is None else f" vs {peer_shapes}"))
@@ -87,10 +90,7 @@ def initialize(target, spec: str, class_names=None) -> dict:
             + ("; ..." if len(misfits) > 4 else "")
         )
     for layer, weights in pending:
-        if weights is None:  # the published weights' normalization, broadcast to this network's
-            layer.set_statistics(trained.config["imagenet"]["mean"], trained.config["imagenet"]["std"])
-        else:
-            layer.set_weights(weights)
+        layer.set_weights(weights)
         copied += 1
     if renamed:
         classifier = "new (the source was trained on other classes)"
