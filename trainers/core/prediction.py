@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainers.core import data as data_lib
+from trainers.core import explain as explain_lib
 from trainers.core.errors import UserError
 from trainers.core.exporting import tflite_runner
 from trainers.core.files import read_json
@@ -121,21 +122,43 @@ def read_image(path: pathlib.Path, size: int, family: str | None) -> np.ndarray:
     return np.clip(np.round(view), 0, 255).astype(np.uint8)
 
 
-def predict(model, images, *, top: int = 5) -> list[dict]:
+def predict(model, images, *, top: int = 5, explain_dir=None) -> list[dict]:
     """The ``top`` classes of ``model`` (see :func:`load_predictor`) for each
     image file of ``images``, printed and returned as [{"image", "top": [(name,
-    probability), ...]}]. Every image is decoded before anything is printed."""
+    probability), ...]}]. Every image is decoded before anything is printed.
+
+    ``explain_dir``: also draw a Grad-CAM overlay of each image's predicted
+    class into that folder (:mod:`trainers.core.explain`), its path printed
+    beside the image's top classes and returned as "explained". Needs a
+    trained Keras model: an exported one has no gradients."""
     if top < 1:
         raise UserError(f"--top {top}; expected a positive integer")
-    run, names, size, family = load_predictor(model)
+    if explain_dir is None:
+        run, names, size, family = load_predictor(model)
+    else:
+        if not is_named(model) and is_exported(pathlib.Path(model).expanduser().resolve()):
+            raise explain_lib.no_gradients(pathlib.Path(model).expanduser().resolve())
+        trained = load_trained(model)
+        if not trained.class_names:
+            raise UserError(f"{trained.path} has no class names: no run config.json with class_names beside it")
+        names, size, family = list(trained.class_names), trained.image_size, trained.family
     views = [read_image(pathlib.Path(p), size, family) for p in images]  # all decodable before printing
+    if explain_dir is not None:
+        folder = pathlib.Path(explain_dir)
+        overlays = explain_lib.explain(trained.model, views, explain_lib.overlay_names(images, folder), names, top=top)
     results = []
-    for path, image in zip(images, views):
-        probs = run(image)
-        order = np.argsort(-probs)[: min(top, len(names))]
-        ranked = [(names[i], float(probs[i])) for i in order]
-        results.append({"image": path, "top": ranked})
-        print(path)
+    for index, (path, image) in enumerate(zip(images, views)):
+        if explain_dir is None:
+            probs = run(image)
+            order = np.argsort(-probs)[: min(top, len(names))]
+            ranked = [(names[i], float(probs[i])) for i in order]
+            result = {"image": path, "top": ranked}
+            print(path)
+        else:
+            ranked, overlay = overlays[index]
+            result = {"image": path, "top": ranked, "explained": str(overlay)}
+            print(f"{path}  (Grad-CAM: {overlay})")
+        results.append(result)
         for name, p in ranked:
             print(f"  {p:7.2%}  {name}")
     return results
