@@ -35,8 +35,9 @@ VARIANTS = ("scratch", "finetune", "finetune-frozen")
 
 
 def write_folder(splits: dict, class_names: list, out: pathlib.Path, manifest: dict) -> pathlib.Path:
-    """Writes ``{split: iterable of (uint8 HxWx3 image, label)}`` as PNG files
-    under ``out/split/class/``, whole or not at all (a temporary directory,
+    """Writes ``{split: iterable of (image, label)}`` under ``out/split/class/``:
+    a uint8 HxWx3 image as a PNG file, ``bytes`` (an encoded JPEG, as a TFDS
+    dataset stores it) as they are, into a .jpg file; whole or not at all (a temporary directory,
     renamed). An existing ``out`` is kept when its manifest is the same, and
     refused otherwise."""
     import tensorflow as tf
@@ -54,7 +55,10 @@ def write_folder(splits: dict, class_names: list, out: pathlib.Path, manifest: d
         for i, (image, label) in enumerate(examples):
             folder = tmp / split / class_names[int(label)]
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{i:05d}.png").write_bytes(tf.io.encode_png(image).numpy())
+            if isinstance(image, bytes):
+                (folder / f"{i:05d}.jpg").write_bytes(image)  # no second JPEG encoding
+            else:
+                (folder / f"{i:05d}.png").write_bytes(tf.io.encode_png(image).numpy())
     write_json_atomic(tmp / "manifest.json", manifest)
     os.replace(tmp, out)
     return out

@@ -532,3 +532,49 @@ def test_imagenet_parity_compare_fails_on_distance_and_forgives_top1_ties():
     assert row["result"] == "PASS" and row["top1_agreement"] == 0.5 and row["top1_disagreements_at_ties"] == 1
     assert imagenet_parity.compare(theirs * 1.01, theirs, 1e-4)["result"] == "FAIL"
     assert imagenet_parity.compare(theirs[:1], theirs, 1e-4)["result"] == "FAIL"
+
+
+def test_unbalanced_cuts_the_classes_and_reports_each_mode_over_seeds(tmp_path, capsys):
+    from benchmarks import transfer, unbalanced
+    from trainers.core.errors import UserError
+
+    assert unbalanced.cut_counts([963, 955, 10, 1], full=0, keep=0.1) == [963, 96, 1, 1]
+    # Encoded JPEG bytes are written as they are: the folder holds the dataset's own files.
+    jpeg = bytes(transfer_jpeg())
+    manifest = {"dataset": unbalanced.DATASET, "full_class": 0, "keep": 0.1, "class_names": ["a", "b"]}
+    manifest["train_counts"] = [2, 1]
+    root = tmp_path / "root"
+    data = transfer.write_folder({"train": [(jpeg, 0), (jpeg, 0), (jpeg, 1)]}, ["a", "b"], root / "data", manifest)
+    assert [p.read_bytes() == jpeg for p in sorted((data / "train" / "a").iterdir())] == [True, True]
+    # Two seeds of "none", one of "weights" finished (figures made up for the arithmetic), "sampling" not run.
+    figures = {
+        "none-s0": (0.80, 0.60, 0.55, "b", 0.20),
+        "none-s1": (0.70, 0.50, 0.45, "b", 0.10),
+        "weights-s0": (0.75, 0.70, 0.68, "a", 0.50),
+    }
+    for name, (top1, balanced, f1, worst, recall) in figures.items():
+        (root / name).mkdir()
+        metrics = {"test_top1_error": 1 - top1, "balanced_accuracy": balanced, "macro_f1": f1}
+        metrics.update(worst_class=worst, worst_class_recall=recall, wall_seconds=60.0)
+        (root / name / "metrics.json").write_text(json.dumps(metrics))
+    report = unbalanced.main(["--root", str(root), "--report-only"])
+    none, weights, sampling = (report["modes"][m] for m in ("none", "weights", "sampling"))
+    assert none["runs"] == 2 and none["balanced_accuracy"]["mean"] == pytest.approx(0.55)
+    assert none["worst_class_recall"]["std"] == pytest.approx(np.std([0.2, 0.1], ddof=1))
+    assert weights["runs"] == 1 and weights["macro_f1"] == {"mean": 0.68, "std": None}
+    assert sampling["runs"] == 0 and sampling["top1"]["mean"] is None
+    printed = capsys.readouterr().out
+    assert "| `none` | 2 | 75.00% ± 7.07 | 55.00% ± 7.07 |" in printed and "| `sampling` | 0 | not run" in printed
+    assert json.loads((root / "unbalanced.json").read_text())["train_counts"] == [2, 1]
+    assert "--class-balance sampling --seed 1" in " ".join(report["commands"]["sampling-s1"])
+    (root / "none-s1" / "metrics.json").write_text(json.dumps({"test_top1_error": 0.3, "wall_seconds": 1.0}))
+    with pytest.raises(UserError, match="no per-class figures"):
+        unbalanced.main(["--root", str(root), "--report-only"])
+    with pytest.raises(UserError, match="--keep 0.0; expected a share"):
+        unbalanced.main(["--root", str(root), "--keep", "0"])
+
+
+def transfer_jpeg():
+    import tensorflow as tf
+
+    return tf.io.encode_jpeg(np.full((8, 8, 3), 120, np.uint8)).numpy()
