@@ -177,7 +177,8 @@ def main(argv=None) -> dict:
     if (data / "manifest.json").exists():
         folder = read_json(data / "manifest.json", "folder manifest")
         if {key: folder.get(key) for key in settings} != settings:
-            raise UserError(f"{data} was written with other settings ({folder}); remove it or choose another --root")
+            were = ", ".join(f"{key} {folder.get(key)}" for key in settings)
+            raise UserError(f"{data} was written with other settings ({were}); remove it or choose another --root")
     elif args.report_only:
         raise UserError(f"no folder at {data}: run without --report-only first")
     else:
