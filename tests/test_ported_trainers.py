@@ -15,11 +15,12 @@ from test_ported_fetch import torch_state
 
 import resnet_keras
 from resnet_keras.ported import catalog
-from trainers import evaluate, fit, predict
+from trainers import evaluate, export, fit, predict
 from trainers.core import finetune
 from trainers.core.errors import UserError
 
 SPEC = "timm:resnet18.a1_in1k"
+SMALL_CHECK = ["--check-samples", "8", "--latency-samples", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,12 @@ def test_predict_prints_imagenet_names(tmp_path, weights, capsys):
 def test_published_weights_have_no_best_epoch(weights):
     with pytest.raises(UserError, match="one set of weights"):
         evaluate.main([f"{SPEC}={weights}", "--which", "best"])
+
+
+def test_export_carries_the_imagenet_names(tmp_path, weights):
+    out = tmp_path / "export"
+    report = export.main([f"{SPEC}={weights}", "--format", "tflite", "--output", str(out)] + SMALL_CHECK)
+    labels = (out / "model_float32.labels.txt").read_text().splitlines()
+    assert labels == resnet_keras.imagenet_class_names() and labels[0] == "tench"
+    row = report["formats"][0]
+    assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] < 1e-4

@@ -5,6 +5,7 @@ gives the Keras model's answers.
     python trainers/export.py RUN_DIR --format tflite-int8 --int8-io int8 --check-samples 500
     python trainers/export.py RUN_DIR/best.keras --format savedmodel --output exported/
     python trainers/export.py weights:resnet20/cifar10 --format tflite    # weights shipped with the package
+    python trainers/export.py timm:resnet18.a1_in1k --format tflite --output r18-imagenet/   # published weights
 
 Formats:
   savedmodel      TensorFlow SavedModel; serving_default takes uint8 images (any batch size) and returns
@@ -36,7 +37,9 @@ def build_parser():
     p.add_argument(
         "model",
         help="a run directory (uses its model.keras), a .keras file inside a run directory, "
-        "or weights:ARCH/NAME for weights shipped with the package (resnet_keras.list_weights())",
+        "weights:ARCH/NAME for weights shipped with the package (resnet_keras.list_weights()), or published "
+        "ImageNet weights as SOURCE:NAME[=PATH] (timm:resnet50d.ra2_in1k, torchvision:resnet34, ...; "
+        "the 1000 class names travel into the export)",
     )
     p.add_argument("--format", required=True, choices=(*FORMATS, "all"), help="what to export")
     p.add_argument(
