@@ -202,7 +202,7 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(trained, tmp_path):
     with pytest.raises(UserError, match="not a trained model; expected a run directory"):
         export.main([str(run_dir / "history.csv"), "--format", "tflite"])
     with pytest.raises(SystemExit):  # argparse: an unknown format lists the choices
-        export.main([str(run_dir), "--format", "onnx"])
+        export.main([str(run_dir), "--format", "coreml"])
     assert {p: p.stat().st_mtime_ns for p in export_dir.rglob("*")} == before
 
     truncated = tmp_path / "m.tflite"

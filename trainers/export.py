@@ -1,5 +1,5 @@
-"""Export a trained network as a SavedModel or TFLite model, and check that it
-gives the Keras model's answers.
+"""Export a trained network as a SavedModel, a TFLite, ONNX or OpenVINO model, and
+check in its own runtime that it gives the Keras model's answers.
 
     python trainers/export.py saved_models/resnet20-cifar10-<timestamp> --format all
     python trainers/export.py RUN_DIR --format tflite-int8 --int8-io int8 --check-samples 500
@@ -15,21 +15,29 @@ Formats:
   tflite-dynamic  int8 weights, dynamic-range quantization.
   tflite-int8     full integer: int8 weights and activations, uint8 (default) or int8 input and output,
                   calibrated on a sample of the training split of the run's dataset.
-  all             every format above.
+  tflite-float-input  float32 weights and float32 pixels in [0, 255] in (no uint8 cast inside): for a
+                  phone's GPU delegate, which refuses the cast.
+  onnx            ONNX (Keras' exporter, tf2onnx), float32; run in ONNX Runtime. Class names in its metadata.
+  onnx-int8       ONNX, int8 by ONNX Runtime's static quantization (QDQ), calibrated as tflite-int8.
+  openvino        OpenVINO IR (openvino/model.xml + model.bin), float32. Class names in its runtime info.
+  all             every format above whose packages are installed (onnx*: tf2onnx, onnx, onnxruntime;
+                  openvino: openvino; pip install -e '.[export]'), a note naming the ones left out.
 
 Every TFLite model takes raw RGB pixels (uint8; int8 = pixel - 128 for --int8-io int8) of one image and returns
-probabilities; normalization lives inside. Each has a <name>.labels.txt beside it with the class names. The
-export directory (default RUN_DIR/export/) gets report.json: per format, file size, maximum absolute difference of
-probabilities and top-1 agreement with the Keras model, top-1 accuracy where labels are known, and mean latency
-per image on this CPU with the LiteRT interpreter (ai-edge-litert).
+probabilities; normalization lives inside. Each has a <name>.labels.txt beside it with the class names. The ONNX
+and OpenVINO models take uint8 images (N, H, W, 3), any batch size, named "images", and return "probabilities".
+The export directory (default RUN_DIR/export/) gets report.json: per format, file size, maximum absolute
+difference of probabilities and top-1 agreement with the Keras model, top-1 accuracy where labels are known, and
+mean latency per image on this CPU in the format's runtime (LiteRT's interpreter, ONNX Runtime, OpenVINO).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trainers.core.errors import run_main
-from trainers.core.exporting import FORMATS, export
+from trainers.core.exporting import FORMATS, available_formats, export
 
 
 def build_parser():
@@ -53,7 +61,10 @@ def build_parser():
         help="evaluation images to check each export against the Keras model (default 1000; 0 skips)",
     )
     p.add_argument(
-        "--calibration-samples", type=int, default=200, help="training images to calibrate tflite-int8 (default 200)"
+        "--calibration-samples",
+        type=int,
+        default=200,
+        help="training images to calibrate tflite-int8 and onnx-int8 (default 200)",
     )
     p.add_argument(
         "--int8-io",
@@ -66,11 +77,19 @@ def build_parser():
     return p
 
 
+def all_formats() -> list[str]:
+    """Every format whose packages are installed; a note for each left out."""
+    formats, notes = available_formats()
+    for note in notes:
+        print(f"note: --format all leaves one out: {note}", file=sys.stderr)
+    return formats
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return export(
         args.model,
-        formats=list(FORMATS) if args.format == "all" else [args.format],
+        formats=all_formats() if args.format == "all" else [args.format],
         which=args.which,
         output=args.output,
         check_samples=args.check_samples,

@@ -59,7 +59,8 @@ def draw_overlay(path, image: np.ndarray, heat: np.ndarray, ranked, *, title: st
 
 def no_gradients(path: pathlib.Path) -> UserError:
     """The one message for ``--explain`` on an exported model."""
-    kind = "a TFLite model" if path.suffix == ".tflite" else "a SavedModel"
+    kinds = {".tflite": "a TFLite model", ".onnx": "an ONNX model", ".xml": "an OpenVINO model"}
+    kind = kinds.get(path.suffix, "an OpenVINO model" if (path / "model.xml").exists() else "a SavedModel")
     source = ""
     for folder in (path.parent, path.parent.parent):
         if (folder / "config.json").exists():

@@ -1,11 +1,16 @@
-"""Exports of a trained network: a SavedModel and TFLite models (float32, float16
-weights, dynamic-range int8, full integer int8), each checked against the Keras
-model's answers (:func:`export`, behind ``trainers/export.py``).
+"""Exports of a trained network: a SavedModel, TFLite models (float32, float16
+weights, dynamic-range int8, full integer int8, float32 input), and ONNX and
+OpenVINO models (:mod:`trainers.core.runtimes`), each run in its own runtime
+and checked against the Keras model's answers (:func:`export`, behind
+``trainers/export.py``).
 
-Every TFLite model takes raw RGB pixels (uint8; int8 = pixel - 128 for
-``int8_io="int8"``) of one image and returns probabilities; normalization lives
-inside. The SavedModel's serving_default takes uint8 images (any batch size)
-and returns class probabilities and the top class's name.
+Every export takes raw RGB pixels and returns probabilities; normalization
+lives inside. The TFLite models take one image, uint8 (int8 = pixel - 128 for
+``int8_io="int8"``), except ``tflite-float-input``: float32 pixels in [0, 255],
+no integer cast inside, as a phone's GPU delegate wants. The SavedModel's
+serving_default takes uint8 images (any batch size) and returns class
+probabilities and the top class's name; the ONNX and OpenVINO models take
+uint8 images (any batch size) and carry the class names inside.
 """
 
 from __future__ import annotations
@@ -22,18 +27,47 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from trainers.core import data as data_lib
+from trainers.core import runtimes
 from trainers.core.errors import UserError
 from trainers.core.files import read_json, runs_root, write_json_atomic, write_text_atomic
 from trainers.core.sources import float32_clone, load_trained, named_results_dir
 
-FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
+FORMATS = (
+    "savedmodel",
+    "tflite",
+    "tflite-fp16",
+    "tflite-dynamic",
+    "tflite-int8",
+    "tflite-float-input",
+    "onnx",
+    "onnx-int8",
+    "openvino",
+)
 FILENAMES = {
     "savedmodel": "savedmodel",
     "tflite": "model_float32.tflite",
     "tflite-fp16": "model_fp16.tflite",
     "tflite-dynamic": "model_dynamic_int8.tflite",
     "tflite-int8": "model_int8.tflite",
+    "tflite-float-input": "model_float_input.tflite",
+    "onnx": "model_float32.onnx",
+    "onnx-int8": "model_int8.onnx",
+    "openvino": "openvino",
 }
+# Formats that need training images to calibrate their int8 arithmetic.
+CALIBRATED = ("tflite-int8", "onnx-int8")
+
+
+def available_formats() -> tuple[list[str], list[str]]:
+    """(formats whose packages are installed, the notes on those left out): what ``--format all`` exports."""
+    kept, notes = [], []
+    for fmt in FORMATS:
+        try:
+            runtimes.require(fmt)
+            kept.append(fmt)
+        except UserError as error:
+            notes.append(str(error))
+    return kept, notes
 
 
 def serving_function(model):
@@ -81,10 +115,12 @@ def convert_tflite(model, fmt, calibration=None, int8_io="uint8") -> bytes:
     conversion fails rather than produce a model that needs TensorFlow ops."""
     serve = serving_function(model)
     height, width, channels = model.input_shape[1:]
-    if fmt == "tflite-int8":
+    if fmt in ("tflite-int8", "tflite-float-input"):
         # Full-integer models quantize at the input: give the converter a float
         # input in [0, 255] so that uint8 input is the raw pixel (scale 1,
-        # zero point 0) and int8 input is pixel - 128.
+        # zero point 0) and int8 input is pixel - 128. The float-input model
+        # takes that float input as it is: GPU delegates refuse a uint8 input
+        # cast inside the graph.
         @tf.function(input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, name="images")])
         def fn(images):
             return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), axis=-1)
@@ -241,6 +277,8 @@ def export(
         raise UserError(f"formats {unknown or formats}; expected some of {', '.join(FORMATS)}")
     if int8_io not in ("uint8", "int8"):
         raise UserError(f"--int8-io {int8_io!r}; expected uint8 or int8")
+    for fmt in formats:
+        runtimes.require(fmt)  # a missing package in one line, before anything is loaded or written
     trained = load_trained(source, which=which)
     if not trained.class_names:
         if trained.run_dir is None:
@@ -259,9 +297,10 @@ def export(
     rows = [check.reference("keras", trained.path, keras_fn)]
     calibration = None
     for fmt in formats:
-        if fmt == "tflite-int8" and calibration is None:
+        if fmt in CALIBRATED and calibration is None:
             calibration = calibration_images(config, size, calibration_samples, data_dir)
-        rows.append(_export_format(fmt, model, list(trained.class_names), out_dir, check, calibration, int8_io))
+        calibrate = calibration if fmt in CALIBRATED else None
+        rows.append(_export_format(fmt, model, list(trained.class_names), out_dir, check, calibrate, int8_io))
 
     report = {
         "model": str(trained.path),
@@ -344,7 +383,9 @@ def _export_format(fmt, model, class_names, out_dir, check: _Check, calibration,
             latency = check.latency(_one_by_one(serve))
             _install(tmp, target)
             return check.row(fmt, target, probs, latency)
-        content = convert_tflite(model, fmt, calibration if fmt == "tflite-int8" else None, int8_io)
+        if fmt in runtimes.PACKAGES:
+            return _export_runtime(fmt, model, class_names, tmp, target, check, calibration)
+        content = convert_tflite(model, fmt, calibration, int8_io)
         run, ops, input_type = tflite_runner(content)
         flex = [op for op in ops if op.startswith("Flex")]
         if flex:
@@ -357,6 +398,31 @@ def _export_format(fmt, model, class_names, out_dir, check: _Check, calibration,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+
+
+def _export_runtime(fmt, model, class_names, tmp, target, check: _Check, calibration) -> dict:
+    """An ONNX or OpenVINO export at ``tmp``, run in its runtime, then moved to ``target``."""
+    if fmt == "onnx":
+        runtimes.write_onnx(model, class_names, tmp)
+    elif fmt == "onnx-int8":
+        float_tmp = tmp.with_name(tmp.name + ".float.onnx")
+        try:
+            runtimes.write_onnx(model, class_names, float_tmp)
+            pixels = np.clip(np.round(calibration), 0, 255).astype(np.uint8)
+            runtimes.quantize_onnx(float_tmp, pixels, tmp)
+        finally:
+            float_tmp.unlink(missing_ok=True)
+    else:
+        runtimes.write_openvino(model, class_names, tmp)
+    run, names, _ = runtimes.runtime_runner(tmp, fmt)
+    if names != list(class_names):
+        raise UserError(f"{fmt}: the class names read back from the export differ from the model's")
+    probs = None
+    if check.images is not None:
+        probs = np.concatenate([run(check.images[i : i + 100]) for i in range(0, len(check.images), 100)])
+    latency = check.latency(lambda image: run(image[None]))
+    _install(tmp, target)
+    return check.row(fmt, target, probs, latency, {"runtime": runtimes.runtime_version(fmt)})
 
 
 def render(rows, source):

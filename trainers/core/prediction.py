@@ -19,18 +19,19 @@ import tensorflow as tf
 
 from trainers.core import data as data_lib
 from trainers.core import explain as explain_lib
+from trainers.core import runtimes
 from trainers.core.errors import UserError
 from trainers.core.exporting import tflite_runner
 from trainers.core.files import read_json
 from trainers.core.sources import is_named, load_trained
 
-READS = ".keras, run directory, SavedModel directory, .tflite, weights:ARCH/NAME"
+READS = ".keras, run directory, SavedModel directory, .tflite, .onnx, OpenVINO folder or .xml, weights:ARCH/NAME"
 
 
 def _run_config(model_path: pathlib.Path) -> dict:
     """config.json of the run an exported model came from (its folder, or the
-    run directory above an export/ folder), or {}."""
-    for folder in (model_path.parent, model_path.parent.parent):
+    run directory above an export/ folder, or above export/openvino/), or {}."""
+    for folder in (model_path.parent, model_path.parent.parent, model_path.parent.parent.parent):
         config = folder / "config.json"
         if config.exists():
             return read_json(config, "run configuration")  # a corrupt one is one line, not silently {}
@@ -38,16 +39,25 @@ def _run_config(model_path: pathlib.Path) -> dict:
 
 
 def is_exported(path: pathlib.Path) -> bool:
-    """Whether ``path`` is an exported model (a SavedModel directory or a .tflite file), not a trained Keras one."""
-    return path.suffix == ".tflite" or (path.is_dir() and (path / "saved_model.pb").exists())
+    """Whether ``path`` is an exported model (a SavedModel directory, a .tflite
+    or .onnx file, an OpenVINO model), not a trained Keras one."""
+    return (
+        path.suffix == ".tflite"
+        or (path.is_dir() and (path / "saved_model.pb").exists())
+        or runtimes.is_runtime_model(path)
+    )
 
 
 def load_exported(model_path: pathlib.Path):
     """(predict function uint8 (H, W, 3) -> probabilities, class names, input
-    size, family) of a SavedModel directory or a .tflite file."""
+    size, family) of a SavedModel directory, a .tflite file, an ONNX or an
+    OpenVINO model (class names inside)."""
     if not model_path.exists():
         raise UserError(f"no model at {model_path}")
     family = _run_config(model_path).get("family")
+    if runtimes.is_runtime_model(model_path):
+        run, names, size = runtimes.runtime_runner(model_path)
+        return (lambda image: run(image[None])[0]), names, size, family
 
     if model_path.is_dir():
         try:
