@@ -578,3 +578,27 @@ def transfer_jpeg():
     import tensorflow as tf
 
     return tf.io.encode_jpeg(np.full((8, 8, 3), 120, np.uint8)).numpy()
+
+
+def test_inference_benchmark_times_ours_and_says_why_torch_is_missing(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the export extra (pip install -e '.[export]') is not installed")
+    from benchmarks import inference
+
+    variants = ["tflite-int8", "onnx-float32", "torch-eager"]
+    args = ["--network", "resnet20", "--rounds", "2", "--calls", "2", "--warmup", "1", "--batch", "3", "--no-torch"]
+    args += ["--variants", *variants, "--work", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")]
+    report = inference.main(args)
+    folder = tmp_path / "work" / "resnet20"
+    # Only the formats the variants run are written, each under its final name.
+    assert sorted(p.name for p in folder.iterdir()) == ["model.weights.h5", "model_float32.onnx", "model_int8.tflite"]
+    result = report["networks"]["resnet20"]
+    for variant in ("tflite-int8", "onnx-float32"):
+        row = result["variants"][variant]
+        assert row["batch1_ms"]["median"] > 0 and row["batch_images_per_s"]["min"] > 0
+    assert result["variants"]["torch-eager"]["why_missing"] == "torch not found"
+    assert result["ours_best_over_torch_best"] == {"batch1_latency": None, "batch_throughput": None}
+    assert result["best_per_round"][0]["ours"]["batch1"] == "onnx-float32"  # the only float variant of ours
+    assert json.loads((tmp_path / "r.json").read_text())["torch"]["reason"] == "not run: --no-torch"
+    printed = capsys.readouterr().out
+    assert "| torch-eager (torch not found) | float | missing | missing |" in printed
+    assert "ours-best / torch-best float, batch-1 latency: missing (a side has no result)" in printed
