@@ -97,6 +97,14 @@ def test_each_leaderboard_section_trains_its_runs(tmp_path, section, runs):
     assert code == 2
 
 
+@pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs a POSIX shell")
+def test_the_long_leaderboard_section_trains_20_epochs_without_and_with_mixup(tmp_path):
+    code, calls = _queue(tmp_path, 0, "leaderboard.sh", "long")
+    assert code == 0 and len(calls) == 2, calls
+    assert all("--arch resnet18d " in c and "--epochs 20" in c and "--lr-schedule flat-cosine" in c for c in calls)
+    assert "--mixup" not in calls[0] and "--mixup 0.2" in calls[1]
+
+
 @pytest.mark.skipif(
     not (shutil.which("flock") and shutil.which("pgrep")), reason="needs flock (util-linux) and pgrep (procps)"
 )

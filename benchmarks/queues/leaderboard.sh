@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 38's runs toward the Imagenette leaderboard (128 px, from random weights), one after another at nice 19.
 # Rerun to resume: a finished run is skipped, an unfinished one resumes from its backup. Run from a checkout:
-#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe|blur|flat|deeper|paper]
+#   RUNS=~/resnet-runs DATA_DIR=../shared/tensorflow_datasets benchmarks/queues/leaderboard.sh [screen|baseline|recipe|blur|flat|deeper|paper|long]
 # screen: one seed of each change at 5 epochs on ResNet-18, the cheapest network, against the fast recipe's
 # baseline on the same machine (the ablation table's first rows).
 set -u
@@ -57,6 +57,13 @@ elif [ "$1" = paper ]; then
     done
   done
   echo "=== $(date -u +%FT%TZ) paper done"
+elif [ "$1" = long ]; then
+  # The leaderboard's 20-epoch row: the best 5-epoch configuration (ResNet-18-D, flat-then-cosine) at 20 epochs,
+  # without and with mixup (a regulariser that needs the longer run), seed 0.
+  common=(--arch resnet18d --recipe fast --image-size 128 --epochs 20 --seed 0 --lr-schedule flat-cosine)
+  run "$R/long/resnet18d-e20" "${common[@]}"
+  run "$R/long/resnet18d-e20-mixup" "${common[@]}" --mixup 0.2
+  echo "=== $(date -u +%FT%TZ) long done"
 else
-  echo "usage: leaderboard.sh [screen|baseline|recipe|blur|flat|deeper|paper]" >&2; exit 2
+  echo "usage: leaderboard.sh [screen|baseline|recipe|blur|flat|deeper|paper|long]" >&2; exit 2
 fi
