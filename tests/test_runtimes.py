@@ -128,3 +128,29 @@ def test_a_missing_package_is_named_before_anything_is_written(monkeypatch, tmp_
     assert len(notes) == 1 and "openvino" in notes[0]
     with pytest.raises(UserError, match="is an OpenVINO model; running it needs the package openvino"):
         runtimes.runtime_runner(tmp_path / "model.xml")
+
+
+def test_the_printed_table_says_why_a_figure_is_missing():
+    rows = [
+        {"format": "tflite", "size_bytes": 1_000_000, "latency_ms": None},
+        {"format": "onnx", "size_bytes": 2_000_000, "latency_ms": 1.5, "max_abs_diff": 1e-6},
+        {"format": "onnx-int8", "size_bytes": 500_000, "latency_ms": None, "max_abs_diff": 0.1},
+    ]
+    rows[1].update(top1_agreement=1.0, top1_accuracy=None)
+    rows[2].update(top1_agreement=0.99, top1_accuracy=0.885)
+    lines = exporting.render(rows, "synthetic images").splitlines()
+    assert lines[1].split() == [
+        "tflite",
+        "1.00",
+        "MB",
+        "not",
+        "checked",
+        "not",
+        "checked",
+        "not",
+        "checked",
+        "not",
+        "timed",
+    ]
+    assert lines[2].split()[-3:] == ["no", "labels", "1.50"]
+    assert lines[3].split()[-4:] == ["99.00", "88.50", "not", "timed"]

@@ -430,17 +430,19 @@ def render(rows, source):
     header = ["format", "size", "max |dp|", "top-1 agree", "top-1 acc", "latency ms/img"]
     lines = []
     for r in rows:
-        fmt_float = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        # A missing figure says why: no check images (--check-samples 0), no labels (synthetic), not timed.
+        fmt_float = lambda v, f, why: why if v is None else format(v, f)  # noqa: E731
         agreement = None if r.get("top1_agreement") is None else 100 * r["top1_agreement"]
         accuracy = None if r.get("top1_accuracy") is None else 100 * r["top1_accuracy"]
+        checked = "max_abs_diff" in r
         lines.append(
             [
                 r["format"],
                 f"{r['size_bytes'] / 1e6:.2f} MB",
-                fmt_float(r.get("max_abs_diff"), ".2e"),
-                fmt_float(agreement, ".2f"),
-                fmt_float(accuracy, ".2f"),
-                fmt_float(r.get("latency_ms"), ".2f"),
+                fmt_float(r.get("max_abs_diff"), ".2e", "not checked"),
+                fmt_float(agreement, ".2f", "not checked"),
+                fmt_float(accuracy, ".2f", "no labels" if checked else "not checked"),
+                fmt_float(r.get("latency_ms"), ".2f", "not timed"),
             ]
         )
     widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]
