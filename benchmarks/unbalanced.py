@@ -47,13 +47,11 @@ def imagenette_splits(data_dir, full: int, keep: float):
     """({"train": [(jpeg bytes, label)], "val": [...]}, readable class names, kept counts, full counts)."""
     import tensorflow_datasets as tfds
 
-    from resnet_keras import imagenet_class_names, imagenet_wnids
+    from resnet_keras.ported.classes import readable_class_names
     from trainers.core.data import resolve_data_dir, tfds_builder
 
     builder = tfds_builder(DATASET, resolve_data_dir(data_dir))  # one line where it is missing; never downloads
-    wnids = builder.info.features["label"].names
-    lookup = dict(zip(imagenet_wnids(), imagenet_class_names()))
-    names = [lookup.get(w, w) for w in wnids]
+    names = readable_class_names(builder.info.features["label"].names)  # "tench", not "n01440764"
     if not 0 <= full < len(names):
         raise UserError(f"--full-class {full}; {DATASET} has classes 0 to {len(names) - 1}")
 

@@ -634,3 +634,12 @@ def test_a_file_of_another_network_gets_the_mappings_message(files):
 def test_shipped_weights_still_load():
     model = get_model("resnet20", num_classes=10, weights="cifar10")
     assert model.output_shape == (None, 10)
+
+
+def test_wnid_labels_read_as_imagenet_names_and_other_names_stay():
+    from resnet_keras.ported.classes import readable_class_names
+
+    assert readable_class_names(["n01440764", "n02102040", "n03000684"]) == ["tench", "English springer", "chain saw"]
+    assert readable_class_names(["n01440764", "cat"]) == ["n01440764", "cat"]  # not all wnids: kept as they are
+    assert readable_class_names(["airplane", "automobile"]) == ["airplane", "automobile"]
+    assert readable_class_names([]) == []

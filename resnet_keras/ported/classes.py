@@ -44,3 +44,15 @@ def imagenet_class_names() -> list[str]:
 def imagenet_wnids() -> list[str]:
     """The 1000 ImageNet-1k WordNet ids, sorted; index = class id (``[0]`` "n01440764")."""
     return list(_table()[0])
+
+
+def readable_class_names(names) -> list[str]:
+    """``names`` with ImageNet WordNet ids replaced by their class names, when
+    every one of them is an ImageNet-1k wnid (Imagenette's and Imagewoof's TFDS
+    labels are: "n01440764" becomes "tench"); any other list is returned as it
+    is. The names are unique, so class indices keep their meaning."""
+    names = list(names)
+    lookup = dict(zip(*_table()))
+    if not names or not all(name in lookup for name in names):
+        return names
+    return [lookup[name] for name in names]

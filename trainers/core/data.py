@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from resnet_keras.ported.classes import readable_class_names
 from trainers.core import folder
 from trainers.core.errors import UserError
 
@@ -333,7 +334,8 @@ def describe(
         style=family,
         image_size=image_size,
         num_classes=label.num_classes,
-        class_names=list(label.names),
+        # Imagenette's labels are ImageNet wnids: shown, recorded and exported by their names ("tench").
+        class_names=readable_class_names(label.names),
         num_train=total - num_val,
         num_val=num_val,
         num_test=splits[test_split].num_examples,
