@@ -34,6 +34,7 @@ import keras
 import resnet_keras
 from resnet_keras import pretrained
 from resnet_keras.ported import catalog
+from resnet_keras.ported.classes import readable_class_names
 from trainers.core.errors import UserError, write_failed
 from trainers.core.files import read_json, remove_quietly, runs_root, tmp_name
 from trainers.core.hardware import global_dtype_policy
@@ -295,7 +296,8 @@ def _family(image_size) -> str:
 
 def _trained(model, source, kind, path, run_dir, config, which, family=None) -> Trained:
     names = config.get("class_names")
-    class_names = list(names) if isinstance(names, list) and names else None
+    # readable_class_names: a run recorded before wnids were named reads like a new one (and fine-tunes like it).
+    class_names = readable_class_names(names) if isinstance(names, list) and names else None
     outputs = model.output_shape[-1]
     if class_names and outputs != len(class_names):
         raise UserError(
