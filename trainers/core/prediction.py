@@ -113,10 +113,16 @@ def load_predictor(model):
             raise UserError(f"{path} is not a SavedModel (no saved_model.pb) nor a run directory (no config.json)")
         if path.is_file() and path.suffix not in (".keras", ".h5"):
             raise UserError(f"{path}: not a model this command reads ({READS})")
+    trained = _trained_with_names(model)
+    return keras_predictor(trained.model), list(trained.class_names), trained.image_size, trained.family
+
+
+def _trained_with_names(model):
+    """:func:`load_trained`, refused in one line where the class names are unknown."""
     trained = load_trained(model)
     if not trained.class_names:
         raise UserError(f"{trained.path} has no class names: no run config.json with class_names beside it")
-    return keras_predictor(trained.model), list(trained.class_names), trained.image_size, trained.family
+    return trained
 
 
 def read_image(path: pathlib.Path, size: int, family: str | None) -> np.ndarray:
@@ -148,9 +154,7 @@ def predict(model, images, *, top: int = 5, explain_dir=None) -> list[dict]:
     else:
         if not is_named(model) and is_exported(pathlib.Path(model).expanduser().resolve()):
             raise explain_lib.no_gradients(pathlib.Path(model).expanduser().resolve())
-        trained = load_trained(model)
-        if not trained.class_names:
-            raise UserError(f"{trained.path} has no class names: no run config.json with class_names beside it")
+        trained = _trained_with_names(model)
         names, size, family = list(trained.class_names), trained.image_size, trained.family
     views = [read_image(pathlib.Path(p), size, family) for p in images]  # all decodable before printing
     if explain_dir is not None:
