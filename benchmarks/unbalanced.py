@@ -10,8 +10,9 @@ The folder, ``ROOT/data/{train,val}/CLASS/*.jpg``, holds the dataset's own
 JPEG bytes (nothing re-encoded) under the classes' ImageNet names, so it is what
 a user's own folder would be: ``fit.py --dataset folder:ROOT/data``. Kept of a
 cut class: its first ``ceil(n * keep)`` training images in the dataset's order.
-Then one resumable fit.py run per mode and seed under ``ROOT/MODE-sSEED`` (a
-finished one is skipped; rerun the command to resume), and
+Then one resumable fit.py run per mode and seed under ``ROOT/MODE-sSEED``, every
+mode of the first seed before the next seed (a finished run is skipped; rerun
+the command to resume), and
 ``ROOT/unbalanced.json``: each run's top-1, balanced accuracy, macro-F1 and
 worst class (from the per-class report every fit run writes), the mean and
 standard deviation over seeds of each mode, and the commands. ``--report-only``
@@ -194,8 +195,10 @@ def main(argv=None) -> dict:
     )
     finished: dict[str, list] = {mode: [] for mode in args.modes}
     commands = {}
-    for mode in args.modes:
-        for seed in args.seeds:
+    # Seed by seed, every mode within a seed: on a machine that takes more than one sitting, what is finished
+    # first is one comparable run of each mode, not both seeds of the first mode.
+    for seed in args.seeds:
+        for mode in args.modes:
             cmd = command(args, data, mode, seed)
             run_dir = args.root / f"{mode}-s{seed}"
             commands[run_dir.name] = cmd

@@ -567,6 +567,8 @@ def test_unbalanced_cuts_the_classes_and_reports_each_mode_over_seeds(tmp_path, 
     assert "| `none` | 2 | 75.00% ± 7.07 | 55.00% ± 7.07 |" in printed and "| `sampling` | 0 | not run" in printed
     assert json.loads((root / "unbalanced.json").read_text())["train_counts"] == [2, 1]
     assert "--class-balance sampling --seed 1" in " ".join(report["commands"]["sampling-s1"])
+    # Seed by seed: a run cut short leaves one comparable run of every mode first.
+    assert list(report["commands"]) == [f"{m}-s{s}" for s in (0, 1) for m in ("none", "weights", "sampling")]
     (root / "none-s1" / "metrics.json").write_text(json.dumps({"test_top1_error": 0.3, "wall_seconds": 1.0}))
     with pytest.raises(UserError, match="no per-class figures"):
         unbalanced.main(["--root", str(root), "--report-only"])
