@@ -5,6 +5,7 @@ trainers.core and resnet_keras; no command imports another; no file edits
 sys.path; a command starts quietly (no TensorFlow C++ start-up log)."""
 
 import ast
+import importlib
 import os
 import pathlib
 import subprocess
@@ -54,6 +55,12 @@ def test_a_command_is_a_parser_and_a_main(path):
     assert ast.get_docstring(tree), "a command says what it does and how to call it"
     guards = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
     assert len(guards) == 1, "nothing runs at import time but the __main__ guard"
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: p.name)
+def test_a_command_imports_and_gives_its_help(path):
+    module = importlib.import_module(f"trainers.{path.stem}")
+    assert module.build_parser().format_help().startswith("usage: ")
 
 
 def test_no_file_edits_sys_path():
