@@ -163,34 +163,40 @@ def test_networks_are_built_with_the_fused_layer_and_config_round_trips():
     assert [w.path.split("/")[-1] for w in keras_bn.weights] == [w.path.split("/")[-1] for w in layer.weights]
 
 
+# Loads each .keras file given in one fresh process (one TensorFlow start for all of them).
 SAFE_LOAD = r"""
 import json, sys
 import numpy as np
 import keras
 import resnet_keras
 from resnet_keras.layers import FusedBatchNormalization
-model = keras.models.load_model(sys.argv[1])  # safe mode, the default
-kinds = sorted({type(l).__name__ for l in model.layers if isinstance(l, keras.layers.BatchNormalization)})
-np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
-json.dump(kinds, open(sys.argv[4], "w"))
+images = np.load(sys.argv[1])
+for i, path in enumerate(sys.argv[3:]):
+    model = keras.models.load_model(path)  # safe mode, the default
+    kinds = sorted({type(l).__name__ for l in model.layers if isinstance(l, keras.layers.BatchNormalization)})
+    np.save(f"{sys.argv[2]}/out{i}.npy", model.predict(images, verbose=0))
+    json.dump(kinds, open(f"{sys.argv[2]}/kinds{i}.json", "w"))
 """
 
 
-def _load_fresh(tmp_path, path, images):
+def _load_fresh(tmp_path, paths, images):
+    """(predictions, BN layer kinds) of each model file, loaded in one fresh process."""
     script = tmp_path / "load.py"
     script.write_text(SAFE_LOAD)
     np.save(tmp_path / "images.npy", images)
-    out, kinds = tmp_path / "out.npy", tmp_path / "kinds.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, str(script), str(path), str(tmp_path / "images.npy"), str(out), str(kinds)],
+        [sys.executable, str(script), str(tmp_path / "images.npy"), str(tmp_path), *map(str, paths)],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(out), json.loads(kinds.read_text())
+    return [
+        (np.load(tmp_path / f"out{i}.npy"), json.loads((tmp_path / f"kinds{i}.json").read_text()))
+        for i in range(len(paths))
+    ]
 
 
 def _randomized(model, seed=0):
@@ -208,9 +214,6 @@ def test_keras_file_round_trip_in_a_fresh_process_and_models_saved_before_still_
     images = np.random.default_rng(6).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
     model.save(tmp_path / "fused.keras")
-    out, kinds = _load_fresh(tmp_path, tmp_path / "fused.keras", images)
-    assert kinds == ["FusedBatchNormalization"]
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
     # A model saved before this layer existed (Keras' BatchNormalization) loads as it was saved
     def unfuse(layer):
@@ -220,9 +223,13 @@ def test_keras_file_round_trip_in_a_fresh_process_and_models_saved_before_still_
     old = keras.models.clone_model(model, clone_function=unfuse)
     old.set_weights(model.get_weights())
     old.save(tmp_path / "old.keras")
-    out, kinds = _load_fresh(tmp_path, tmp_path / "old.keras", images)
-    assert kinds == ["BatchNormalization"]
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    (fused_out, fused_kinds), (old_out, old_kinds) = _load_fresh(
+        tmp_path, [tmp_path / "fused.keras", tmp_path / "old.keras"], images
+    )
+    assert fused_kinds == ["FusedBatchNormalization"]
+    np.testing.assert_allclose(fused_out, expected, rtol=1e-5, atol=1e-5)
+    assert old_kinds == ["BatchNormalization"]
+    np.testing.assert_allclose(old_out, expected, rtol=1e-5, atol=1e-5)
 
 
 SYNC_BN_PROBE = r"""
