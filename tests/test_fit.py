@@ -154,18 +154,20 @@ def test_evaluate_matches_the_runs_own_test_error(finished_run, capsys):
     assert json.loads((run_dir / "eval-final-test.json").read_text()) == result
 
 
-def test_a_finished_run_is_never_overwritten(finished_run, tmp_path):
+def test_a_finished_run_is_never_overwritten(finished_run, float32_policy):
+    # In this process: a UserError's exit status and one line are test_bad_input_exits_non_zero_with_one_line's.
     run_dir, _ = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
-    code, _, err = _fit([*TINY, "--steps", "80", "--output-dir", str(run_dir)], tmp_path)
-    assert code == 2 and "finished run" in err and "never overwritten" in err
+    with pytest.raises(UserError, match="holds a finished run; it is never overwritten"):
+        fit.main([*TINY, "--steps", "80", "--output-dir", str(run_dir)])
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
-def test_killed_run_resumes_from_its_backup_and_ends_at_the_same_iteration(tmp_path):
-    """SIGKILL mid-epoch, then the same command (no --output-dir): it finds the
-    unfinished run, resumes from the backup, and stops at exactly --steps."""
-    args = [*TINY, "--steps", "96", "--backup-every", "5", "--log-every", "1"]
+def test_killed_run_resumes_from_its_backup_and_ends_at_the_same_iteration(tmp_path, monkeypatch, capsys):
+    """SIGKILL mid-epoch, then the same command (no --output-dir, in this
+    process): it finds the unfinished run, resumes from the backup, and stops
+    at exactly --steps."""
+    args = [*TINY, "--steps", "64", "--backup-every", "5", "--log-every", "1"]
     process = _fit_process(args, tmp_path)
     metadata = None
     deadline = time.time() + 240
@@ -181,23 +183,26 @@ def test_killed_run_resumes_from_its_backup_and_ends_at_the_same_iteration(tmp_p
     (run_dir,) = list((tmp_path / "runs").iterdir())
     assert not (run_dir / "metrics.json").exists()
 
-    code, out, err = _fit([*args, "--verbose", "2"], tmp_path)
-    assert code == 0, err[-3000:]
-    assert f"resuming run: {run_dir}" in out
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    fit.main([*args, "--verbose", "2"])
+    assert f"resuming run: {run_dir}" in capsys.readouterr().out
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["iterations"] == 96
+    assert metrics["iterations"] == 64
     steps = [int(r["iterations"]) for r in _rows(run_dir / "steps.csv")]
-    assert steps == sorted(steps) and steps[-1] == 96  # no step logged twice
+    assert steps == sorted(steps) and steps[-1] == 64  # no step logged twice
     model = keras.models.load_model(run_dir / "model.keras")
     assert model.output_shape == (None, 10)
     assert len(list((tmp_path / "runs").iterdir())) == 1  # resumed, not a second run
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_backup(tmp_path):
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_backup(tmp_path, monkeypatch, float32_policy):
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     run_dir = tmp_path / "run"
     args = [*TINY, "--steps", "40", "--lr", "1e12", "--backup-every", "1", "--output-dir", str(run_dir)]
-    code, _, err = _fit(args, tmp_path)
-    assert code == 3
+    with pytest.raises(UserError) as info:  # in this process; run_main exits with the error's exit_code
+        fit.main(args)
+    err = str(info.value)
+    assert info.value.exit_code == 3
     assert "non-finite at iteration" in err and "backup" in err
     assert not (run_dir / "metrics.json").exists()
     metadata = run_dir / "backup" / "training_metadata.json"
@@ -260,8 +265,12 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path):
     # TensorFlow's own start-up lines may precede it; ours is one line, last, with no traceback.
     assert err.strip().splitlines()[-1].startswith("error: unknown architecture 'resnet19'")
     assert "Traceback" not in err
-    code, _, err = _fit(["--arch", "resnet20", "--epochs", "1", "--steps", "5"], tmp_path)
-    assert code == 2 and "not allowed with argument" in err
+
+
+def test_epochs_and_steps_are_refused_together(capsys):
+    with pytest.raises(SystemExit) as info:  # argparse, in this process
+        fit.main(["--arch", "resnet20", "--epochs", "1", "--steps", "5"])
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_batch_must_divide_across_replicas(tmp_path):
@@ -285,28 +294,32 @@ def test_batch_must_divide_across_replicas(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_other_settings_do_not_resume_an_unfinished_run(tmp_path):
+def test_other_settings_do_not_resume_an_unfinished_run(tmp_path, float32_policy):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"arch": "resnet8", "dataset": "synthetic", "seed": 5}))
-    code, _, err = _fit([*TINY, "--steps", "4", "--output-dir", str(run_dir)], tmp_path)
-    assert code == 2 and "unfinished run with other settings" in err
+    with pytest.raises(UserError, match="unfinished run with other settings"):
+        fit.main([*TINY, "--steps", "4", "--output-dir", str(run_dir)])
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 5
 
 
-def test_mirrored_strategy_follows_the_default_strategys_loss(tmp_path):
+def test_mirrored_strategy_follows_the_default_strategys_loss(tmp_path, monkeypatch, float32_policy):
     """Two logical CPU replicas with synchronized BN and the same global batch
     compute the same mathematical step as one device: the batch statistics are
     all-reduced, the gradients summed. What differs is float32 summation order,
     which perturbs the loss by ~1e-6 per step; over 12 SGD steps that stays far
     below 1e-3 relative, while a real mismatch (per-replica BN, a wrong loss
     scale) moves it by percents from the first step."""
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     losses = {}
     for name, extra in {"default": [], "mirrored": ["--cpu-replicas", "2", "--strategy", "mirrored"]}.items():
         run_dir = tmp_path / name
         args = [*TINY, "--steps", "12", "--log-every", "1", "--sync-bn", "--output-dir", str(run_dir), *extra]
-        code, _, err = _fit(args, tmp_path)
-        assert code == 0, err[-3000:]
+        if name == "default":  # in this process; the logical CPUs need a process of their own
+            fit.main(args)
+        else:
+            code, _, err = _fit(args, tmp_path)
+            assert code == 0, err[-3000:]
         config = json.loads((run_dir / "config.json").read_text())
         assert config["replicas"] == (2 if name == "mirrored" else 1)
         losses[name] = np.array([float(r["loss"]) for r in _rows(run_dir / "steps.csv")])
@@ -342,7 +355,7 @@ def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop
             "--synthetic-train",
             "64",
             "--synthetic-test",
-            "128",
+            "64",
             "--batch-size",
             "16",
             "--steps",
@@ -367,7 +380,7 @@ def test_imagenet_network_trains_with_the_imagenet_recipe_and_evaluates_ten_crop
     # The centre crop, the flip and the paper's 10-crop side by side (one 10-crop pass: it is the slow one).
     both = evaluate.main([str(run_dir), "--all-views", "--batch-size", "32"])
     assert set(both["views"]) == {"centre crop", "flip", "10-crop"}
-    assert all(v["images"] == 128 and 0 <= v["top1_error"] <= 1 for v in both["views"].values())
+    assert all(v["images"] == 64 and 0 <= v["top1_error"] <= 1 for v in both["views"].values())
     assert json.loads((run_dir / "eval-final-test-views.json").read_text()) == both
     centre = evaluate.main([str(run_dir), "--batch-size", "32"])
     assert centre["view"] == "centre crop" and centre["top1_error"] == both["views"]["centre crop"]["top1_error"]
