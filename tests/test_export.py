@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import resnet_keras
-from trainers import export, predict
+from trainers import export, fit, predict
 from trainers.core import data, exporting
 from trainers.core.errors import UserError
 
@@ -23,35 +23,19 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """ResNet-20 (option A) trained for 96 iterations on the synthetic data
-    with --precision auto (bf16 here), then exported in every format."""
+    """ResNet-20 (option A) trained for 96 iterations of batch 32 on the
+    synthetic data with --precision auto (bf16 on CPUs with bf16 instructions),
+    in this process, then exported in every format. It ends 99% accurate
+    (measured; chance is 10%), so the quantized formats are checked on
+    confident answers. Batch 64 took 1.4x as long; 32 iterations of 64, or 64
+    of 32, left it near 50%, with tflite-int8 below its 0.97 agreement."""
     tmp = tmp_path_factory.mktemp("export")
     run_dir = tmp / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "trainers" / "fit.py"),
-            "--arch",
-            "resnet20",
-            "--dataset",
-            "synthetic",
-            "--steps",
-            "96",
-            "--batch-size",
-            "64",
-            "--synthetic-train",
-            "2048",
-            "--verbose",
-            "0",
-            "--output-dir",
-            str(run_dir),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    args = ["--arch", "resnet20", "--dataset", "synthetic", "--steps", "96", "--batch-size", "32"]
+    args += ["--synthetic-train", "2048", "--verbose", "0", "--output-dir", str(run_dir)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RESNET_KERAS_RUNS", str(tmp / "runs"))
+        fit.main(args)
     report = export.main([str(run_dir), "--format", "all", "--check-samples", "300", "--latency-samples", "20"])
     return run_dir, report
 
