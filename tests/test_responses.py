@@ -62,38 +62,26 @@ def test_response_std_matches_a_direct_computation_at_any_batch_size():
     assert len(set(round(v, 6) for v in batched.values())) == len(names)  # layers differ
 
 
-def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
-    from trainers import fit, reproduce
+@pytest.fixture(scope="module")
+def fast_figure6(tmp_path_factory):
+    """figure6 --recipe fast for depths 14 and 8, one epoch of 512 synthetic
+    images at 16 px: four finished runs (4 iterations each), which the figure6
+    test below checks and the figure7 test reads."""
+    from trainers import reproduce
+
+    root = tmp_path_factory.mktemp("figure6") / "f6fast"
+    args = ["figure6", "--recipe", "fast", "--depths", "14,8", "--epochs", "1", "--dataset", "synthetic"]
+    args += ["--synthetic-train", "512", "--image-size", "16", "--precision", "float32", "--root", str(root)]
+    return root, reproduce.main(args)
+
+
+def test_figure7_reads_trained_runs_and_draws_them(fast_figure6, tmp_path, float32_policy):
+    from trainers import reproduce
     from trainers.core import data
     from trainers.core.errors import UserError
     from trainers.core.sources import load_keras_model
 
-    runs = []
-    for arch in ("plain8", "resnet8"):
-        run_dir = tmp_path / arch
-        fit.main(
-            [
-                "--arch",
-                arch,
-                "--dataset",
-                "synthetic",
-                "--image-size",
-                "16",
-                "--synthetic-train",
-                "256",
-                "--steps",
-                "8",
-                "--batch-size",
-                "32",
-                "--precision",
-                "float32",
-                "--verbose",
-                "0",
-                "--output-dir",
-                str(run_dir),
-            ]
-        )
-        runs.append(run_dir)
+    runs = [fast_figure6[0] / arch for arch in ("plain8", "resnet8")]  # trained by figure6 --recipe fast
     result = reproduce.main(["figure7", *map(str, runs), "--out", str(tmp_path / "fig"), "--batch-size", "100"])
     assert (tmp_path / "fig" / "figure7.png").stat().st_size > 0
     assert json.loads((tmp_path / "fig" / "figure7.json").read_text()) == json.loads(json.dumps(result))
@@ -126,9 +114,11 @@ def test_figure7_reads_trained_runs_and_draws_them(tmp_path, float32_policy):
 
 
 def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, float32_policy, monkeypatch, capsys):
-    """SIGKILL the figure6 command inside one of its runs, then run it again:
-    finished runs are left untouched, the killed one resumes from its backup
-    (no iteration logged twice), and the rest are trained."""
+    """SIGKILL the figure6 command inside its second run, then run it again:
+    the finished first run is left untouched and the killed one resumes from
+    its backup (no iteration logged twice). One depth (plain8, then resnet8)
+    keeps it short; test_figure6_trains_every_network_with_the_recipe_asked_for
+    checks table6's order of depths."""
     from trainers import reproduce
     from trainers.core import callbacks
     from trainers.core.errors import UserError
@@ -137,7 +127,7 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     args = [
         "figure6",
         "--depths",
-        "8,14",
+        "8",
         "--epochs",
         "2",
         "--dataset",
@@ -164,21 +154,21 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     killed = None
     deadline = time.time() + 300
     while killed is None and time.time() < deadline and process.poll() is None:
-        for meta in root.glob("*/backup/training_metadata.json"):
-            run_dir = meta.parent.parent
-            try:
-                done = json.loads(meta.read_text())["iterations"]
-            except (OSError, ValueError, KeyError):
-                continue
-            if done >= 8 and not (run_dir / "metrics.json").exists():  # inside the second of 2 epochs (16 steps)
-                process.send_signal(signal.SIGKILL)
-                killed = run_dir
-                break
+        meta = root / "resnet8" / "backup" / "training_metadata.json"  # plain8 first, then resnet8
+        try:
+            done = json.loads(meta.read_text())["iterations"]
+        except (OSError, ValueError, KeyError):
+            done = 0
+        # inside one of resnet8's 2 epochs (16 steps each), plain8 finished before it
+        if done >= 8 and done % 16 and not (meta.parent.parent / "metrics.json").exists():
+            process.send_signal(signal.SIGKILL)
+            killed = meta.parent.parent
         time.sleep(0.05)
     process.wait()
     assert killed is not None, f"no run was caught mid-training: {process.stderr.read()[-2000:]}"
     assert not (killed / "metrics.json").exists()
     finished = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    assert list(finished) == ["plain8"]
 
     restored = []  # (run, iteration) each time a backup is loaded
     load = callbacks.Backup._load_model
@@ -189,7 +179,7 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
 
     monkeypatch.setattr(callbacks.Backup, "_load_model", spy)
     result = reproduce.main(args)
-    assert set(result["runs"]) == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert set(result["runs"]) == {"plain8", "resnet8"}
     assert f"{killed.name}: resuming" in capsys.readouterr().out
     assert [(name, it >= 8) for name, it in restored if it > 0] == [(killed.name, True)]
     assert (root / "figure6.png").stat().st_size > 0
@@ -201,66 +191,49 @@ def test_figure6_resumes_a_killed_run_without_rerunning_finished_ones(tmp_path, 
     with open(killed / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]  # no epoch logged twice
     rows = reproduce.main(["table6", "--root", str(root)])
-    assert [r["arch"] for r in rows] == ["plain8", "plain14", "resnet8", "resnet14"]
-    assert rows[0]["params"] == rows[2]["params"]  # option A: plain and residual have the same parameters
-    assert rows[3]["paper_error"] is None and (root / "table6.csv").exists()
+    assert [r["arch"] for r in rows] == ["plain8", "resnet8"]
+    assert rows[0]["params"] == rows[1]["params"]  # option A: plain and residual have the same parameters
+    assert rows[1]["paper_error"] is None and (root / "table6.csv").exists()
     with open(root / "plain8" / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert rows[0]["train_error"] == pytest.approx(100 * float(history[-1]["error"]))
     best = min(history, key=lambda r: float(r["test_error"]))
     assert rows[0]["best_test_error"] == pytest.approx(100 * float(best["test_error"]))
     assert rows[0]["best_epoch"] == int(best["epoch"]) and rows[0]["best_test_error"] <= rows[0]["test_error"] + 1e-9
-    assert rows[0]["akamaster_best_error"] is None and rows[2]["iterations"] == 32
+    assert rows[0]["akamaster_best_error"] is None and rows[1]["iterations"] == 32
     assert {r["recipe"] for r in rows} == {"paper"}
-    assert [r["epochs"] for r in rows] == pytest.approx([2, 2, 2, 2])  # as trained (metrics.json)
+    assert [r["epochs"] for r in rows] == pytest.approx([2, 2])  # as trained (metrics.json)
     assert {r["jpeg_quality"] for r in rows} == {None}  # the images as they are (no --jpeg-quality)
     # A finished run of another recipe or length is not reused for this figure (nothing is trained or written).
     for other in (["--recipe", "fast"], ["--epochs", "3"]):
         with pytest.raises(UserError, match="plain8 is a finished run of the paper recipe, 2 epochs; this figure asks"):
             reproduce.main([*args[:3], *other, *args[5:]] if other[0] == "--epochs" else [*args, *other])
-    (root / "resnet14" / "metrics.json").write_text("{}")  # corrupt: one line, not a traceback
-    with pytest.raises(UserError, match="resnet14 is not a finished fit.py run"):
+    (root / "resnet8" / "metrics.json").write_text("{}")  # corrupt: one line, not a traceback
+    with pytest.raises(UserError, match="resnet8 is not a finished fit.py run"):
         reproduce.main(["table6", "--root", str(root)])
     with pytest.raises(UserError, match="6n\\+2"):
         reproduce.main(["figure6", "--depths", "21"])
 
 
-def test_figure6_trains_every_network_with_the_recipe_asked_for(tmp_path, float32_policy, capsys):
+def test_figure6_trains_every_network_with_the_recipe_asked_for(fast_figure6, float32_policy, capsys):
     """figure6 --recipe fast: the fast recipe's warm-up and cosine, scaled to --epochs, for plain and residual twins
-    alike; the default folder name says the recipe, the figure's title too."""
+    alike; the default folder name says the recipe, the figure's title too. table6 lists plain networks first,
+    each kind by depth."""
     from trainers import reproduce
 
-    root = tmp_path / "f6fast"
-    result = reproduce.main(
-        [
-            "figure6",
-            "--recipe",
-            "fast",
-            "--depths",
-            "8",
-            "--epochs",
-            "1",
-            "--dataset",
-            "synthetic",
-            "--synthetic-train",
-            "512",
-            "--image-size",
-            "16",
-            "--precision",
-            "float32",
-            "--root",
-            str(root),
-        ]
-    )
-    assert result["recipe"] == "fast" and result["epochs"] == 1 and set(result["runs"]) == {"plain8", "resnet8"}
+    root, result = fast_figure6
+    assert result["recipe"] == "fast" and result["epochs"] == 1
+    assert set(result["runs"]) == {"plain8", "plain14", "resnet8", "resnet14"}
     for name in result["runs"]:
         config = json.loads((root / name / "config.json").read_text())
         assert config["recipe"] == "fast" and config["schedule"]["kind"] == "cosine", config["schedule"]
         assert json.loads((root / name / "metrics.json").read_text())["iterations"] == 4  # 512 images at batch 128
     assert (root / "figure6.png").stat().st_size > 0
     rows = reproduce.main(["table6", "--root", str(root)])
-    assert [(r["run"], r["recipe"]) for r in rows] == [("plain8", "fast"), ("resnet8", "fast")]
-    assert capsys.readouterr().out.splitlines()[-3].split()[:2] == ["plain8", "plain8"]  # run, network
+    names = ["plain8", "plain14", "resnet8", "resnet14"]  # not the order of the folders' names, nor of --depths
+    assert [(r["run"], r["recipe"]) for r in rows] == [(name, "fast") for name in names]
+    printed = capsys.readouterr().out.splitlines()[-5:-1]
+    assert [line.split()[:2] for line in printed] == [[name, name] for name in names]  # run, network
 
 
 def test_two_runs_of_one_network_are_told_apart_and_paired_with_their_own_twin():
