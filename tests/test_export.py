@@ -123,8 +123,9 @@ def test_option_a_converts_with_builtin_ops_only(trained):
         assert "MAX_POOL_2D" in ops and "PAD" in ops  # the zero-padding shortcut (1x1 pooling, stride 2), as builtins
 
 
-@pytest.mark.parametrize("name", ["resnet56", "resnet110"])
+@pytest.mark.parametrize("name", [pytest.param("resnet56", marks=pytest.mark.slow), "resnet110"])
 def test_deeper_option_a_networks_convert_without_flex(name):
+    """resnet56 is in the slow tier: its blocks are resnet110's, half as many; the default run converts resnet110."""
     model = resnet_keras.get_model(name, num_classes=10)
     content = exporting.convert_tflite(model, "tflite")
     _, ops, _ = exporting.tflite_runner(content)

@@ -16,11 +16,11 @@ from test_ported_fetch import torch_state
 import resnet_keras
 from resnet_keras.ported import catalog
 from trainers import evaluate, export, fit, predict
-from trainers.core import finetune
+from trainers.core import exporting, finetune
 from trainers.core.errors import UserError
+from trainers.core.sources import load_trained
 
 SPEC = "timm:resnet18.a1_in1k"
-SMALL_CHECK = ["--check-samples", "8", "--latency-samples", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +93,16 @@ def test_published_weights_have_no_best_epoch(weights):
 
 
 def test_export_carries_the_imagenet_names(tmp_path, weights):
+    # The file is checked against the Keras network here, on 8 images, rather than by export's own check, which
+    # for published weights draws synthetic images of all 1000 classes at 224 px first (19 s of 31 here).
     out = tmp_path / "export"
-    report = export.main([f"{SPEC}={weights}", "--format", "tflite", "--output", str(out)] + SMALL_CHECK)
+    args = ["--format", "tflite", "--output", str(out), "--check-samples", "0", "--latency-samples", "0"]
+    export.main([f"{SPEC}={weights}", *args])
     labels = (out / "model_float32.labels.txt").read_text().splitlines()
     assert labels == resnet_keras.imagenet_class_names() and labels[0] == "tench"
-    row = report["formats"][0]
-    assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] < 1e-4
+    network = load_trained(f"{SPEC}={weights}").model
+    run, _, _ = exporting.tflite_runner((out / "model_float32.tflite").read_bytes())
+    images = np.random.default_rng(0).integers(0, 256, (8, *network.input_shape[1:]), dtype=np.uint8)
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(network(images.astype("float32"))))
+    got = np.stack([run(image) for image in images])
+    assert np.array_equal(got.argmax(-1), expected.argmax(-1)) and np.abs(got - expected).max() < 1e-4

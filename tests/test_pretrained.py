@@ -2,11 +2,8 @@
 its checksums, trainers/ship_weights.py and export from shipped weights."""
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -138,33 +135,16 @@ def test_ship_weights_adds_a_run_that_get_model_then_loads(tmp_path, monkeypatch
     np.testing.assert_allclose(model.predict_on_batch(images), trained.predict_on_batch(images), rtol=1e-5, atol=1e-5)
 
 
-def test_export_from_shipped_weights(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "RESNET_KERAS_RUNS": str(tmp_path / "runs")}
+def test_export_from_shipped_weights(tmp_path, monkeypatch):
+    # export.py's command in this process: its import and help are test_layout.py's, a UserError's one line and
+    # exit status run_main's (test_fit.py); a process of its own only added TensorFlow's start.
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "export"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "trainers" / "export.py"),
-            "weights:resnet20/cifar10",
-            "--format",
-            "tflite",
-            "--check-samples",
-            "0",
-            "--latency-samples",
-            "0",
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    args = ["--format", "tflite", "--check-samples", "0", "--latency-samples", "0", "--output", str(out)]
+    export.main(["weights:resnet20/cifar10", *args])
     assert (out / "model_float32.tflite").stat().st_size > 100_000
     labels = (out / "model_float32.labels.txt").read_text().split()
     assert labels == pretrained.find_weights("resnet20", "cifar10")["class_names"]
-    # In this process: a UserError is the command's one line and exit status 2 (run_main; test_fit.py).
     with pytest.raises(UserError, match="^weights='nope' do not exist"):
         export.main(["weights:resnet20/nope", "--format", "tflite"])
 
