@@ -17,6 +17,7 @@ import pytest
 from trainers import fit, launch_local
 from trainers.core.distributed import Role, role, tf_config
 from trainers.core.errors import UserError
+from trainers.core.launcher import free_ports, tf_configs
 from trainers.core.sources import load_keras_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -166,16 +167,23 @@ def test_a_killed_worker_stops_the_job_and_a_restart_resumes_it(tmp_path):
     assert prints["0"] == prints["1"]
 
 
-def test_multi_worker_needs_an_output_dir(tmp_path):
-    # A run directory every worker can find is required.
-    result = _launch(tmp_path, [*TINY, "--steps", "2"])
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "needs --output-dir" in result.stderr
+def test_multi_worker_needs_an_output_dir(tmp_path, monkeypatch):
+    """A run directory every worker can find is required, and each worker says so from TF_CONFIG alone, before
+    its strategy exists: in this process, where TensorFlow has run, that strategy could not even be made."""
+    monkeypatch.setenv("RESNET_KERAS_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("TF_CONFIG", tf_configs(free_ports(2))[1])
+    for strategy in ("auto", "multi-worker"):
+        with pytest.raises(UserError, match="^a multi-worker run needs --output-dir"):
+            fit.main([*TINY, "--steps", "2", "--strategy", strategy])
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
-def test_multi_worker_refuses_no_cluster_and_an_uneven_batch(tmp_path):
-    """In the default run: test_fit's test_bad_input_is_one_clear_error, test_batch_must_divide_across_replicas."""
+def test_multi_worker_refuses_no_cluster_and_an_uneven_batch_and_no_output_dir(tmp_path):
+    """In the default run: test_fit's test_bad_input_is_one_clear_error, test_batch_must_divide_across_replicas,
+    and test_multi_worker_needs_an_output_dir (in one process). Here each is the launched job's exit status 2."""
+    result = _launch(tmp_path, [*TINY, "--steps", "2"])
+    assert result.returncode == 2 and "needs --output-dir" in result.stderr, result.stderr[-2000:]
     # No cluster.
     result = _fit(tmp_path, [*TINY, "--steps", "2", "--strategy", "multi-worker"])
     assert result.returncode == 2 and "needs a cluster" in result.stderr.strip().splitlines()[-1]

@@ -175,6 +175,13 @@ def weights_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def wants_multi_worker(name: str) -> bool:
+    """Whether :func:`make_strategy` gives the multi-worker strategy for
+    ``name``: read from the environment alone, so it may be asked before
+    TensorFlow runs anything."""
+    return name == "multi-worker" or (name == "auto" and cluster_tasks() > 1)
+
+
 def make_strategy(name: str):
     """One code path for every strategy: the caller builds model, optimizer and
     metrics inside ``strategy.scope()`` whichever this returns.
@@ -186,7 +193,7 @@ def make_strategy(name: str):
 
     if name not in STRATEGIES:
         raise UserError(f"--strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
-    if name == "multi-worker" or (name == "auto" and cluster_tasks() > 1):
+    if wants_multi_worker(name):
         return make_multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":

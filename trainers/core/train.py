@@ -143,7 +143,19 @@ def train(config: RunConfig | dict, *, model=None, strategy=None) -> dict:
         return _train_in_policy(config, model, strategy)
 
 
+MULTI_WORKER_OUTPUT = (
+    "a multi-worker run needs --output-dir: one directory, on storage every worker can read, that all workers are "
+    "given (the chief writes it; the others restore their backups from it)"
+)
+
+
 def _train_in_policy(config: RunConfig, model, strategy) -> dict:
+    # Asked of the environment before the strategy exists, so that each worker says it at once rather than after
+    # the whole cluster has connected.
+    if strategy is None and not config.output_dir and distributed.wants_multi_worker(config.strategy):
+        distributed.tf_config()  # a malformed TF_CONFIG is its own message
+        if distributed.cluster_tasks() > 1:
+            raise UserError(MULTI_WORKER_OUTPUT)
     strategy = strategy or distributed.make_strategy(config.strategy)  # first: the multi-worker strategy insists
     keras.utils.set_random_seed(config.seed)
     policy, why = resolve_precision(config.precision)
@@ -152,10 +164,7 @@ def _train_in_policy(config: RunConfig, model, strategy) -> dict:
     if role.multi_worker:
         compat.fix_multi_worker_scalar_reduction()
         if not config.output_dir:
-            raise UserError(
-                "a multi-worker run needs --output-dir: one directory, on storage every worker can read, that all "
-                "workers are given (the chief writes it; the others restore their backups from it)"
-            )
+            raise UserError(MULTI_WORKER_OUTPUT)
     run = _Run(config, strategy, role, policy, why)
     try:
         with cb.StopRequest() as run.request:  # SIGTERM from here on stops at a step boundary, with a backup
