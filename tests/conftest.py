@@ -50,3 +50,24 @@ def _dtype_policy_left_as_found():
     if after != before:
         keras.config.set_dtype_policy(before)
         pytest.fail(f"the test left the global dtype policy at {after} (it found {before})")
+
+
+# The test files that take longest (`python -m pytest --durations=0`, summed per file), longest first. With
+# `--dist loadfile` each xdist worker takes the next whole file when it is nearly done; handing out the long files
+# first lets the short ones fill the gaps, so the two workers end together instead of one running a long file alone
+# at the end (xdist's own order, by the number of tests in a file, put these last; addopts turns it off).
+LONGEST_FIRST = (
+    "test_distributed.py",
+    "test_fit.py",
+    "test_tune.py",
+    "test_export.py",
+    "test_tweaks.py",
+    "test_compat.py",
+    "test_realdata_imagenette.py",
+    "test_responses.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

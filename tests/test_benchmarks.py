@@ -433,6 +433,8 @@ def test_conv_gradients_checks_each_shape_against_float64(tmp_path):
         conv_gradients.main(["--runs", "0"])
 
 
+# The slow tier too (about 40 s): a benchmark's smoke test, not the recipes' own test (test_recipe_changes.py).
+@pytest.mark.slow
 def test_recipe_cost_times_each_variant_against_the_baseline_and_the_flip(tmp_path):
     from benchmarks import recipe_cost
 

@@ -151,7 +151,11 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
 def test_multi_worker_bugs_of_keras_and_their_fixes(tmp_path):
+    """Slow tier (about a minute, two workers): it shows each Keras bug still there unpatched, a watch for a Keras
+    release that fixes one. The fixes themselves run in every default multi-worker test of test_distributed.py,
+    which trains through them and compares the workers' weights."""
     from trainers.core.launcher import free_ports, tf_configs
 
     script = tmp_path / "probe.py"
