@@ -13,8 +13,9 @@ cut class: its first ``ceil(n * keep)`` training images in the dataset's order.
 Then one resumable fit.py run per mode and seed under ``ROOT/MODE-sSEED``, every
 mode of the first seed before the next seed (a finished run is skipped; rerun
 the command to resume), and
-``ROOT/unbalanced.json``: each run's top-1, balanced accuracy, macro-F1 and
-worst class (from the per-class report every fit run writes), the mean and
+``ROOT/unbalanced.json``: each run's top-1, balanced accuracy, macro-F1, worst
+class, the recall of the class kept whole and the mean recall of the cut ones
+(from the per-class report every fit run writes), the mean and
 standard deviation over seeds of each mode, and the commands. ``--report-only``
 trains nothing and reports the finished runs.
 """
@@ -36,7 +37,8 @@ from trainers.core.errors import UserError, run_main
 from trainers.core.files import read_json, write_json_atomic
 
 DATASET = "imagenette/160px-v2"
-FIGURES = ("top1", "balanced_accuracy", "macro_f1", "worst_class_recall")
+# The last two say where balancing moves the answers: away from the class kept whole, to the cut ones, or neither.
+FIGURES = ("top1", "balanced_accuracy", "macro_f1", "worst_class_recall", "full_class_recall", "cut_classes_recall")
 
 
 def cut_counts(counts: list[int], full: int, keep: float) -> list[int]:
@@ -97,14 +99,21 @@ def command(args, data: pathlib.Path, mode: str, seed: int) -> list[str]:
     ]
 
 
-def summarize(run_dir: pathlib.Path) -> dict | None:
-    """The figures of one finished run (None while it is unfinished)."""
+def summarize(run_dir: pathlib.Path, full_class: str) -> dict | None:
+    """The figures of one finished run (None while it is unfinished);
+    ``full_class`` names the class kept whole."""
     if not (run_dir / "metrics.json").exists():
         return None
     metrics = read_json(run_dir / "metrics.json", "run metrics")
     if "balanced_accuracy" not in metrics:
         raise UserError(f"{run_dir} has no per-class figures in metrics.json (a run from before the report)")
+    report = read_json(run_dir / "report" / "report.json", "per-class report")
+    recalls = {row["class"]: row["recall"] for row in report["per_class"] if row["recall"] is not None}
+    if full_class not in recalls:
+        raise UserError(f"{run_dir}'s report has no recall for {full_class!r}, the class kept whole")
     return {
+        "full_class_recall": recalls.pop(full_class),
+        "cut_classes_recall": statistics.fmean(recalls.values()),
         "run_dir": str(run_dir),
         "top1": 1 - metrics["test_top1_error"],
         "balanced_accuracy": metrics["balanced_accuracy"],
@@ -139,8 +148,9 @@ def _cell(figure: dict) -> str:
 def table(modes: dict) -> str:
     """The modes side by side, as markdown."""
     lines = [
-        "| --class-balance | runs | top-1 | balanced accuracy | macro-F1 | worst class recall | worst class(es) |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| --class-balance | runs | top-1 | balanced accuracy | macro-F1 | worst class recall | whole class recall "
+        "| cut classes' mean recall | worst class(es) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for mode, agg in modes.items():
         cells = " | ".join(_cell(agg[key]) for key in FIGURES)
@@ -210,7 +220,7 @@ def main(argv=None) -> dict:
                 rc = subprocess.call(cmd)
                 if rc:
                     raise UserError(f"the {run_dir.name} run failed (exit {rc}); rerun this command to resume it")
-            result = summarize(run_dir)
+            result = summarize(run_dir, folder["class_names"][folder["full_class"]])
             if result is not None:
                 finished[mode].append({"seed": seed, **result})
     modes = {mode: aggregate(runs) for mode, runs in finished.items()}

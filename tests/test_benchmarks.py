@@ -549,28 +549,39 @@ def test_unbalanced_cuts_the_classes_and_reports_each_mode_over_seeds(tmp_path, 
     data = transfer.write_folder({"train": [(jpeg, 0), (jpeg, 0), (jpeg, 1)]}, ["a", "b"], root / "data", manifest)
     assert [p.read_bytes() == jpeg for p in sorted((data / "train" / "a").iterdir())] == [True, True]
     # Two seeds of "none", one of "weights" finished (figures made up for the arithmetic), "sampling" not run.
+    # The per-class recalls are those of the run's report: class "a" is the one kept whole.
     figures = {
-        "none-s0": (0.80, 0.60, 0.55, "b", 0.20),
-        "none-s1": (0.70, 0.50, 0.45, "b", 0.10),
-        "weights-s0": (0.75, 0.70, 0.68, "a", 0.50),
+        "none-s0": (0.80, 0.60, 0.55, "b", 0.20, {"a": 1.0, "b": 0.20}),
+        "none-s1": (0.70, 0.50, 0.45, "b", 0.10, {"a": 0.9, "b": 0.10}),
+        "weights-s0": (0.75, 0.70, 0.68, "a", 0.50, {"a": 0.5, "b": 0.90}),
     }
-    for name, (top1, balanced, f1, worst, recall) in figures.items():
-        (root / name).mkdir()
+    for name, (top1, balanced, f1, worst, recall, recalls) in figures.items():
+        (root / name / "report").mkdir(parents=True)
         metrics = {"test_top1_error": 1 - top1, "balanced_accuracy": balanced, "macro_f1": f1}
         metrics.update(worst_class=worst, worst_class_recall=recall, wall_seconds=60.0)
         (root / name / "metrics.json").write_text(json.dumps(metrics))
+        rows = [{"class": c, "recall": r} for c, r in recalls.items()]
+        (root / name / "report" / "report.json").write_text(json.dumps({"per_class": rows}))
     report = unbalanced.main(["--root", str(root), "--report-only"])
     none, weights, sampling = (report["modes"][m] for m in ("none", "weights", "sampling"))
     assert none["runs"] == 2 and none["balanced_accuracy"]["mean"] == pytest.approx(0.55)
     assert none["worst_class_recall"]["std"] == pytest.approx(np.std([0.2, 0.1], ddof=1))
     assert weights["runs"] == 1 and weights["macro_f1"] == {"mean": 0.68, "std": None}
     assert sampling["runs"] == 0 and sampling["top1"]["mean"] is None
+    assert none["full_class_recall"]["mean"] == pytest.approx(0.95) and none["cut_classes_recall"][
+        "mean"
+    ] == pytest.approx(0.15)
+    assert weights["full_class_recall"]["mean"] == 0.5 and weights["cut_classes_recall"]["mean"] == 0.9
     printed = capsys.readouterr().out
     assert "| `none` | 2 | 75.00% ± 7.07 | 55.00% ± 7.07 |" in printed and "| `sampling` | 0 | not run" in printed
+    assert "| 95.00% ± 7.07 | 15.00% ± 7.07 | b |" in printed
     assert json.loads((root / "unbalanced.json").read_text())["train_counts"] == [2, 1]
     assert "--class-balance sampling --seed 1" in " ".join(report["commands"]["sampling-s1"])
     # Seed by seed: a run cut short leaves one comparable run of every mode first.
     assert list(report["commands"]) == [f"{m}-s{s}" for s in (0, 1) for m in ("none", "weights", "sampling")]
+    (root / "none-s1" / "report" / "report.json").write_text(json.dumps({"per_class": [{"class": "b", "recall": 1}]}))
+    with pytest.raises(UserError, match="none-s1's report has no recall for 'a', the class kept whole"):
+        unbalanced.main(["--root", str(root), "--report-only"])
     (root / "none-s1" / "metrics.json").write_text(json.dumps({"test_top1_error": 0.3, "wall_seconds": 1.0}))
     with pytest.raises(UserError, match="no per-class figures"):
         unbalanced.main(["--root", str(root), "--report-only"])
