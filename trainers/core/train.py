@@ -152,10 +152,10 @@ MULTI_WORKER_OUTPUT = (
 def _train_in_policy(config: RunConfig, model, strategy) -> dict:
     # Asked of the environment before the strategy exists, so that each worker says it at once rather than after
     # the whole cluster has connected.
-    if strategy is None and not config.output_dir and distributed.wants_multi_worker(config.strategy):
-        distributed.tf_config()  # a malformed TF_CONFIG is its own message
-        if distributed.cluster_tasks() > 1:
-            raise UserError(MULTI_WORKER_OUTPUT)
+    # (--strategy multi-worker without a cluster gets make_strategy's own message instead.)
+    multi = strategy is None and distributed.wants_multi_worker(config.strategy) and distributed.cluster_tasks() > 1
+    if multi and not config.output_dir:
+        raise UserError(MULTI_WORKER_OUTPUT)
     strategy = strategy or distributed.make_strategy(config.strategy)  # first: the multi-worker strategy insists
     keras.utils.set_random_seed(config.seed)
     policy, why = resolve_precision(config.precision)
