@@ -13,8 +13,9 @@ Networks, random weights (speed does not depend on their values), float32:
 
 Ours, each made as trainers/export.py makes it (uint8 pixels in, normalization
 and softmax inside): Keras (a tf.function around the model, float32 and
-mixed_bfloat16), the SavedModel, LiteRT float32 / fp16 / int8 (XNNPACK, every
-core), ONNX Runtime float32 / int8 (static QDQ), OpenVINO float32, bf16 (the
+mixed_bfloat16), the SavedModel (TensorFlow's oneDNN kernels, as resnet_keras
+sets them, and its Eigen kernels: savedmodel-eigen), LiteRT float32 / fp16 /
+int8 (XNNPACK, every core), ONNX Runtime float32 / int8 (static QDQ), OpenVINO float32, bf16 (the
 float32 model at OpenVINO's bf16 inference precision) and int8 (the int8 ONNX
 model compiled by OpenVINO). Int8 models are calibrated on random images here,
 which sets their speed, not their accuracy: the accuracy of each int8 model
@@ -61,6 +62,7 @@ VARIANTS = {
     "keras-float32": ("ours", "float"),
     "keras-bf16": ("ours", "float"),
     "savedmodel": ("ours", "float"),
+    "savedmodel-eigen": ("ours", "float"),
     "tflite-float32": ("ours", "float"),
     "tflite-fp16": ("ours", "float"),
     "tflite-int8": ("ours", "int8"),
@@ -85,7 +87,11 @@ FILES = {
     "openvino-bf16": "openvino",
     "openvino-int8": "model_int8.onnx",
     "savedmodel": "savedmodel",
+    "savedmodel-eigen": "savedmodel",
 }
+# Variants served by TensorFlow's Eigen kernels instead of oneDNN (which
+# resnet_keras turns on): TensorFlow reads the switch once, at its import.
+EIGEN = ("savedmodel-eigen",)
 
 
 # --------------------------------------------------------------------------- ours: the models
@@ -158,6 +164,8 @@ def _ours_runner(variant: str, folder: pathlib.Path, network: str):
     import numpy as np
 
     threads = os.cpu_count() or 1
+    # Set here, not inherited: the parent may or may not have imported resnet_keras, which turns oneDNN on.
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0" if variant in EIGEN else "1"
     if variant.startswith("keras"):
         import keras
         import tensorflow as tf
@@ -173,7 +181,7 @@ def _ours_runner(variant: str, folder: pathlib.Path, network: str):
             lambda x: tf.nn.softmax(tf.cast(model(tf.cast(x, tf.float32), training=False), "float32"))
         )
         return lambda images: forward(tf.constant(images)).numpy()
-    if variant == "savedmodel":
+    if variant.startswith("savedmodel"):
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(folder / "savedmodel")).signatures["serving_default"]
@@ -246,6 +254,15 @@ def _torch_runner(variant: str, network: str, threads: int):
     return run, make
 
 
+def _tf_kernels() -> str | None:
+    """TensorFlow's CPU kernels ("oneDNN" or "Eigen") where this child ran TensorFlow, else None."""
+    if "tensorflow" not in sys.modules:
+        return None
+    from trainers.core.hardware import cpu_kernels
+
+    return cpu_kernels()
+
+
 def child(args) -> dict:
     """Times one variant at batch 1 and at ``--batch``; prints one result line."""
     variant, network = args.child, args.network[0]
@@ -270,6 +287,7 @@ def child(args) -> dict:
         "batch": args.batch,
         "seconds": time.perf_counter() - start,
         "threads": threads,
+        "tf_kernels": _tf_kernels(),
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return result

@@ -18,6 +18,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 from resnet_keras.applications import copy_applications_weights, from_applications
 from resnet_keras.blocks import SHORTCUTS
 from resnet_keras.cost import count_flops, count_params
+from resnet_keras.folding import fold_batchnorm
 from resnet_keras.layers import (
     BinomialBlur,
     FusedBatchNormalization,
@@ -71,6 +72,7 @@ __all__ = [
     "ReflectPadding2D",
     "copy_applications_weights",
     "count_flops",
+    "fold_batchnorm",
     "count_params",
     "from_applications",
     "get_model",

@@ -599,20 +599,26 @@ def test_inference_benchmark_times_ours_and_says_why_torch_is_missing(tmp_path, 
     pytest.importorskip("onnxruntime", reason="the export extra (pip install -e '.[export]') is not installed")
     from benchmarks import inference
 
-    variants = ["tflite-int8", "onnx-float32", "torch-eager"]
+    variants = ["tflite-int8", "onnx-float32", "savedmodel-eigen", "torch-eager"]
     args = ["--network", "resnet20", "--rounds", "2", "--calls", "2", "--warmup", "1", "--batch", "3", "--no-torch"]
     args += ["--variants", *variants, "--work", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")]
     report = inference.main(args)
     folder = tmp_path / "work" / "resnet20"
     # Only the formats the variants run are written, each under its final name.
-    assert sorted(p.name for p in folder.iterdir()) == ["model.weights.h5", "model_float32.onnx", "model_int8.tflite"]
+    written = ["model.weights.h5", "model_float32.onnx", "model_int8.tflite", "savedmodel"]
+    assert sorted(p.name for p in folder.iterdir()) == written
     result = report["networks"]["resnet20"]
-    for variant in ("tflite-int8", "onnx-float32"):
+    for variant in ("tflite-int8", "onnx-float32", "savedmodel-eigen"):
         row = result["variants"][variant]
         assert row["batch1_ms"]["median"] > 0 and row["batch_images_per_s"]["min"] > 0
+    # The SavedModel child ran TensorFlow's Eigen kernels, whatever this process's TensorFlow runs; the others none.
+    assert [r["savedmodel-eigen"]["tf_kernels"] for r in result["rounds"]] == ["Eigen", "Eigen"]
+    assert result["rounds"][0]["onnx-float32"]["tf_kernels"] is None
     assert result["variants"]["torch-eager"]["why_missing"] == "torch not found"
     assert result["ours_best_over_torch_best"] == {"batch1_latency": None, "batch_throughput": None}
-    assert result["best_per_round"][0]["ours"]["batch1"] == "onnx-float32"  # the only float variant of ours
+    first = result["rounds"][0]
+    fastest = min(("onnx-float32", "savedmodel-eigen"), key=lambda v: first[v]["batch1_ms"])  # int8 is not float
+    assert result["best_per_round"][0]["ours"]["batch1"] == fastest
     assert json.loads((tmp_path / "r.json").read_text())["torch"]["reason"] == "not run: --no-torch"
     printed = capsys.readouterr().out
     assert "| torch-eager (torch not found) | float | missing | missing |" in printed

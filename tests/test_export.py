@@ -78,6 +78,9 @@ def test_savedmodel_in_a_fresh_process_matches_keras(trained, tmp_path):
         "np.save(sys.argv[3], out['probabilities'].numpy())\n"
         "names = m.signatures['class_names']()['class_names'].numpy()\n"
         "print(list(out['top_class'].numpy()[:2]), [n.decode() for n in names][:2])\n"
+        "graph = m.signatures['serving_default'].graph.as_graph_def()\n"
+        "ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}\n"
+        "print('ops:', sorted(o for o in ops if 'Conv' in o or 'BatchNorm' in o))\n"
     )
     result = subprocess.run(
         [
@@ -102,6 +105,9 @@ def test_savedmodel_in_a_fresh_process_matches_keras(trained, tmp_path):
     expected = keras.ops.convert_to_numpy(keras.ops.softmax(saved(images.astype("float32"))))
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-5)
     assert "synthetic_0" in result.stdout  # the class names travel with the SavedModel
+    # It serves the BatchNormalization-folded copy: no normalization op left.
+    ops = next(line for line in result.stdout.splitlines() if line.startswith("ops:"))
+    assert "Conv2D" in ops and "BatchNorm" not in ops, ops
 
 
 def test_tflite_formats_agree_with_keras(trained):
