@@ -121,7 +121,10 @@ def test_two_workers_follow_one_process_with_the_same_global_batch(tmp_path, mon
     assert list((tmp_path / "worker_tmp").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_job_and_a_restart_resumes_it(tmp_path):
+    """Slow tier (about 100 s: two launches of two workers). The default run resumes a killed single-process run
+    from its backup (test_fit) and a SIGTERM'd one (test_hardening); this is the multi-worker case."""
     run = tmp_path / "run"
     args = [*TINY, "--steps", "40", "--backup-every", "10", "--output-dir", str(run)]
     cmd = [sys.executable, str(ROOT / "trainers" / "launch_local.py"), "--workers", "2", "--grace", "5", "--", *args]
