@@ -15,6 +15,7 @@ uint8 images (any batch size) and carry the class names inside.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -424,19 +425,44 @@ def _export_runtime(fmt, model, class_names, tmp, target, check: _Check, calibra
     run, names, _ = runtimes.runtime_runner(tmp, fmt)
     if names != list(class_names):
         raise UserError(f"{fmt}: the class names read back from the export differ from the model's")
-    probs = None
-    if check.images is not None:
-        probs = np.concatenate([run(check.images[i : i + 100]) for i in range(0, len(check.images), 100)])
+    probs = None if check.images is None else _batched(run, check.images)
     latency = check.latency(lambda image: run(image[None]))
+    extra = {"runtime": runtimes.runtime_version(fmt)}
+    if fmt == "onnx-int8":
+        extra["in_openvino"] = _int8_in_openvino(tmp, check)
     _install(tmp, target)
-    return check.row(fmt, target, probs, latency, {"runtime": runtimes.runtime_version(fmt)})
+    return check.row(fmt, target, probs, latency, extra)
+
+
+def _batched(run, images, size=100):
+    return np.concatenate([run(images[i : i + size]) for i in range(0, len(images), size)])
+
+
+def _int8_in_openvino(path: pathlib.Path, check: _Check) -> dict:
+    """The int8 ONNX model's check in OpenVINO, which runs it with its own int8
+    kernels (its answers differ from ONNX Runtime's by their rounding): the
+    difference from the Keras model, agreement and accuracy, or why missing."""
+    if importlib.util.find_spec("openvino") is None:
+        return {"why_missing": "openvino is not installed"}
+    if check.images is None:
+        return {"why_missing": "no check images (--check-samples 0)"}
+    run, _, _ = runtimes.openvino_runner(path, onnx=True)
+    row = check.row("onnx-int8", path, _batched(run, check.images), None)
+    kept = ("max_abs_diff", "top1_agreement", "top1_accuracy")
+    return {"runtime": runtimes.runtime_version("openvino"), **{key: row[key] for key in kept}}
 
 
 def render(rows, source):
     """The report's rows as a table, and what they were checked on."""
     header = ["format", "size", "max |dp|", "top-1 agree", "top-1 acc", "latency ms/img"]
     lines = []
+    # The int8 ONNX model checked in OpenVINO too: a row of its own, below it.
+    shown = []
     for r in rows:
+        shown.append(r)
+        if "max_abs_diff" in (r.get("in_openvino") or {}):
+            shown.append({**r, **r["in_openvino"], "format": f"{r['format']} in OpenVINO", "latency_ms": None})
+    for r in shown:
         # A missing figure says why: no check images (--check-samples 0), no labels (synthetic), not timed.
         fmt_float = lambda v, f, why: why if v is None else format(v, f)  # noqa: E731
         agreement = None if r.get("top1_agreement") is None else 100 * r["top1_agreement"]

@@ -102,7 +102,14 @@ def quantize_onnx(float_path: pathlib.Path, calibration: np.ndarray, path: pathl
     post-training quantization (QDQ; weights int8 per output channel, as
     ResNet's convolutions differ channel by channel; activations uint8, as the
     quantizer advises for x86 CPUs), calibrated on ``calibration`` (uint8
-    images, the evaluation view of training images) by their min/max."""
+    images, the evaluation view of training images) by their min/max.
+
+    Weights use 7 of their 8 bits (``reduce_range``): a CPU without VNNI
+    (AVX2, AVX-512 without VNNI) multiplies uint8 by int8 with an instruction
+    that adds pairs of products into int16 and saturates, and full-range
+    weights overflow it. Both ONNX Runtime and OpenVINO run the model so: on
+    such a CPU full-range weights cost the shipped ResNet-20 over a point of
+    CIFAR-10 accuracy, 7-bit ones a fraction of one (docs/export.md)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -128,6 +135,7 @@ def quantize_onnx(float_path: pathlib.Path, calibration: np.ndarray, path: pathl
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=True,
         )
     finally:
         prepared.unlink(missing_ok=True)
@@ -188,21 +196,28 @@ def write_openvino(model, class_names, folder: pathlib.Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def openvino_runner(path: pathlib.Path, precision: str = "f32"):
+def openvino_runner(path: pathlib.Path, precision: str = "f32", onnx: bool | None = None):
     """(run: uint8 images (N, H, W, 3) -> probabilities (N, C), class names,
-    input size) of an OpenVINO model (its folder or its .xml), compiled for
-    the CPU in ``precision``: "f32", or "bf16" (OpenVINO's own default on a CPU
-    with bfloat16 arithmetic, so it is asked for by name: a float32 export is
-    checked and served in float32 unless told)."""
+    input size) of an OpenVINO model (its folder or its .xml), or of an ONNX
+    model compiled by OpenVINO (the int8 one: OpenVINO runs its QDQ pairs as
+    int8 arithmetic), for the CPU in ``precision``: "f32", or "bf16"
+    (OpenVINO's own default on a CPU with bfloat16 arithmetic, so it is asked
+    for by name: a float32 export is checked and served in float32 unless
+    told). ``onnx``: whether ``path`` is an ONNX file (default: by its suffix)."""
     import openvino as ov
 
     xml = path / OPENVINO_FILE if path.is_dir() else path
     try:
         core = ov.Core()
         read = core.read_model(str(xml))
-        if not read.has_rt_info([CLASS_NAMES_KEY]):
+        if xml.suffix == ".onnx" if onnx is None else onnx:
+            import onnx as onnx_lib
+
+            names = json.loads(onnx_class_names(onnx_lib.load(str(xml), load_external_data=False)))
+        elif not read.has_rt_info([CLASS_NAMES_KEY]):
             raise UserError(f"{xml} carries no class names (no class_names runtime info); export it with export.py")
-        names = json.loads(read.get_rt_info([CLASS_NAMES_KEY]).astype(str))
+        else:
+            names = json.loads(read.get_rt_info([CLASS_NAMES_KEY]).astype(str))
         settings = {"INFERENCE_NUM_THREADS": _threads(), "INFERENCE_PRECISION_HINT": precision}
         compiled = core.compile_model(read, "CPU", settings)
     except UserError:
