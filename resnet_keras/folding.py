@@ -9,9 +9,9 @@ TFLite, ONNX and OpenVINO converters do this themselves. TensorFlow does not:
 its graph optimizer fuses a convolution and the BatchNormalization after it
 into one ``_FusedConv2D`` whose normalization oneDNN applies as four
 element-wise post-operations, and at batch 1 oneDNN runs that fused kernel on a
-slow path (ResNet-50 about 20 times slower than at batch 2 per image, on an
-AVX2 CPU; docs/export.md). A folded graph has no normalization left to fuse, so
-the SavedModel export serves a folded copy.
+slow path, many times slower per image than at batch 2 (docs/export.md has the
+figures). A folded graph has no normalization left to fuse, so the SavedModel
+export serves a folded copy.
 """
 
 from __future__ import annotations
