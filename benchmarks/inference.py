@@ -15,9 +15,9 @@ Ours, each made as trainers/export.py makes it (uint8 pixels in, normalization
 and softmax inside): Keras (a tf.function around the model, float32 and
 mixed_bfloat16), the SavedModel (TensorFlow's oneDNN kernels, as resnet_keras
 sets them, and its Eigen kernels: savedmodel-eigen), LiteRT float32 / fp16 /
-int8 (XNNPACK, every core), ONNX Runtime float32 / int8 (static QDQ), OpenVINO float32, bf16 (the
-float32 model at OpenVINO's bf16 inference precision) and int8 (the int8 ONNX
-model compiled by OpenVINO). Int8 models are calibrated on random images here,
+int8 (XNNPACK, every core), ONNX Runtime float32 / int8 (static QDQ),
+OpenVINO float32, bf16 (the float32 model at OpenVINO's bf16 inference
+precision) and int8 (the int8 ONNX model compiled by OpenVINO). Int8 models are calibrated on random images here,
 which sets their speed, not their accuracy: the accuracy of each int8 model
 is export.py's report on a trained network. The peer, under
 torch.inference_mode(): eager float32 (NCHW and channels-last), eager bf16

@@ -43,7 +43,7 @@ def _output_references(output_layers):
     triple, or a list of them)."""
     if output_layers and isinstance(output_layers[0], str):
         return [output_layers]
-    return [ref for ref in output_layers]
+    return list(output_layers)
 
 
 def _renamed(value, renames: dict):

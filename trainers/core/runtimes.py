@@ -210,7 +210,8 @@ def openvino_runner(path: pathlib.Path, precision: str = "f32", onnx: bool | Non
     try:
         core = ov.Core()
         read = core.read_model(str(xml))
-        if xml.suffix == ".onnx" if onnx is None else onnx:
+        is_onnx = xml.suffix == ".onnx" if onnx is None else onnx
+        if is_onnx:
             import onnx as onnx_lib
 
             names = json.loads(onnx_class_names(onnx_lib.load(str(xml), load_external_data=False)))
